@@ -1,0 +1,141 @@
+"""Settings from the environment (prefix ``NURTURE_``) and a ``.env`` file.
+
+Nothing else in the package reads the environment.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+from worker.errors import SettingsError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration_seconds(text: str) -> float:
+    """Parse ``"48h"``, ``"90s"``, ``"0s"`` or a bare number of seconds.
+
+    Raises:
+        ValueError: When the text is not a number followed by ms, s, m, h or d.
+    """
+    match = _DURATION.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a duration; write a number and a unit, e.g. 48h or 30m")
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+class Settings(BaseSettings):
+    """Every setting of the worker, CLI and HTTP service."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NURTURE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    redis_url: str | None = None
+    sequences_dir: Path = Path("./sequences")
+    templates_dir: Path = Path("./templates")
+    content_dir: Path = Path("./content")
+    delivery: Literal["outbox", "sendgrid"] = "outbox"
+    outbox_dir: Path = Path("./outbox")
+    sendgrid_api_key: str | None = None
+    sendgrid_host: str = "https://api.sendgrid.com"
+    # SendGrid Event Webhook verification key (base64 ECDSA public key).
+    sendgrid_webhook_public_key: str | None = None
+    from_email: str | None = None
+    from_name: str | None = None
+    postal_address: str | None = None
+    public_url: str = "http://localhost:8000"
+    webhook_secrets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Signs unsubscribe tokens; when unset a random one is made once and kept in Redis.
+    unsubscribe_secret: str | None = None
+    default_timezone: str = "UTC"
+    default_locale: str = "en"
+    frequency_cap: Annotated[float, NoDecode] = 48 * 3600.0
+    # Where the embedded Redis keeps its files when NURTURE_REDIS_URL is unset.
+    state_dir: Path = Path("./.nurture")
+    # Worker tuning.
+    worker_threads: int = Field(default=8, ge=1, le=256)
+    scheduler_interval: Annotated[float, NoDecode] = 0.2
+    scheduler_batch: int = Field(default=50, ge=1, le=10_000)
+    # Touches more overdue than this when found (e.g. after downtime) are re-spread
+    # instead of fired at once; see README "Catch-up after downtime".
+    catchup_after: Annotated[float, NoDecode] = 3600.0
+    catchup_spread: Annotated[float, NoDecode] = 3600.0
+    log_format: Literal["json", "text"] = "text"
+    log_level: str = "INFO"
+
+    @field_validator("webhook_secrets", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("frequency_cap", "scheduler_interval", "catchup_after", "catchup_spread",
+                     mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        if isinstance(value, str):
+            return parse_duration_seconds(value)
+        return value
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}, e.g. Europe/Copenhagen") from exc
+        return value
+
+    @field_validator("sendgrid_host", "public_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+    @property
+    def frequency_cap_delta(self) -> timedelta:
+        """The frequency cap as a timedelta (zero means off)."""
+        return timedelta(seconds=self.frequency_cap)
+
+    def require_sending(self) -> None:
+        """Check the settings a sending worker needs.
+
+        Raises:
+            SettingsError: Naming the first missing variable.
+        """
+        for name in ("from_email", "postal_address"):
+            if not getattr(self, name):
+                raise SettingsError(
+                    f"NURTURE_{name.upper()} is required for sending; set it in the environment or .env"
+                )
+        if self.delivery == "sendgrid" and not self.sendgrid_api_key:
+            raise SettingsError(
+                "NURTURE_SENDGRID_API_KEY is required when NURTURE_DELIVERY=sendgrid"
+            )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings, turning validation errors into one line naming the variable.
+
+    Raises:
+        SettingsError: When any setting is invalid.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        msg = first["msg"].removeprefix("Value error, ")
+        raise SettingsError(f"NURTURE_{field.upper()}: {msg}") from None
