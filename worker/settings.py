@@ -8,12 +8,11 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 from worker.errors import SettingsError
 
@@ -70,6 +69,13 @@ class Settings(BaseSettings):
     # instead of fired at once; see README "Catch-up after downtime".
     catchup_after: Annotated[float, NoDecode] = 3600.0
     catchup_spread: Annotated[float, NoDecode] = 3600.0
+    # A claimed touch not finished within this lease is offered again (crash recovery).
+    claim_lease: Annotated[float, NoDecode] = 300.0
+    # A send reserved longer ago than this without an outcome was cut off by a crash:
+    # it is recorded as outcome-unknown, never resent blindly.
+    send_timeout: Annotated[float, NoDecode] = 120.0
+    # Where the CRM webhook field mappings (crm/hubspot.yaml, ...) live.
+    crm_dir: Path = Path("./crm")
     log_format: Literal["json", "text"] = "text"
     log_level: str = "INFO"
 
@@ -80,8 +86,15 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("frequency_cap", "scheduler_interval", "catchup_after", "catchup_spread",
-                     mode="before")
+    @field_validator(
+        "frequency_cap",
+        "scheduler_interval",
+        "catchup_after",
+        "catchup_spread",
+        "claim_lease",
+        "send_timeout",
+        mode="before",
+    )
     @classmethod
     def _duration(cls, value: object) -> object:
         if isinstance(value, str):
@@ -118,7 +131,8 @@ class Settings(BaseSettings):
         for name in ("from_email", "postal_address"):
             if not getattr(self, name):
                 raise SettingsError(
-                    f"NURTURE_{name.upper()} is required for sending; set it in the environment or .env"
+                    f"NURTURE_{name.upper()} is required for sending; "
+                    "set it in the environment or .env"
                 )
         if self.delivery == "sendgrid" and not self.sendgrid_api_key:
             raise SettingsError(

@@ -105,6 +105,7 @@ class Store:
         self._claim_due = _load_script(client, "claim_due")
         self._reserve = _load_script(client, "reserve_send")
         self._release = _load_script(client, "release_send")
+        self._advance = _load_script(client, "advance")
 
     def ping(self) -> bool:
         """True when Redis answers."""
@@ -303,6 +304,7 @@ class Store:
                 self.keys.lead(lead_id),
                 self.keys.ledger(lead_id),
                 self.keys.suppressed_email(email),
+                self.keys.enrollments(lead_id),
             ],
             args=[
                 ledger_field(sequence, generation, step),
@@ -310,6 +312,9 @@ class Store:
                 cap_seconds,
                 "1" if capped else "0",
                 stale_after,
+                sequence,
+                generation,
+                step,
             ],
         )
         return [part.decode() if isinstance(part, bytes) else str(part) for part in result]
@@ -321,6 +326,44 @@ class Store:
             keys=[self.keys.lead(lead_id), self.keys.ledger(lead_id)],
             args=[ledger_field(sequence, generation, step), state, repr(reserved_at), previous],
         )
+
+    def advance(
+        self,
+        member: str,
+        ledger_state: str,
+        enrollment: Enrollment,
+        next_touch: tuple[str, float] | None,
+    ) -> bool:
+        """Record a touch's outcome and move its enrollment on (see ``lua/advance.lua``).
+
+        Returns:
+            True if the enrollment moved; False if it had already moved on.
+        """
+        sequence, generation, step, lead_id = parse_touch(member)
+        moved = self._advance(
+            keys=[
+                self.keys.enrollments(lead_id),
+                self.keys.ledger(lead_id),
+                self.keys.schedule,
+                self.keys.claimed,
+            ],
+            args=[
+                sequence,
+                generation,
+                step,
+                member,
+                ledger_field(sequence, generation, step),
+                ledger_state,
+                enrollment.to_json(),
+                next_touch[0] if next_touch else "",
+                next_touch[1] if next_touch else 0,
+            ],
+        )
+        return bool(moved)
+
+    def record_unknown(self, member: str, when: float) -> None:
+        """Remember a send whose outcome is unknown, for ``nurture status``."""
+        self.redis.zadd(self.keys.unknown, {member: when})
 
     def ledger_state(self, member: str) -> str | None:
         sequence, generation, step, lead_id = parse_touch(member)

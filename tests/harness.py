@@ -1,0 +1,131 @@
+"""Test harness: a runtime on the test Redis with a manual clock, real dramatiq
+workers in threads, and a helper that runs the scheduler until all is quiet."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+
+from worker.actors import EVENTS_QUEUE, TOUCHES_QUEUE
+from worker.clock import ManualClock
+from worker.events import Event, validate_event
+from worker.ingest import IngestResult, ingest
+from worker.runtime import Runtime
+from worker.scheduler import Scheduler
+
+
+def event(
+    event_id: str,
+    type_: str = "lead.created",
+    lead_id: str = "lead-1",
+    *,
+    email: str | None = "ann@example.com",
+    occurred_at: str | None = None,
+    data: dict[str, Any] | None = None,
+    **lead: Any,
+) -> Event:
+    """Build a valid event compactly."""
+    doc: dict[str, Any] = {"id": event_id, "type": type_, "lead": {"id": lead_id, **lead}}
+    if email:
+        doc["lead"]["email"] = email
+    if occurred_at:
+        doc["occurred_at"] = occurred_at
+    if data:
+        doc["data"] = data
+    return validate_event(doc)
+
+
+class Harness:
+    """Drives one runtime: ingest events, move the clock, run the queue to quiet."""
+
+    def __init__(self, runtime: Runtime, clock: ManualClock, outbox: Path) -> None:
+        self.rt = runtime
+        self.clock = clock
+        self.outbox = outbox
+        self.scheduler = Scheduler(runtime)
+        self._worker: dramatiq.Worker | None = None
+
+    def start(self, threads: int = 4) -> None:
+        self._worker = dramatiq.Worker(self.rt.broker, worker_threads=threads, worker_timeout=50)
+        self._worker.start()
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.stop(timeout=30_000)
+            self._worker = None
+
+    def emit(self, *events: Event) -> IngestResult:
+        return ingest(self.rt, list(events))
+
+    def settle(self, timeout: float = 20.0) -> None:
+        """Run scheduler ticks and wait until both queues are empty and nothing is due."""
+        deadline = time.monotonic() + timeout
+        while True:
+            queued = self.scheduler.tick()
+            for queue in (EVENTS_QUEUE, TOUCHES_QUEUE):
+                self.rt.broker.join(queue, interval=10, timeout=int(timeout * 1000))
+            if self._worker is not None:
+                self._worker.join()
+            if queued == 0 and self.rt.store.schedule_stats()["claimed"] == 0:
+                due = self.rt.store.redis.zcount(
+                    self.rt.store.keys.schedule, "-inf", self.clock.now().timestamp()
+                )
+                if due == 0:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError("queue did not settle")
+
+    def advance(self, delta: timedelta) -> None:
+        """Move the clock and let everything now due happen."""
+        self.clock.advance(delta)
+        self.settle()
+
+    def run_until(self, when_ts: float) -> None:
+        """Jump the clock through every due time up to ``when_ts``, settling at each."""
+        while True:
+            first = self.rt.store.redis.zrange(self.rt.store.keys.schedule, 0, 0, withscores=True)
+            if not first or first[0][1] > when_ts:
+                break
+            due = float(first[0][1])
+            if due > self.clock.now().timestamp():
+                self.clock.set(
+                    self.clock.now() + timedelta(seconds=due - self.clock.now().timestamp())
+                )
+            self.settle()
+
+    def messages(self) -> list[EmailMessage]:
+        """Every message in the outbox, oldest first."""
+        files = sorted(self.outbox.glob("*.eml"), key=lambda p: p.stat().st_mtime_ns)
+        parser = BytesParser(policy=policy.default)
+        return [parser.parsebytes(p.read_bytes()) for p in files]  # type: ignore[misc]
+
+    def sent(self) -> list[tuple[str, str, str]]:
+        """(lead, sequence, step) of every message in the outbox."""
+        return [
+            (m["X-Nurture-Lead"], m["X-Nurture-Sequence"], m["X-Nurture-Step"])
+            for m in self.messages()
+        ]
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return [
+            {**d, "payload": json.loads(d["payload"])} for d in self.rt.store.dead_letters(1000)
+        ]
+
+
+@contextlib.contextmanager
+def running(harness: Harness, threads: int = 4) -> Iterator[Harness]:
+    harness.start(threads)
+    try:
+        yield harness
+    finally:
+        harness.stop()

@@ -1,0 +1,133 @@
+"""End to end on a real Redis with real dramatiq workers: events in, emails out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+
+from tests.harness import Harness, event, running
+
+INBOUND = {
+    "first_name": "Ann",
+    "company": "Berg ApS",
+    "source": "website",
+    "timezone": "Europe/Copenhagen",
+    "attributes": {"industry": "saas", "problem": "churn", "budget": 5000},
+}
+
+VALUE_FIRST = ["outcome-story", "case-study", "testimonial", "how-to-guide"]
+
+
+def steps_sent(h: Harness, lead: str = "lead-1") -> list[str]:
+    return [step for (lid, _seq, step) in h.sent() if lid == lead]
+
+
+def test_created_event_sends_every_step_in_order_at_its_time(
+    make_harness: Callable[..., Harness],
+) -> None:
+    h = make_harness()
+    with running(h):
+        assert h.emit(event("e1", **INBOUND)).accepted == 1
+        h.settle()
+        assert steps_sent(h) == []  # the first step waits 10 minutes
+        scheduled = h.rt.store.scheduled_for("lead-1")
+        assert len(scheduled) == 1
+        assert scheduled[0][1] == pytest.approx(h.clock.now().timestamp() + 600)
+        h.advance(timedelta(minutes=10))
+        assert steps_sent(h) == ["outcome-story"]
+        h.run_until(h.clock.now().timestamp() + 30 * 86400)
+    assert steps_sent(h) == VALUE_FIRST
+    messages = h.messages()
+    # Every touch went out inside the send window (mon-fri 09-17 Copenhagen).
+    for message in messages:
+        assert message["List-Unsubscribe"].startswith("<https://nurture.example/unsubscribe/")
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    enrollment = h.rt.store.enrollment("lead-1", "value-first")
+    assert enrollment is not None and enrollment.state == "done"
+    assert h.rt.store.stats()["value-first"]["outcome-story"]["sent"] == 1
+
+
+def test_reply_cancels_what_is_pending(make_harness: Callable[..., Harness]) -> None:
+    h = make_harness()
+    with running(h):
+        h.emit(event("e1", **INBOUND))
+        h.advance(timedelta(minutes=10))
+        assert steps_sent(h) == ["outcome-story"]
+        h.emit(event("e2", "lead.replied", email=None))
+        h.settle()
+        assert h.rt.store.scheduled_for("lead-1") == []
+        h.run_until(h.clock.now().timestamp() + 30 * 86400)
+    assert steps_sent(h) == ["outcome-story"]
+    enrollment = h.rt.store.enrollment("lead-1", "value-first")
+    assert enrollment is not None
+    assert (enrollment.state, enrollment.reason) == ("exited", "exit_on:lead.replied")
+
+
+def test_replayed_event_sends_nothing_new(make_harness: Callable[..., Harness]) -> None:
+    h = make_harness()
+    with running(h):
+        first = h.emit(event("e1", **INBOUND))
+        again = h.emit(event("e1", **INBOUND), event("e1", **INBOUND))
+        assert (first.accepted, first.duplicates) == (1, 0)
+        assert (again.accepted, again.duplicates) == (0, 2)
+        h.advance(timedelta(minutes=10))
+        # The same event delivered twice by the queue (at-least-once) changes nothing.
+        h.rt.actors.process_events.send([event("e1", **INBOUND).to_json()])
+        h.settle()
+        h.advance(timedelta(minutes=10))
+    assert steps_sent(h) == ["outcome-story"]
+
+
+def test_lead_is_in_a_sequence_at_most_once(make_harness: Callable[..., Harness]) -> None:
+    h = make_harness()
+    with running(h):
+        h.emit(event("e1", **INBOUND))
+        h.emit(event("e2", **INBOUND))  # another lead.created for the same lead
+        h.settle()
+        h.run_until(h.clock.now().timestamp() + 30 * 86400)
+    assert steps_sent(h) == VALUE_FIRST
+
+
+def test_bad_event_is_dead_lettered_and_others_go_on(
+    make_harness: Callable[..., Harness],
+) -> None:
+    h = make_harness()
+    with running(h):
+        # A lead seen for the first time without an email can never be mailed.
+        h.emit(event("bad", lead_id="nobody", email=None), event("good", **INBOUND))
+        h.advance(timedelta(minutes=10))
+    assert steps_sent(h) == ["outcome-story"]
+    letters = h.dead_letters()
+    assert len(letters) == 1
+    assert letters[0]["kind"] == "event"
+    assert "no lead.email" in letters[0]["reason"]
+    assert '"id":"bad"' in letters[0]["payload"]["event"]
+
+
+def test_unsubscribe_event_stops_everything(make_harness: Callable[..., Harness]) -> None:
+    h = make_harness()
+    with running(h):
+        h.emit(event("e1", **INBOUND))
+        h.emit(event("e2", "lead.unsubscribed", email=None))
+        h.settle()
+        h.run_until(h.clock.now().timestamp() + 30 * 86400)
+        # Even a new trigger does not enroll an unsubscribed lead.
+        h.emit(event("e3", "lead.created", **INBOUND))
+        h.settle()
+        h.run_until(h.clock.now().timestamp() + 30 * 86400)
+    assert h.sent() == []
+
+
+def test_removed_exit_before_trigger_is_not_chased(make_harness: Callable[..., Harness]) -> None:
+    """Events processed out of order: a reply that happened after the trigger but is
+    processed first still keeps the lead out of the sequence."""
+    h = make_harness()
+    with running(h):
+        h.emit(event("r", "lead.replied", occurred_at="2026-11-23T09:05:00Z", **INBOUND))
+        h.settle()
+        h.emit(event("c", "lead.created", occurred_at="2026-11-23T09:00:00Z", **INBOUND))
+        h.settle()
+        h.run_until(h.clock.now().timestamp() + 30 * 86400)
+    assert h.sent() == []

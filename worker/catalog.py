@@ -1,0 +1,111 @@
+"""Everything marketing ops edit, loaded and checked together: sequences, fit rules,
+the content library and the templates. The worker runs only a catalog that passed
+``nurture validate``; a live edit that fails is refused and the last good one runs on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from worker.content import ContentLibrary
+from worker.errors import CatalogError, Problem
+from worker.rendering import Renderer
+from worker.sequences import Catalog, load_catalog
+from worker.settings import Settings
+from worker.template_check import check_templates
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedCatalog:
+    """A checked catalog with the renderer for its templates."""
+
+    catalog: Catalog
+    content: ContentLibrary
+    renderer: Renderer
+    fingerprint: str
+
+
+def fingerprint(settings: Settings) -> str:
+    """A cheap digest of every file's name, size and mtime (to notice edits)."""
+    digest = hashlib.sha256()
+    for directory in (settings.sequences_dir, settings.templates_dir, settings.content_dir):
+        if not directory.exists():
+            digest.update(f"missing:{directory}".encode())
+            continue
+        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+            stat = path.stat()
+            digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def load_and_check(settings: Settings) -> tuple[LoadedCatalog | None, list[Problem]]:
+    """Load and cross-check everything; the catalog is None when any problem was found."""
+    print_ = fingerprint(settings)
+    problems: list[Problem] = []
+    if not settings.sequences_dir.is_dir():
+        problems.append(
+            Problem(
+                str(settings.sequences_dir),
+                0,
+                "the sequences folder does not exist",
+                "create it or set NURTURE_SEQUENCES_DIR to the folder with your *.yaml files",
+            )
+        )
+        return None, problems
+    catalog, found = load_catalog(settings.sequences_dir)
+    problems.extend(found)
+    if settings.content_dir.is_dir():
+        content, found = ContentLibrary.load(settings.content_dir)
+        problems.extend(found)
+    else:
+        content = ContentLibrary.load(Path("/nonexistent-content-dir"))[0]
+    problems.extend(check_templates(catalog, settings.templates_dir, content))
+    if problems:
+        return None, sorted(set(problems))
+    renderer = Renderer(settings.templates_dir, settings.default_locale, content)
+    return LoadedCatalog(catalog, content, renderer, print_), []
+
+
+class LiveCatalog:
+    """The catalog in force, reloaded when its files change (if the edit validates)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        loaded, problems = load_and_check(settings)
+        if loaded is None:
+            raise CatalogError(problems)
+        self._current = loaded
+        self._lock = threading.Lock()
+        self.last_problems: list[Problem] = []
+        self._refused = ""
+
+    @property
+    def current(self) -> LoadedCatalog:
+        return self._current
+
+    def reload_if_changed(self) -> bool:
+        """Reload when files changed; True if a new catalog is now in force."""
+        with self._lock:
+            now_print = fingerprint(self._settings)
+            if now_print in (self._current.fingerprint, self._refused):
+                return False
+            loaded, problems = load_and_check(self._settings)
+            if loaded is None:
+                self._refused = now_print
+                if problems != self.last_problems:
+                    log.error(
+                        "edit refused, the last good sequences keep running:\n%s",
+                        "\n".join(str(p) for p in problems),
+                    )
+                self.last_problems = problems
+                return False
+            self.last_problems = []
+            self._current = loaded
+            log.info("reloaded sequences and templates (version %s)", loaded.catalog.version)
+            return True

@@ -1,0 +1,55 @@
+"""Delivery backends: where a rendered email goes (``NURTURE_DELIVERY``).
+
+``outbox`` writes each message as an ``.eml`` file; ``sendgrid`` sends it through
+SendGrid's v3 Mail Send API. Both take a :class:`Message`, return a :class:`SendResult`
+and raise the classified errors of :mod:`worker.errors`; see ``docs/delivery.md``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from worker.delivery.base import Delivery, Message, SendResult, send_each
+from worker.errors import SettingsError
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
+
+__all__ = ["Delivery", "Message", "SendResult", "build_delivery", "send_each"]
+
+
+def build_delivery(settings: Settings) -> Delivery:
+    """Create the backend named by ``NURTURE_DELIVERY``.
+
+    Args:
+        settings: The worker's settings.
+
+    Returns:
+        An :class:`~worker.delivery.outbox.OutboxDelivery` or a
+        :class:`~worker.delivery.sendgrid.SendGridDelivery`.
+
+    Raises:
+        SettingsError: ``sendgrid`` without ``NURTURE_SENDGRID_API_KEY``, or an outbox
+            directory that cannot be created; the message names the variable.
+    """
+    if settings.delivery == "sendgrid":
+        if not settings.sendgrid_api_key:
+            raise SettingsError(
+                "NURTURE_SENDGRID_API_KEY is required when NURTURE_DELIVERY=sendgrid"
+            )
+        # Imported here so the outbox mode never loads the SendGrid library.
+        from worker.delivery.sendgrid import SendGridDelivery
+
+        return SendGridDelivery(settings.sendgrid_api_key, settings.sendgrid_host)
+    if settings.delivery == "outbox":
+        from worker.delivery.outbox import OutboxDelivery
+
+        try:
+            return OutboxDelivery(settings.outbox_dir)
+        except OSError as exc:
+            raise SettingsError(
+                f"NURTURE_OUTBOX_DIR: cannot create {settings.outbox_dir}: {exc.strerror or exc}"
+            ) from None
+    raise SettingsError(
+        f"NURTURE_DELIVERY: unknown backend {settings.delivery!r}; use outbox or sendgrid"
+    )

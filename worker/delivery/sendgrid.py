@@ -1,0 +1,296 @@
+"""The SendGrid backend: one v3 Mail Send request (``POST /v3/mail/send``) per message.
+
+It goes through the official ``sendgrid`` library's HTTP client (``python_http_client``
+on ``urllib``), so ``NURTURE_SENDGRID_HOST`` points it at a stand-in in tests.
+
+Failures are classified, never retried here (the queue actor owns retries):
+
+========================================  ==========================================
+what happened                             raised
+========================================  ==========================================
+202/200                                   ``SendResult(provider_id=X-Message-Id)``
+429                                       ``TransientDeliveryError`` with
+                                          ``retry_after`` from ``X-RateLimit-Reset``
+                                          (else ``Retry-After``), 1..3600 s
+408, 5xx, other non-2xx                   ``TransientDeliveryError``
+other 4xx (400, 401, 403, 413, ...)       ``PermanentDeliveryError`` with SendGrid's
+                                          error messages
+refused, DNS, TLS, connect timeout —      ``TransientDeliveryError``: the request
+anything before the request was sent      never left, so it cannot have been accepted
+timeout or dropped connection while       ``OutcomeUnknownError``: SendGrid may have
+waiting for the answer                    accepted the message
+========================================  ==========================================
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import time
+import urllib.error
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from python_http_client.exceptions import HTTPError as SendGridHTTPError
+from sendgrid import SendGridAPIClient
+
+from worker.delivery.base import ONE_CLICK, Delivery, Message, SendResult, header_safe
+from worker.errors import (
+    DeliveryError,
+    OutcomeUnknownError,
+    PermanentDeliveryError,
+    SettingsError,
+    TransientDeliveryError,
+)
+
+DEFAULT_HOST = "https://api.sendgrid.com"
+#: Seconds to wait for connect and for each read; beyond it the outcome is unknown.
+DEFAULT_TIMEOUT = 10.0
+#: Bounds for a provider-requested wait (seconds).
+MIN_RETRY_AFTER = 1.0
+MAX_RETRY_AFTER = 3600.0
+#: SendGrid accepts at most 10 categories per message.
+MAX_CATEGORIES = 10
+
+# python_http_client logs every request's headers, Authorization included, at DEBUG.
+# Cap it at INFO so turning on debug logging never writes the API key into the logs;
+# an operator who sets this logger's level explicitly still wins.
+_http_log = logging.getLogger("python_http_client")
+if _http_log.level == logging.NOTSET:
+    _http_log.setLevel(logging.INFO)
+
+
+def build_payload(message: Message) -> dict[str, Any]:
+    """Build the v3 Mail Send JSON body for one message.
+
+    ``text/plain`` content comes first and ``text/html`` second: SendGrid refuses any
+    other order. Lead, sequence and step travel as ``custom_args``, which SendGrid
+    echoes in every Event Webhook event for this message.
+
+    Args:
+        message: The message.
+
+    Returns:
+        A JSON-serialisable dict.
+    """
+    recipient: dict[str, str] = {"email": message.to_email}
+    if message.to_name:
+        recipient["name"] = header_safe(message.to_name)
+    sender: dict[str, str] = {"email": message.from_email}
+    if message.from_name:
+        sender["name"] = header_safe(message.from_name)
+    content = [{"type": "text/plain", "value": message.text}]
+    if message.html:
+        content.append({"type": "text/html", "value": message.html})
+    payload: dict[str, Any] = {
+        "personalizations": [{"to": [recipient]}],
+        "from": sender,
+        "subject": header_safe(message.subject),
+        "content": content,
+        "headers": {
+            "List-Unsubscribe": f"<{header_safe(message.unsubscribe_url)}>",
+            "List-Unsubscribe-Post": ONE_CLICK,
+        },
+        "custom_args": {
+            "lead_id": message.lead_id,
+            "sequence": message.sequence,
+            "step": message.step,
+        },
+    }
+    if message.categories:
+        # Duplicates would only waste SendGrid's 10-category limit.
+        payload["categories"] = list(dict.fromkeys(message.categories))[:MAX_CATEGORIES]
+    return payload
+
+
+def retry_after_seconds(
+    headers: Mapping[str, str] | None, now: float | None = None
+) -> float | None:
+    """Read how long the provider asked us to wait.
+
+    ``X-RateLimit-Reset`` (unix seconds, what SendGrid sends) wins over ``Retry-After``
+    (delta seconds or an HTTP date). The result is clamped to 1..3600 s so a skewed
+    clock or a bogus header can neither cause a hot loop nor park a message for days.
+
+    Args:
+        headers: The response headers (case-insensitive mapping), if any.
+        now: The current unix time; ``time.time()`` when omitted.
+
+    Returns:
+        Seconds to wait, or None when no usable header was present.
+    """
+    if headers is None:
+        return None
+    current = time.time() if now is None else now
+    wait: float | None = None
+    reset = headers.get("X-RateLimit-Reset")
+    if reset:
+        try:
+            wait = float(reset) - current
+        except ValueError:
+            wait = None
+    if wait is None:
+        retry = headers.get("Retry-After")
+        if retry:
+            try:
+                wait = float(retry)
+            except ValueError:
+                try:
+                    wait = parsedate_to_datetime(retry).timestamp() - current
+                except (TypeError, ValueError):
+                    wait = None
+    if wait is None or wait != wait:  # NaN
+        return None
+    return min(MAX_RETRY_AFTER, max(MIN_RETRY_AFTER, wait))
+
+
+def error_messages(body: bytes | str | None) -> str:
+    """Extract SendGrid's error messages from a response body.
+
+    SendGrid answers ``{"errors": [{"message": ..., "field": ..., "help": ...}]}``; the
+    messages are joined with ``"; "``, each followed by its field when it names one.
+    Anything else is returned as (at most 300 characters of) text.
+    """
+    if not body:
+        return ""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return text.strip()[:300]
+    errors = parsed.get("errors") if isinstance(parsed, dict) else None
+    if not isinstance(errors, list):
+        return text.strip()[:300]
+    parts: list[str] = []
+    for item in errors:
+        if not isinstance(item, dict):
+            continue
+        message = str(item.get("message") or "").strip()
+        field = item.get("field")
+        if message and field:
+            parts.append(f"{message} (field: {field})")
+        elif message:
+            parts.append(message)
+    return "; ".join(parts) if parts else text.strip()[:300]
+
+
+def classify_status(
+    status: int, headers: Mapping[str, str] | None, body: bytes | str | None
+) -> DeliveryError:
+    """Turn a non-2xx answer into the matching delivery error.
+
+    Args:
+        status: HTTP status code.
+        headers: Response headers.
+        body: Response body.
+
+    Returns:
+        The error to raise; its message reads like ``"400: The from address ..."``.
+    """
+    detail = error_messages(body)
+    text = f"{status}: {detail}" if detail else f"{status}: HTTP {status}"
+    if status == 429:
+        return TransientDeliveryError(
+            f"SendGrid rate limit {text}", retry_after=retry_after_seconds(headers)
+        )
+    if status == 408 or status >= 500 or status < 400:
+        # 408/5xx are SendGrid's own trouble; 1xx/3xx are never valid answers to a
+        # mail send, most likely a proxy or misconfigured host: not the message's fault.
+        return TransientDeliveryError(f"SendGrid {text}", retry_after=retry_after_seconds(headers))
+    return PermanentDeliveryError(f"SendGrid {text}")
+
+
+class SendGridDelivery(Delivery):
+    """Sends each message with one v3 Mail Send request.
+
+    One library client serves all threads. That is safe because ``python_http_client``
+    builds a new ``urllib`` opener and request for every call and shares only the
+    default-header dict, which it merely reads once ``Content-Type`` is in it (we put it
+    there up front, and never pass per-call ``request_headers``, which would mutate it).
+
+    Attributes:
+        host: The API base URL.
+        timeout: Seconds allowed for connecting and for each read of the answer.
+    """
+
+    name = "sendgrid"
+
+    def __init__(
+        self, api_key: str, host: str = DEFAULT_HOST, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        """Create the backend.
+
+        Args:
+            api_key: SendGrid API key (``NURTURE_SENDGRID_API_KEY``).
+            host: API base URL (``NURTURE_SENDGRID_HOST``).
+            timeout: Seconds for connect and for each read; a timeout while waiting for
+                the answer raises :class:`~worker.errors.OutcomeUnknownError`.
+
+        Raises:
+            SettingsError: When the key is empty.
+        """
+        if not api_key:
+            raise SettingsError(
+                "NURTURE_SENDGRID_API_KEY is required when NURTURE_DELIVERY=sendgrid"
+            )
+        self.host = host.rstrip("/")
+        self.timeout = timeout
+        self._client = SendGridAPIClient(api_key=api_key, host=self.host)
+        http = self._client.client
+        # See the class docstring: with Content-Type present the shared header dict is
+        # only read, never written, by concurrent calls.
+        http.request_headers.setdefault("Content-Type", "application/json")
+        http.timeout = timeout
+
+    def send(self, message: Message) -> SendResult:
+        """Send one message.
+
+        Returns:
+            ``SendResult(provider_id=<X-Message-Id>)``.
+
+        Raises:
+            TransientDeliveryError: 429 (with ``retry_after``), 408, 5xx, or the request
+                could not be sent at all (refused, DNS, TLS, connect timeout).
+            PermanentDeliveryError: Any other 4xx, with SendGrid's messages.
+            OutcomeUnknownError: The request was sent but no complete answer came back.
+        """
+        payload = build_payload(message)
+        try:
+            response = self._client.client.mail.send.post(
+                request_body=payload, timeout=self.timeout
+            )
+        except SendGridHTTPError as exc:
+            raise classify_status(int(exc.status_code), exc.headers, exc.body) from None
+        except urllib.error.URLError as exc:
+            # urllib wraps exactly the errors of connecting and writing the request in
+            # URLError. A request that was not completely written cannot have been
+            # accepted, so a retry is safe.
+            raise TransientDeliveryError(
+                f"SendGrid unreachable at {self.host}: {_reason(exc)}"
+            ) from exc
+        except (http.client.HTTPException, OSError) as exc:
+            # Raised while waiting for or reading the answer: the request is out and
+            # SendGrid may have queued the message. Only the caller can decide (ledger).
+            raise OutcomeUnknownError(
+                f"SendGrid at {self.host}: no complete answer for {message.key}: {exc!r}"
+            ) from exc
+        status = int(response.status_code)
+        if not 200 <= status < 300:
+            # urllib raises for 4xx/5xx; this catches anything odd that slipped through.
+            raise classify_status(status, response.headers, response.body)
+        provider_id = response.headers.get("X-Message-Id") if response.headers else None
+        return SendResult(provider_id=str(provider_id) if provider_id else None)
+
+    def close(self) -> None:
+        """Nothing to release: ``urllib`` opens and closes a connection per request."""
+
+
+def _reason(exc: urllib.error.URLError) -> str:
+    reason = exc.reason
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, TimeoutError):
+        return "connect timed out"
+    return str(reason) or type(reason).__name__

@@ -1,0 +1,54 @@
+"""Accept events (from ``nurture emit`` or ``POST /events``): drop replays, stamp the
+receive time, and queue them durably before saying yes."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import redis
+
+from worker.errors import StoreUnavailableError
+from worker.events import Event
+from worker.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+
+
+def ingest(runtime: Runtime, events: list[Event]) -> IngestResult:
+    """Queue new events; replays (same id within the dedup window) are counted, not queued.
+
+    Raises:
+        StoreUnavailableError: When Redis is unreachable; nothing is half-accepted:
+            ids marked seen are forgotten again so the sender's retry goes through.
+    """
+    now = runtime.clock.now()
+    unique: dict[str, Event] = {}
+    for event in events:
+        unique.setdefault(event.id, event)  # a repeat inside one batch is a duplicate too
+    try:
+        fresh_flags = runtime.store.mark_events_seen(list(unique))
+    except redis.RedisError as exc:
+        raise StoreUnavailableError(f"Redis unavailable: {exc}") from exc
+    fresh = [
+        event if event.occurred_at else event.model_copy(update={"occurred_at": now})
+        for event, is_new in zip(unique.values(), fresh_flags, strict=True)
+        if is_new
+    ]
+    size = runtime.tuning.events_per_message
+    queued = 0
+    try:
+        for start in range(0, len(fresh), size):
+            chunk = fresh[start : start + size]
+            runtime.actors.process_events.send([event.to_json() for event in chunk])
+            queued += len(chunk)
+    except redis.RedisError as exc:
+        # If even this fails, the ids stay marked until the dedup window ends.
+        with contextlib.suppress(redis.RedisError):
+            runtime.store.forget_events(event.id for event in fresh[queued:])
+        raise StoreUnavailableError(f"Redis unavailable while queueing: {exc}") from exc
+    return IngestResult(accepted=len(fresh), duplicates=len(events) - len(fresh))

@@ -1,0 +1,260 @@
+"""What one lead event does: update the lead, apply the always-exit rules, fit rules
+and ``exit_on``, then enroll the lead in the sequences the event triggers.
+
+Every function here runs under the lead's lock and is idempotent: the queue is
+at-least-once, so processing the same event twice must change nothing the second time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+from worker.events import Event
+from worker.keys import touch_id
+from worker.runtime import Runtime
+from worker.sequences import Catalog, Sequence, condition_context
+from worker.store import Enrollment, LeadRecord
+from worker.timing import due_time, lead_zone
+
+log = logging.getLogger(__name__)
+
+LEAD_FIELDS = ("email", "first_name", "last_name", "company", "locale", "timezone", "source")
+
+# Reasons a lead leaves every sequence, whatever the sequence's exit_on says.
+SUPPRESSING_TYPES = frozenset({"lead.unsubscribed"})
+
+
+class PoisonEvent(Exception):
+    """Raised when an event can never be processed (kept as a dead letter)."""
+
+
+def merge_lead(stored: dict[str, Any] | None, event: Event) -> dict[str, Any]:
+    """The lead's data after this event: fields given win, attributes merge key by key."""
+    data: dict[str, Any] = dict(stored or {})
+    data["id"] = event.lead.id
+    for name in LEAD_FIELDS:
+        value = getattr(event.lead, name)
+        if value is not None:
+            data[name] = value
+    attributes = dict(data.get("attributes") or {})
+    for key, value in event.lead.attributes.items():
+        if value is None:
+            attributes.pop(key, None)  # an explicit null removes the attribute
+        else:
+            attributes[key] = value
+    data["attributes"] = attributes
+    return data
+
+
+def trigger_of(event: Event, occurred: datetime) -> dict[str, Any]:
+    """What templates see as ``event``."""
+    return {
+        "id": event.id,
+        "type": event.type,
+        "occurred_at": occurred.isoformat().replace("+00:00", "Z"),
+        "data": event.data,
+    }
+
+
+class EventProcessor:
+    """Applies one event to one lead."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.store = runtime.store
+
+    def process(self, event: Event) -> str:
+        """Process an event under its lead's lock; returns what happened, for logs."""
+        with self.store.lead_lock(event.lead.id):
+            if self.store.redis.get(self.store.keys.event(event.id)) == b"done":
+                return "replay"
+            outcome = self._apply(event)
+            # KEEPTTL: the dedup window stays what ingest set.
+            self.store.redis.set(self.store.keys.event(event.id), "done", keepttl=True)
+            return outcome
+
+    def _apply(self, event: Event) -> str:
+        now = self.rt.clock.now()
+        occurred = event.occurred_at or now
+        record = self.store.get_lead(event.lead.id)
+        if record is None and not event.lead.email:
+            raise PoisonEvent(
+                f"lead {event.lead.id!r} is new but the event has no lead.email; "
+                "send the email on the lead's first event"
+            )
+        data = merge_lead(record.data if record else None, event)
+        if record is None or data != record.data:
+            self.store.save_lead(event.lead.id, data, record.email if record else None)
+        seen_key = f"seen:{event.type}"
+        previous_seen = record.seen(event.type) if record else None
+        if previous_seen is None or occurred.timestamp() > previous_seen:
+            self.store.set_lead_flags(event.lead.id, **{seen_key: occurred.timestamp()})
+        lead = self.store.get_lead(event.lead.id)
+        assert lead is not None
+        catalog = self.rt.catalog.current.catalog
+        trigger = trigger_of(event, occurred)
+        actions: list[str] = []
+
+        if event.type in SUPPRESSING_TYPES:
+            reason = str(event.data.get("reason") or "unsubscribed")
+            self.suppress(lead, reason, actions)
+            return ",".join(actions) or "suppressed"
+        if event.type == "lead.disqualified":
+            self.disqualify(lead, str(event.data.get("reason") or ""), trigger, now, actions)
+        elif event.type == "lead.requalified":
+            self.store.set_lead_flags(lead.id, disq=None)
+            actions.append("requalified")
+        elif event.type in ("lead.created", "lead.updated") and not lead.disqualified:
+            self.apply_fit_rules(catalog, lead, trigger, now, actions)
+        lead = self.store.get_lead(lead.id) or lead
+
+        self.apply_exit_on(catalog, lead, event.type, actions)
+        if not lead.suppressed and not lead.disqualified:
+            for sequence in catalog.triggered_by(event.type):
+                if sequence.kind == "decline":
+                    continue  # declines start only through disqualify(): at most one
+                if self.enroll(sequence, lead, trigger, occurred, now):
+                    actions.append(f"enrolled:{sequence.id}")
+        return ",".join(actions) or "no-op"
+
+    # -- the always-exit rules ------------------------------------------------
+
+    def suppress(self, lead: LeadRecord, reason: str, actions: list[str]) -> None:
+        """The lead unsubscribed (or its address bounced): end everything, send nothing."""
+        if not lead.suppressed:
+            self.store.set_lead_flags(lead.id, suppressed=reason)
+        self.exit_all(lead.id, reason, actions, only_kind=None)
+
+    def disqualify(
+        self,
+        lead: LeadRecord,
+        reason: str,
+        trigger: dict[str, Any],
+        now: datetime,
+        actions: list[str],
+    ) -> None:
+        """End every nurture enrollment and send one polite decline, never two."""
+        self.store.set_lead_flags(lead.id, disq=reason or "unspecified")
+        self.exit_all(lead.id, "disqualified", actions, only_kind="nurture")
+        actions.append(f"disqualified:{reason or 'unspecified'}")
+        if lead.suppressed or (lead.email and self.store.email_suppressed(lead.email)):
+            return
+        declines = self.rt.catalog.current.catalog.decline_sequences
+        if not declines or not self.store.claim_decline(lead.id, now.timestamp()):
+            return
+        data = dict(trigger.get("data") or {})
+        data["reason"] = reason or None
+        decline_trigger = {**trigger, "data": data}
+        occurred = datetime.fromisoformat(str(trigger["occurred_at"]).replace("Z", "+00:00"))
+        for sequence in declines:
+            if sequence.trigger_when is not None and not sequence.trigger_when.matches(
+                condition_context(lead.data, data)
+            ):
+                continue
+            if self.enroll(sequence, lead, decline_trigger, occurred, now):
+                actions.append(f"enrolled:{sequence.id}")
+
+    def apply_fit_rules(
+        self,
+        catalog: Catalog,
+        lead: LeadRecord,
+        trigger: dict[str, Any],
+        now: datetime,
+        actions: list[str],
+    ) -> None:
+        """Disqualify on the first matching fit rule, unless this very lead data was
+        already judged and the lead was requalified by a person since."""
+        context = condition_context(lead.data, trigger.get("data"))
+        for rule in catalog.fit_rules:
+            if not rule.when.matches(context):
+                continue
+            signature = hashlib.sha256(
+                (rule.id + json.dumps(lead.data, sort_keys=True, default=str)).encode()
+            ).hexdigest()[:16]
+            if lead.flags.get("fit_sig") == signature:
+                return  # requalified by hand with unchanged data: respect that
+            self.store.set_lead_flags(lead.id, fit_sig=signature)
+            fit_trigger = {**trigger, "data": {**trigger.get("data", {}), "rule": rule.id}}
+            self.disqualify(lead, rule.reason, fit_trigger, now, actions)
+            return
+
+    def apply_exit_on(
+        self, catalog: Catalog, lead: LeadRecord, event_type: str, actions: list[str]
+    ) -> None:
+        """End the enrollments whose sequence lists this event type in ``exit_on``."""
+        for sequence_id, enrollment in self.store.enrollments(lead.id).items():
+            sequence = catalog.sequences.get(sequence_id)
+            if enrollment.active and sequence is not None and event_type in sequence.exit_on:
+                self.exit_one(lead.id, sequence_id, enrollment, f"exit_on:{event_type}")
+                actions.append(f"exited:{sequence_id}")
+
+    def exit_all(
+        self, lead_id: str, reason: str, actions: list[str], only_kind: str | None
+    ) -> None:
+        catalog = self.rt.catalog.current.catalog
+        for sequence_id, enrollment in self.store.enrollments(lead_id).items():
+            if not enrollment.active:
+                continue
+            sequence = catalog.sequences.get(sequence_id)
+            if only_kind is not None and sequence is not None and sequence.kind != only_kind:
+                continue
+            self.exit_one(lead_id, sequence_id, enrollment, reason)
+            actions.append(f"exited:{sequence_id}")
+
+    def exit_one(self, lead_id: str, sequence_id: str, enrollment: Enrollment, reason: str) -> None:
+        """End one enrollment and cancel its pending touch."""
+        pending = (
+            [touch_id(sequence_id, enrollment.generation, enrollment.step, lead_id)]
+            if enrollment.step
+            else []
+        )
+        enrollment.state = "exited"
+        enrollment.reason = reason
+        self.store.write_enrollment(lead_id, sequence_id, enrollment, unschedule=pending)
+
+    # -- enrollment -----------------------------------------------------------
+
+    def enroll(
+        self,
+        sequence: Sequence,
+        lead: LeadRecord,
+        trigger: dict[str, Any],
+        occurred: datetime,
+        now: datetime,
+    ) -> bool:
+        """Start the sequence for the lead unless it is in it already; True if started."""
+        context = condition_context(lead.data, trigger.get("data"))
+        if sequence.trigger_when is not None and not sequence.trigger_when.matches(context):
+            return False
+        if not sequence.steps:
+            return False
+        existing = self.store.enrollment(lead.id, sequence.id)
+        if existing is not None and (
+            existing.active or existing.trigger.get("id") == trigger["id"]
+        ):
+            return False  # at most once at a time; and a replayed trigger starts nothing
+        for exit_type in sequence.exit_on:
+            seen = lead.seen(exit_type)
+            if seen is not None and seen >= occurred.timestamp():
+                return False  # the lead already did what ends this sequence
+        generation = existing.generation + 1 if existing else 1
+        first = sequence.steps[0]
+        zone = lead_zone(lead.data, self.rt.settings.default_timezone)
+        member = touch_id(sequence.id, generation, first.id, lead.id)
+        due = due_time(sequence, first, occurred, zone, member)
+        enrollment = Enrollment(
+            generation=generation,
+            state="active",
+            step=first.id,
+            trigger=trigger,
+            started=now.timestamp(),
+        )
+        self.store.write_enrollment(
+            lead.id, sequence.id, enrollment, schedule=(member, due.timestamp())
+        )
+        log.debug("enrolled %s in %s, first touch due %s", lead.id, sequence.id, due)
+        return True

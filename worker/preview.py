@@ -1,0 +1,98 @@
+"""``nurture preview``: the dated timeline of one sequence for a sample lead, and a
+step's rendered email. Needs no Redis: nothing is queued or sent."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from worker.catalog import load_and_check
+from worker.errors import CatalogError, NurtureError, RenderError
+from worker.events import Lead
+from worker.keys import touch_id
+from worker.sequences import condition_context
+from worker.settings import Settings
+from worker.timing import due_time, lead_zone
+
+
+def preview(
+    settings: Settings,
+    sequence_id: str,
+    lead_doc: dict[str, Any],
+    start: datetime | None,
+    step_id: str | None,
+) -> str:
+    """The preview text.
+
+    Args:
+        lead_doc: A lead object, or an event holding ``lead`` (and ``data``).
+    """
+    loaded, problems = load_and_check(settings)
+    if loaded is None:
+        raise CatalogError(problems)
+    sequence = loaded.catalog.sequences.get(sequence_id)
+    if sequence is None:
+        known = ", ".join(sorted(loaded.catalog.sequences))
+        raise NurtureError(f"no sequence {sequence_id!r}; the sequences are: {known}")
+    event_doc = lead_doc if "lead" in lead_doc else {"lead": lead_doc}
+    lead = Lead.model_validate(event_doc["lead"]).model_dump(exclude_none=True)
+    data = dict(event_doc.get("data") or {})
+    start = start or datetime.now(UTC)
+    zone = lead_zone(lead, settings.default_timezone)
+    context = condition_context(lead, data)
+    lines = [f"{sequence.id}: {sequence.description}".rstrip(": ")]
+    if sequence.trigger_when is not None and not sequence.trigger_when.matches(context):
+        lines.append(
+            f"note: this lead does not match the trigger's `when`; "
+            f"{sequence.trigger_event} would not enroll it"
+        )
+    lines.append(
+        f"trigger {sequence.trigger_event} at {start.astimezone(zone):%a %Y-%m-%d %H:%M %Z}"
+    )
+    base = start
+    for step in sequence.steps:
+        member = touch_id(sequence.id, 1, step.id, str(lead.get("id", "preview")))
+        due = due_time(sequence, step, base, zone, member)
+        skipped = step.when is not None and not step.when.matches(context)
+        path = _template_path(loaded.renderer, step.template, lead.get("locale"))
+        lines.append(
+            f"  {due.astimezone(zone):%a %Y-%m-%d %H:%M %Z}  {step.id:<20} "
+            f"{'skipped (its `when` does not match)' if skipped else path}"
+        )
+        if not skipped:
+            base = due
+    lines.append("(the frequency cap and other sequences can move touches later)")
+    if step_id:
+        chosen = sequence.step(step_id)
+        if chosen is None:
+            known = ", ".join(s.id for s in sequence.steps)
+            raise NurtureError(f"no step {step_id!r} in {sequence.id}; its steps are: {known}")
+        trigger = {
+            "id": event_doc.get("id", "preview"),
+            "type": sequence.trigger_event,
+            "occurred_at": start.isoformat(),
+            "data": data,
+        }
+        email = loaded.renderer.render(
+            chosen.template,
+            lead.get("locale"),
+            {
+                "lead": lead,
+                "event": trigger,
+                "sequence": {"id": sequence.id, "description": sequence.description},
+                "step": {"id": chosen.id},
+                "unsubscribe_url": f"{settings.public_url}/unsubscribe/PREVIEW",
+                "postal_address": settings.postal_address or "(NURTURE_POSTAL_ADDRESS)",
+            },
+        )
+        lines += ["", f"Subject: {email.subject}", "", email.text]
+        if email.html:
+            lines += ["", "--- html ---", email.html]
+    return "\n".join(lines)
+
+
+def _template_path(renderer: Any, name: str, locale: object) -> str:
+    try:
+        return str(renderer.resolve(name, str(locale) if locale else None))
+    except RenderError as exc:
+        return f"missing template: {exc}"

@@ -1,0 +1,732 @@
+"""Read ``sequences/*.yaml`` and ``sequences/fit.yaml`` into a :class:`Catalog`.
+
+The people who write these files are marketers, not programmers, so the loader never
+stops at the first mistake: it reports every problem with the file, the line and a
+fix in plain words, and still returns every sequence that loaded cleanly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from datetime import time
+from difflib import get_close_matches
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from worker.errors import CatalogError, Problem
+from worker.events import BUILTIN_TYPES, EVENT_TYPE
+from worker.sequences.conditions import Condition, compile_when, yaml_line
+from worker.sequences.durations import parse_wait
+from worker.sequences.model import (
+    DECLINE_TRIGGER,
+    KINDS,
+    Catalog,
+    FitRule,
+    Kind,
+    Sequence,
+    Step,
+    default_kind,
+)
+from worker.sequences.windows import WINDOW_KEYS, SendWindow, parse_days, parse_hours
+
+FIT_STEMS = ("fit",)
+SEQUENCE_KEYS = ("id", "description", "kind", "trigger", "exit_on", "send_window", "steps")
+TRIGGER_KEYS = ("event", "when")
+STEP_KEYS = ("id", "description", "wait", "template", "when")
+FIT_KEYS = ("rules",)
+RULE_KEYS = ("id", "description", "when", "reason")
+ID = re.compile(r"^[a-z0-9-]+$")
+REASON = re.compile(r"^[a-z0-9_-]+$")
+TEMPLATE = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+DOCS = "see docs/sequences.md"
+# Keys that are right, just in the wrong place: where they belong.
+_MOVED = {
+    "sequence": {
+        "when": "`when` belongs under `trigger:` (or inside a step)",
+        "event": "`event` belongs under `trigger:`",
+        "wait": "`wait` belongs inside a step under `steps:`",
+        "template": "`template` belongs inside a step under `steps:`",
+        "rules": "fit rules belong in sequences/fit.yaml",
+    },
+    "step": {
+        "exit_on": "`exit_on` belongs at the top of the file, not inside a step",
+        "send_window": "`send_window` belongs at the top of the file, not inside a step",
+        "trigger": "`trigger` belongs at the top of the file, not inside a step",
+    },
+}
+
+
+def load_catalog(sequences_dir: Path) -> tuple[Catalog, list[Problem]]:
+    """Load every sequence file and the fit rules from ``sequences_dir``.
+
+    Args:
+        sequences_dir: The folder (``NURTURE_SEQUENCES_DIR``).
+
+    Returns:
+        The catalog of everything that loaded cleanly, and every problem found
+        (sorted by file and line). A sequence with any problem is left out.
+    """
+    folder = _display(sequences_dir)
+    if not sequences_dir.is_dir():
+        return Catalog(), [
+            Problem(
+                folder,
+                0,
+                "the sequences folder does not exist",
+                "create it, or point NURTURE_SEQUENCES_DIR at the folder holding your sequences",
+            )
+        ]
+    files = sorted(
+        p
+        for p in sequences_dir.iterdir()
+        if p.is_file() and p.suffix in (".yaml", ".yml") and not p.name.startswith(".")
+    )
+    digest = hashlib.sha256()
+    problems: list[Problem] = []
+    sequences: dict[str, Sequence] = {}
+    fit_rules: tuple[FitRule, ...] = ()
+    fit_files = [p for p in files if p.stem in FIT_STEMS]
+    if len(fit_files) > 1:
+        problems.append(
+            Problem(
+                _display(fit_files[1]),
+                0,
+                "there are two fit rule files",
+                f"keep only {fit_files[0].name}; move its rules into one file",
+            )
+        )
+    claimed: dict[str, tuple[str, int]] = {}  # sequence id -> (file, line) first using it
+    for path in files:
+        raw = path.read_bytes()
+        digest.update(path.name.encode() + b"\0" + raw + b"\0")
+        reader = _Reader(_display(path))
+        doc = reader.parse(raw)
+        if path in fit_files:
+            if path == fit_files[0] and not reader.problems:
+                fit_rules = reader.fit_rules(doc)
+        elif not reader.problems:
+            unique = reader.claim_id(claimed, doc)
+            sequence = reader.sequence(doc)
+            if sequence is not None and unique:
+                sequences[sequence.id] = sequence
+        problems.extend(reader.problems)
+    if not any(p.stem not in FIT_STEMS for p in files):
+        problems.append(
+            Problem(
+                folder,
+                0,
+                "no sequence files (*.yaml) found",
+                f"add a sequence file, or point NURTURE_SEQUENCES_DIR elsewhere; {DOCS}",
+            )
+        )
+    catalog = Catalog(sequences=sequences, fit_rules=fit_rules, version=digest.hexdigest()[:12])
+    return catalog, sorted(problems)
+
+
+def require_catalog(sequences_dir: Path) -> Catalog:
+    """Like :func:`load_catalog`, but any problem is an error.
+
+    Raises:
+        CatalogError: Listing every problem.
+    """
+    catalog, problems = load_catalog(sequences_dir)
+    if problems:
+        raise CatalogError(problems)
+    return catalog
+
+
+def _display(path: Path) -> str:
+    """The path as the user would type it: relative to the working directory if inside."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _slug(text: str, sep: str = "-") -> str:
+    return re.sub(r"[^a-z0-9]+", sep, text.lower()).strip(sep)
+
+
+def _kind(node: Any) -> str:
+    if node is None:
+        return "nothing"
+    if isinstance(node, Mapping):
+        return "a set of keys"
+    if isinstance(node, list):
+        return "a list"
+    return repr(node)
+
+
+_YAML_HINTS = (
+    (
+        "mapping values are not allowed",
+        "a ':' appears where YAML does not expect one",
+        "put quotes around text that contains ': ' (e.g. description: \"Note: read this\"), "
+        "and check the indentation of this line",
+    ),
+    (
+        "could not find expected ':'",
+        "a line is missing its ':' or is indented wrongly",
+        "write `key: value`, and indent lines of the same block by the same number of spaces",
+    ),
+    (
+        "expected <block end>",
+        "the indentation does not line up",
+        "keys of the same block must start in the same column; use spaces, not tabs",
+    ),
+    (
+        "expected a single document",
+        "the file holds more than one document (a second ---)",
+        "keep one sequence per file; move the rest into a new file",
+    ),
+    (
+        "expected ',' or '}'",
+        "a { ... } is not closed properly",
+        "check that every { has a matching } and that items are separated by commas",
+    ),
+    (
+        "expected ',' or ']'",
+        "a [ ... ] is not closed properly",
+        "check that every [ has a matching ] and that items are separated by commas",
+    ),
+    (
+        "that cannot start any token",
+        "a value starts with a character YAML reserves",
+        'put the value in quotes, e.g. template: "@special"',
+    ),
+    (
+        "found unexpected end of stream",
+        "a quote is not closed",
+        "close the quotes (\" or ') opened on this line",
+    ),
+)
+
+
+class _Reader:
+    """Reads one file, collecting problems against it."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.problems: list[Problem] = []
+        # Keys suggested for a misspelling: their "missing" problem would repeat it.
+        self.suggested: set[tuple[int, str]] = set()
+
+    def problem(self, line: int, message: str, fix: str) -> None:
+        self.problems.append(Problem(self.file, line, message, fix))
+
+    # -- YAML ---------------------------------------------------------------------
+
+    def parse(self, raw: bytes) -> Any:
+        """The YAML document, or None with problems recorded."""
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            self.problem(line, "the file is not UTF-8 text", "save it as UTF-8 in your editor")
+            return None
+        for number, line_text in enumerate(text.splitlines(), start=1):
+            indent = line_text[: len(line_text) - len(line_text.lstrip(" \t"))]
+            if "\t" in indent:
+                self.problem(
+                    number,
+                    "this line is indented with a tab",
+                    "YAML needs spaces: replace the tab with spaces (2 per level)",
+                )
+        if self.problems:
+            return None
+        try:
+            return YAML(typ="rt").load(text)
+        except MarkedYAMLError as exc:
+            self.yaml_problem(exc, text)
+        except YAMLError as exc:  # no position known
+            self.problem(0, f"the file is not valid YAML: {exc}", f"check its syntax; {DOCS}")
+        return None
+
+    def yaml_problem(self, exc: MarkedYAMLError, source: str) -> None:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 0
+        text = f"{exc.context or ''} {exc.problem or ''}"
+        duplicate = re.search(r'found duplicate key "(.*?)"', text)
+        if duplicate and mark is not None:
+            key = duplicate.group(1)
+            self.problem(
+                line,
+                f"{key!r} appears twice in the same block",
+                f"keep only one{_earlier_key(source, key, mark.line, mark.column)}",
+            )
+            return
+        for needle, message, fix in _YAML_HINTS:
+            if needle in text:
+                self.problem(line, message, fix)
+                return
+        self.problem(
+            line,
+            f"the YAML could not be read ({(exc.problem or '').strip()})",
+            "check the indentation (spaces, same column for keys of one block) and put "
+            "quotes around values containing ':' or '#'",
+        )
+
+    # -- shared checks --------------------------------------------------------------
+
+    def line(self, node: Any, key: Any, default: int = 1) -> int:
+        return yaml_line(node, key, default)
+
+    def start(self, node: Any, default: int = 1) -> int:
+        lc = getattr(node, "lc", None)
+        return int(lc.line) + 1 if lc is not None and lc.line is not None else default
+
+    def unknown_keys(
+        self, node: Mapping[Any, Any], allowed: tuple[str, ...], where: str, line: int
+    ) -> None:
+        for key in node:
+            if key in allowed:
+                continue
+            key_line = self.line(node, key, line)
+            text = str(key)
+            normalized = re.sub(r"[\s-]+", "_", text.strip().lower())
+            near = (
+                [normalized]
+                if normalized in allowed
+                else get_close_matches(normalized, allowed, n=1, cutoff=0.6)
+            )
+            moved = _MOVED.get(where, {}).get(normalized)
+            if moved:
+                fix = f"{moved}; {DOCS}"
+            elif near:
+                self.suggested.add((line, near[0]))
+                fix = f"did you mean `{near[0]}`? Keys allowed here: {', '.join(allowed)}"
+            else:
+                fix = f"remove it, or use one of: {', '.join(allowed)}"
+            self.problem(key_line, f"unknown key {text!r} in this {where}", fix)
+
+    def required(
+        self, node: Mapping[Any, Any], key: str, line: int, where: str, example: str
+    ) -> bool:
+        if key in node:
+            return True
+        if (line, key) not in self.suggested:
+            self.problem(line, f"this {where} has no `{key}`", f"add {example}")
+        return False
+
+    def check_id(self, value: Any, line: int, what: str) -> str | None:
+        if isinstance(value, str) and ID.match(value):
+            return value
+        if value is None:
+            self.problem(line, f"the {what} id is empty", f"write e.g. `id: my-{what}`")
+            return None
+        suggestion = _slug(str(value)) or f"my-{what}"
+        if not isinstance(value, str) and suggestion == str(value):
+            # A bare number such as 2026 reads as a number in YAML, not as text.
+            fix = f'put it in quotes: `id: "{value}"`'
+        else:
+            fix = f"write e.g. `id: {suggestion}` (lowercase letters, digits and -)"
+        self.problem(
+            line, f"the {what} id {value!r} may only use lowercase letters, digits and -", fix
+        )
+        return None
+
+    def check_event(self, value: Any, line: int, where: str) -> str | None:
+        if isinstance(value, str) and EVENT_TYPE.match(value):
+            typo = get_close_matches(value, sorted(BUILTIN_TYPES), n=1, cutoff=0.88)
+            if value in BUILTIN_TYPES or not typo:
+                return value
+            self.problem(
+                line, f"{where} event {value!r} looks like a typo of {typo[0]}", f"write {typo[0]}"
+            )
+            return None
+        text = str(value).strip().lower().replace(" ", ".").replace("_", ".")
+        near = get_close_matches(text, sorted(BUILTIN_TYPES), n=1, cutoff=0.6)
+        hint = f"did you mean {near[0]}? " if near else ""
+        self.problem(
+            line,
+            f"{where} event {value!r} is not an event type",
+            f"{hint}Event types are lowercase dotted names such as lead.created, "
+            "lead.replied or meeting.booked",
+        )
+        return None
+
+    def claim_id(self, claimed: dict[str, tuple[str, int]], doc: Any) -> bool:
+        """Record this file's sequence id; False (with a problem) when another file has it."""
+        raw = doc.get("id") if isinstance(doc, Mapping) else None
+        if not isinstance(raw, str):
+            return True
+        id_line = self.line(doc, "id", 1)
+        if raw in claimed:
+            other, other_line = claimed[raw]
+            self.problem(
+                id_line,
+                f"sequence id {raw!r} is already used by {other} (line {other_line})",
+                "give each sequence its own id; ids must be unique across all files",
+            )
+            return False
+        claimed[raw] = (self.file, id_line)
+        return True
+
+    def unique_id(self, seen: dict[str, int], node: Any, line: int, what: str) -> bool:
+        """Record the id of a step or rule; False (with a problem) when it repeats."""
+        raw = node.get("id") if isinstance(node, Mapping) else None
+        if not isinstance(raw, str):
+            return True
+        id_line = self.line(node, "id", line)
+        if raw in seen:
+            self.problem(
+                id_line,
+                f"{what} id {raw!r} is used twice",
+                f"rename one of them; the other is at line {seen[raw]}",
+            )
+            return False
+        seen[raw] = id_line
+        return True
+
+    def condition(
+        self, node: Mapping[Any, Any], key: str, line: int, what: str
+    ) -> Condition | None:
+        value = node[key]
+        key_line = self.line(node, key, line)
+        if value is None:
+            self.problem(
+                key_line,
+                f"`when` of this {what} is empty",
+                "add conditions under it, e.g. `when: {attributes.industry: saas}`, "
+                "or remove the line",
+            )
+            return None
+        condition, problems = compile_when(value, self.file, key_line)
+        self.problems.extend(problems)
+        return condition
+
+    # -- sequences ------------------------------------------------------------------
+
+    def sequence(self, doc: Any) -> Sequence | None:
+        """Build the sequence of this file, or None with problems recorded."""
+        if not isinstance(doc, Mapping):
+            what = "empty" if doc is None else f"{_kind(doc)}, not a sequence"
+            self.problem(
+                self.start(doc),
+                f"the file is {what}",
+                "a sequence file starts with `id: my-sequence` followed by trigger and "
+                f"steps; {DOCS}",
+            )
+            return None
+        before = len(self.problems)
+        top = self.start(doc)
+        self.unknown_keys(doc, SEQUENCE_KEYS, "sequence", top)
+        seq_id = None
+        if self.required(doc, "id", top, "sequence", "`id: my-sequence`"):
+            seq_id = self.check_id(doc["id"], self.line(doc, "id", top), "sequence")
+        description = doc.get("description") or ""
+        if not isinstance(description, str):
+            self.problem(
+                self.line(doc, "description", top),
+                "description must be text",
+                "put the description in quotes",
+            )
+        trigger = self.trigger(doc, top)
+        exit_on = self.exit_on(doc, top, trigger[0] if trigger else None)
+        window = self.send_window(doc, top)
+        steps = self.steps(doc, top)
+        kind = self.kind(doc, top, trigger[0] if trigger else None)
+        if len(self.problems) > before or seq_id is None or trigger is None or steps is None:
+            return None
+        return Sequence(
+            id=seq_id,
+            description=str(description),
+            trigger_event=trigger[0],
+            trigger_when=trigger[1],
+            exit_on=exit_on,
+            send_window=window,
+            steps=steps,
+            kind=kind or default_kind(trigger[0]),
+            file=self.file,
+            line=self.line(doc, "id", top),
+        )
+
+    def trigger(self, doc: Mapping[Any, Any], top: int) -> tuple[str, Condition | None] | None:
+        if not self.required(doc, "trigger", top, "sequence", "`trigger: {event: lead.created}`"):
+            return None
+        node = doc["trigger"]
+        line = self.line(doc, "trigger", top)
+        if isinstance(node, str):  # shorthand: `trigger: lead.created`
+            event = self.check_event(node, line, "trigger")
+            return None if event is None else (event, None)
+        if not isinstance(node, Mapping):
+            self.problem(
+                line,
+                f"trigger must name an event, not {_kind(node)}",
+                "write `trigger: {event: lead.created}`",
+            )
+            return None
+        self.unknown_keys(node, TRIGGER_KEYS, "trigger", line)
+        if not self.required(node, "event", line, "trigger", "`event: lead.created`"):
+            return None
+        event = self.check_event(node["event"], self.line(node, "event", line), "trigger")
+        when = self.condition(node, "when", line, "trigger") if "when" in node else None
+        return None if event is None else (event, when)
+
+    def exit_on(self, doc: Mapping[Any, Any], top: int, trigger: str | None) -> frozenset[str]:
+        if "exit_on" not in doc:
+            return frozenset()
+        node = doc["exit_on"]
+        line = self.line(doc, "exit_on", top)
+        if not isinstance(node, list):
+            example = node if isinstance(node, str) else "lead.replied, meeting.booked"
+            self.problem(
+                line,
+                f"exit_on must be a list of events, not {_kind(node)}",
+                f"write `exit_on: [{example}]`",
+            )
+            return frozenset()
+        events: set[str] = set()
+        for index, item in enumerate(node):
+            item_line = self.line(node, index, line)
+            event = self.check_event(item, item_line, "exit_on")
+            if event is None:
+                continue
+            if event == trigger == DECLINE_TRIGGER:
+                self.problem(
+                    item_line,
+                    "a decline sequence starts on lead.disqualified, so "
+                    "listing it in exit_on would cancel the refusal before it is sent",
+                    "remove lead.disqualified from exit_on",
+                )
+            elif event == trigger:
+                self.problem(
+                    item_line,
+                    f"exit_on lists the trigger event {event}, so every lead "
+                    "would leave the sequence as soon as it joins",
+                    f"remove {event} from exit_on",
+                )
+            events.add(event)
+        return frozenset(events)
+
+    def send_window(self, doc: Mapping[Any, Any], top: int) -> SendWindow | None:
+        if "send_window" not in doc:
+            return None
+        node = doc["send_window"]
+        line = self.line(doc, "send_window", top)
+        example = '`send_window: {days: mon-fri, hours: "09:00-17:00"}`'
+        if not isinstance(node, Mapping) or not node:
+            self.problem(
+                line,
+                f"send_window must give days and hours, not {_kind(node)}",
+                f"write {example}, or remove the line to send at any time",
+            )
+            return None
+        self.unknown_keys(node, WINDOW_KEYS, "send_window", line)
+        days = frozenset(range(7))
+        start_end = None
+        try:
+            if "days" in node:
+                days = parse_days(node["days"])
+        except ValueError as exc:
+            self.problem(self.line(node, "days", line), *_split(exc, example))
+        try:
+            if "hours" in node:
+                start_end = parse_hours(node["hours"])
+        except ValueError as exc:
+            self.problem(self.line(node, "hours", line), *_split(exc, example))
+        # Without hours the window is open all day (00:00-24:00).
+        start, end = start_end or (time(0), time(0))
+        return SendWindow(days=days, start=start, end=end)
+
+    def kind(self, doc: Mapping[Any, Any], top: int, trigger: str | None) -> Kind | None:
+        if "kind" not in doc:
+            return None
+        value = doc["kind"]
+        line = self.line(doc, "kind", top)
+        if value not in KINDS:
+            near = get_close_matches(str(value), KINDS, n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]}? " if near else ""
+            self.problem(
+                line,
+                f"kind {value!r} is not known",
+                f"{hint}Use nurture, decline or transactional, or leave kind out",
+            )
+            return None
+        kind: Kind = value
+        if kind == "decline" and trigger is not None and trigger != DECLINE_TRIGGER:
+            self.problem(
+                line,
+                f"a decline sequence must start on {DECLINE_TRIGGER}, not {trigger}",
+                f"set `event: {DECLINE_TRIGGER}` under trigger, or remove `kind: decline`",
+            )
+        elif kind != "decline" and trigger == DECLINE_TRIGGER:
+            self.problem(
+                line,
+                f"a sequence triggered by {DECLINE_TRIGGER} is always a decline",
+                "remove the kind line (or write `kind: decline`)",
+            )
+        return kind
+
+    def steps(self, doc: Mapping[Any, Any], top: int) -> tuple[Step, ...] | None:
+        if not self.required(
+            doc, "steps", top, "sequence", "`steps:` with at least one step below it"
+        ):
+            return None
+        node = doc["steps"]
+        line = self.line(doc, "steps", top)
+        if isinstance(node, list) and not node:
+            self.problem(line, "steps is empty", "add at least one step: `- id: ...` under steps:")
+            return None
+        if not isinstance(node, list):
+            self.problem(
+                line,
+                f"steps must be a list of steps, not {_kind(node)}",
+                "start each step on its own line with `- id: ...`, indented under steps:",
+            )
+            return None
+        steps: list[Step] = []
+        seen: dict[str, int] = {}
+        for index, item in enumerate(node):
+            item_line = self.line(node, index, line)
+            unique = self.unique_id(seen, item, item_line, "step")
+            step = self.step(item, item_line)
+            if step is not None and unique:
+                steps.append(step)
+        return tuple(steps) if len(steps) == len(node) else None
+
+    def step(self, node: Any, line: int) -> Step | None:
+        if not isinstance(node, Mapping):
+            self.problem(
+                line,
+                f"a step must be a set of keys, not {_kind(node)}",
+                "write `- id: intro` and, indented below it, `wait:` and `template:`",
+            )
+            return None
+        before = len(self.problems)
+        self.unknown_keys(node, STEP_KEYS, "step", line)
+        step_id = None
+        if self.required(node, "id", line, "step", "`id: my-step`"):
+            step_id = self.check_id(node["id"], self.line(node, "id", line), "step")
+        wait = None
+        if self.required(node, "wait", line, "step", "`wait: 0s` (or 10m, 3 business days, ...)"):
+            try:
+                wait = parse_wait(node["wait"])
+            except ValueError as exc:
+                self.problem(self.line(node, "wait", line), *_split(exc, "write e.g. 10m"))
+        template = None
+        if self.required(node, "template", line, "step", "`template: value/case_study`"):
+            template = self.template(node["template"], self.line(node, "template", line))
+        when = self.condition(node, "when", line, "step") if "when" in node else None
+        if len(self.problems) > before or step_id is None or wait is None or template is None:
+            return None
+        return Step(id=step_id, wait=wait, template=template, when=when, line=line)
+
+    def template(self, value: Any, line: int) -> str | None:
+        if isinstance(value, str) and TEMPLATE.match(value):
+            return value
+        text = str(value).strip().replace("\\", "/")
+        fixed = text.removeprefix("templates/").lstrip("/")
+        for suffix in (".j2", ".jinja2", ".jinja", ".html", ".txt"):
+            fixed = fixed.removesuffix(suffix)
+        fixed = "/".join(
+            re.sub(r"[^A-Za-z0-9_-]+", "_", part).strip("_")
+            for part in fixed.split("/")
+            if part not in ("", ".", "..")
+        )
+        if text.endswith(".j2"):
+            reason = "template names leave out .j2"
+        elif text.startswith("/"):
+            reason = "template names are relative to the templates folder, without a leading /"
+        elif ".." in text.split("/"):
+            reason = "template names cannot leave the templates folder (..)"
+        elif not isinstance(value, str):
+            reason = "template must be a name"
+        else:
+            reason = "template names use letters, digits, _ and -, with / between folders"
+        self.problem(
+            line,
+            f"template {value!r}: {reason}",
+            f"write `template: {fixed or 'value/case_study'}`",
+        )
+        return None
+
+    # -- fit rules ------------------------------------------------------------------
+
+    def fit_rules(self, doc: Any) -> tuple[FitRule, ...]:
+        """The rules of ``fit.yaml`` that loaded cleanly; problems recorded for the rest."""
+        if doc is None:
+            return ()
+        if not isinstance(doc, Mapping):
+            self.problem(
+                self.start(doc),
+                f"fit.yaml must start with `rules:`, not {_kind(doc)}",
+                "write `rules:` on the first line and indent the list of rules under it",
+            )
+            return ()
+        top = self.start(doc)
+        self.unknown_keys(doc, FIT_KEYS, "fit file", top)
+        node = doc.get("rules")
+        if node is None:
+            return ()
+        line = self.line(doc, "rules", top)
+        if not isinstance(node, list):
+            self.problem(
+                line,
+                f"rules must be a list, not {_kind(node)}",
+                "start each rule on its own line with `- id: ...`, indented under rules:",
+            )
+            return ()
+        rules: list[FitRule] = []
+        seen: dict[str, int] = {}
+        for index, item in enumerate(node):
+            item_line = self.line(node, index, line)
+            unique = self.unique_id(seen, item, item_line, "rule")
+            rule = self.fit_rule(item, item_line)
+            if rule is not None and unique:
+                rules.append(rule)
+        return tuple(rules)
+
+    def fit_rule(self, node: Any, line: int) -> FitRule | None:
+        if not isinstance(node, Mapping):
+            self.problem(
+                line,
+                f"a rule must be a set of keys, not {_kind(node)}",
+                "write `- id: my-rule` with `when:` and `reason:` indented below it",
+            )
+            return None
+        before = len(self.problems)
+        self.unknown_keys(node, RULE_KEYS, "rule", line)
+        rule_id = None
+        if self.required(node, "id", line, "rule", "`id: my-rule`"):
+            rule_id = self.check_id(node["id"], self.line(node, "id", line), "rule")
+        when = None
+        if self.required(node, "when", line, "rule", "`when: {attributes.budget: {lt: 500}}`"):
+            when = self.condition(node, "when", line, "rule")
+        reason = None
+        if self.required(node, "reason", line, "rule", "`reason: budget`"):
+            value = node["reason"]
+            if isinstance(value, str) and REASON.match(value):
+                reason = value
+            else:
+                suggestion = _slug(str(value), "_") if value is not None else ""
+                self.problem(
+                    self.line(node, "reason", line),
+                    f"reason {value!r} must be a short id: lowercase letters, digits, _ and -",
+                    f"write e.g. `reason: {suggestion or 'budget'}`; the decline template "
+                    "can turn it into words",
+                )
+        if len(self.problems) > before or rule_id is None or when is None or reason is None:
+            return None
+        return FitRule(id=rule_id, when=when, reason=reason, file=self.file, line=line)
+
+
+def _earlier_key(source: str, key: str, line: int, column: int) -> str:
+    """ ", the other is at line N" for the first ``key:`` at ``column`` above ``line``."""
+    lines = source.splitlines()
+    for number in range(min(line, len(lines)) - 1, -1, -1):
+        text = lines[number]
+        if text[:column].strip() == "" and re.match(rf"{re.escape(key)}\s*:", text[column:]):
+            return f"; the other is at line {number + 1}"
+    return ""
+
+
+def _split(exc: ValueError, fallback: str) -> tuple[str, str]:
+    """Split a parser message "what is wrong; what to do" into message and fix."""
+    message, _, fix = str(exc).partition("; ")
+    return message, fix or fallback

@@ -1,0 +1,146 @@
+"""The loaded, validated catalog: sequences, their steps and the fit rules.
+
+Everything here is immutable; the loader builds it once and every worker thread
+reads it without locks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from worker.sequences.conditions import Condition
+from worker.sequences.durations import Wait
+from worker.sequences.windows import SendWindow
+
+Kind = Literal["nurture", "decline", "transactional"]
+KINDS: tuple[Kind, ...] = ("nurture", "decline", "transactional")
+DECLINE_TRIGGER = "lead.disqualified"
+
+
+def default_kind(trigger_event: str) -> Kind:
+    """The kind of a sequence that does not say: decline for ``lead.disqualified``."""
+    return "decline" if trigger_event == DECLINE_TRIGGER else "nurture"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One touch of a sequence.
+
+    Attributes:
+        id: Unique within the sequence.
+        wait: Wait after the trigger (first step) or after the previous step.
+        template: Template name without locale folder or ``.j2``, e.g. ``value/case_study``.
+        when: The step is skipped unless this holds (None: always sent).
+        line: Line of the step in its file, for messages.
+    """
+
+    id: str
+    wait: Wait
+    template: str
+    when: Condition | None
+    line: int
+
+
+@dataclass(frozen=True)
+class Sequence:
+    """One sequence file.
+
+    Attributes:
+        id: Unique across all files.
+        description: Free text for people.
+        trigger_event: The event type that enrolls a lead.
+        trigger_when: Extra condition on the lead and event (None: every such event).
+        exit_on: Event types that end the lead's run of this sequence.
+        send_window: When touches may go out (None: any time).
+        steps: The touches, in order.
+        kind: ``nurture`` (frequency-capped), ``decline`` (one polite refusal) or
+            ``transactional`` (not capped).
+        file: The file it was read from.
+        line: Line of its ``id``.
+    """
+
+    id: str
+    description: str
+    trigger_event: str
+    trigger_when: Condition | None
+    exit_on: frozenset[str]
+    send_window: SendWindow | None
+    steps: tuple[Step, ...]
+    kind: Kind
+    file: str
+    line: int
+
+    def step(self, step_id: str) -> Step | None:
+        """The step with this id, or None."""
+        return next((s for s in self.steps if s.id == step_id), None)
+
+    def index_of(self, step_id: str) -> int | None:
+        """The 0-based position of the step with this id, or None."""
+        return next((i for i, s in enumerate(self.steps) if s.id == step_id), None)
+
+    def next_step(self, step_id: str) -> Step | None:
+        """The step after ``step_id``, or None at the end (or for an unknown id)."""
+        index = self.index_of(step_id)
+        if index is None or index + 1 >= len(self.steps):
+            return None
+        return self.steps[index + 1]
+
+
+@dataclass(frozen=True)
+class FitRule:
+    """A rule of ``fit.yaml``: a lead matching ``when`` is disqualified with ``reason``.
+
+    Attributes:
+        id: Unique within the file.
+        when: The condition.
+        reason: Short id given to the decline templates as ``event.data.reason``.
+        file: The file it was read from.
+        line: Line of the rule.
+    """
+
+    id: str
+    when: Condition
+    reason: str
+    file: str
+    line: int
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Every sequence and fit rule that loaded without problems.
+
+    Attributes:
+        sequences: Sequence id -> sequence.
+        fit_rules: In file order (the first match wins).
+        version: Short sha256 over every file read; changes whenever any file does.
+    """
+
+    sequences: Mapping[str, Sequence] = field(default_factory=dict, hash=False)
+    fit_rules: tuple[FitRule, ...] = ()
+    version: str = ""
+
+    def triggered_by(self, event_type: str) -> list[Sequence]:
+        """Sequences whose trigger is ``event_type``, in id order."""
+        return [
+            self.sequences[k]
+            for k in sorted(self.sequences)
+            if self.sequences[k].trigger_event == event_type
+        ]
+
+    @property
+    def decline_sequences(self) -> list[Sequence]:
+        """Sequences of kind ``decline``, in id order."""
+        return [
+            self.sequences[k] for k in sorted(self.sequences) if self.sequences[k].kind == "decline"
+        ]
+
+    @property
+    def event_types(self) -> frozenset[str]:
+        """Every event type named by a trigger or an ``exit_on``."""
+        names: set[str] = set()
+        for sequence in self.sequences.values():
+            names.add(sequence.trigger_event)
+            names |= sequence.exit_on
+        return frozenset(names)

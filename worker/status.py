@@ -1,0 +1,41 @@
+"""What ``nurture status`` (and ``/metrics``) report: queues, schedule, failures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.actors import EVENTS_QUEUE, TOUCHES_QUEUE
+from worker.runtime import Runtime
+
+
+def queue_depths(runtime: Runtime) -> dict[str, dict[str, int]]:
+    """Ready, delayed and failed message counts per dramatiq queue."""
+    ns = runtime.broker.namespace
+    pipe = runtime.redis.pipeline(transaction=False)
+    for queue in (EVENTS_QUEUE, TOUCHES_QUEUE):
+        # dramatiq's Redis layout: a list of ready ids, the delay queue, the dead-letter zset.
+        pipe.llen(f"{ns}:{queue}")
+        pipe.zcard(f"{ns}:{queue}.DQ")
+        pipe.zcard(f"{ns}:{queue}.XQ")
+    values = pipe.execute()
+    out = {}
+    for i, queue in enumerate((EVENTS_QUEUE, TOUCHES_QUEUE)):
+        ready, delayed, failed = values[i * 3 : i * 3 + 3]
+        out[queue] = {"ready": int(ready), "delayed": int(delayed), "failed": int(failed)}
+    return out
+
+
+def collect_status(runtime: Runtime) -> dict[str, Any]:
+    """Everything an operator wants to see at a glance."""
+    runtime.check_redis()
+    store = runtime.store
+    return {
+        "redis_url": runtime.redis_url,
+        "queues": queue_depths(runtime),
+        "schedule": store.schedule_stats(),
+        "dead_letters": {"count": store.dead_letter_count(), "latest": store.dead_letters(5)},
+        "unknown": store.unknown_outcomes(20),
+        "suppressed": store.suppressed_count(),
+        "stats": store.stats(),
+        "counters": store.global_counters(),
+    }

@@ -1,0 +1,47 @@
+"""Suppression: unsubscribes, hard bounces, spam reports. Takes effect at once (a flag
+the send reservation checks atomically), then ends the lead's enrollments through
+the normal event path (a ``lead.unsubscribed`` event with the reason)."""
+
+from __future__ import annotations
+
+from worker.events import validate_event
+from worker.ingest import IngestResult, ingest
+from worker.runtime import Runtime
+
+
+def unsubscribe_lead(runtime: Runtime, lead_id: str, reason: str = "unsubscribe") -> bool:
+    """Unsubscribe one lead; idempotent. Returns False when the lead is unknown."""
+    lead = runtime.store.get_lead(lead_id)
+    if lead is None:
+        return False
+    runtime.store.set_lead_flags(lead_id, suppressed=reason)
+    if lead.email:
+        runtime.store.suppress_email(lead.email, reason)
+    _end_enrollments(runtime, lead_id, reason, f"suppress:{reason}:{lead_id}")
+    return True
+
+
+def suppress_address(runtime: Runtime, email: str, reason: str) -> list[str]:
+    """Suppress an address (bounce, spam report...) and every lead using it.
+
+    Returns:
+        The ids of the leads that use the address.
+    """
+    runtime.store.suppress_email(email, reason)
+    lead_ids = runtime.store.leads_by_email(email)
+    for lead_id in lead_ids:
+        runtime.store.set_lead_flags(lead_id, suppressed=reason)
+        _end_enrollments(runtime, lead_id, reason, f"suppress:{reason}:{lead_id}")
+    return lead_ids
+
+
+def _end_enrollments(runtime: Runtime, lead_id: str, reason: str, event_id: str) -> IngestResult:
+    event = validate_event(
+        {
+            "id": event_id,
+            "type": "lead.unsubscribed",
+            "lead": {"id": lead_id},
+            "data": {"reason": reason},
+        }
+    )
+    return ingest(runtime, [event])

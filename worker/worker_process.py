@@ -1,0 +1,58 @@
+"""``nurture worker``: dramatiq workers, the scheduler and live reload in one process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import dramatiq
+
+from worker.runtime import Runtime
+from worker.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+RELOAD_INTERVAL = 2.0
+
+
+def run_worker(
+    runtime: Runtime,
+    stop: threading.Event,
+    *,
+    threads: int | None = None,
+    schedule: bool = True,
+) -> None:
+    """Run until ``stop`` is set, then shut down without losing work.
+
+    On stop: the scheduler stops claiming; dramatiq finishes the messages in flight
+    and puts prefetched ones back on the queue; claims not yet sent return to the
+    schedule when their lease runs out.
+    """
+    runtime.check_redis()
+    worker = dramatiq.Worker(
+        runtime.broker,
+        worker_threads=threads or runtime.settings.worker_threads,
+        worker_timeout=200,
+    )
+    worker.start()
+    scheduler = Scheduler(runtime)
+    if schedule:
+        scheduler.start()
+    log.info(
+        "worker running: %d threads, sequences %s, delivery %s",
+        threads or runtime.settings.worker_threads,
+        runtime.catalog.current.catalog.version,
+        runtime.settings.delivery,
+    )
+    try:
+        while not stop.wait(RELOAD_INTERVAL):
+            try:
+                runtime.catalog.reload_if_changed()
+            except Exception:
+                log.exception("live reload failed; the last good sequences keep running")
+    finally:
+        log.info("stopping: finishing in-flight work")
+        scheduler.stop()
+        worker.stop(timeout=60_000)
+        runtime.close()
+        log.info("stopped")
