@@ -69,6 +69,13 @@ def test_unicode_email_is_accepted_and_invalid_utf8_refused() -> None:
     assert "UTF-8" in errors[0].reason
 
 
+def test_absurd_numbers_and_deep_nesting_are_clear_errors() -> None:
+    _, errors = parse_events('{"id": ' + "9" * 5000 + "}")
+    assert errors and errors[0].reason.startswith("invalid JSON")
+    _, errors = parse_events("[" * 100_000 + "]" * 100_000)
+    assert errors and "nested too deeply" in errors[0].reason
+
+
 def test_lead_ids_with_control_characters_are_refused() -> None:
     _, errors = parse_events(json.dumps({**GOOD, "lead": {"id": "a\x1fb", "email": "a@b.dk"}}))
     assert errors and "lead.id" in errors[0].reason

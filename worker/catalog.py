@@ -9,7 +9,6 @@ import hashlib
 import logging
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 from worker.content import ContentLibrary
 from worker.errors import CatalogError, Problem
@@ -61,10 +60,10 @@ def load_and_check(settings: Settings) -> tuple[LoadedCatalog | None, list[Probl
     catalog, found = load_catalog(settings.sequences_dir)
     problems.extend(found)
     if settings.content_dir.is_dir():
-        content, found = ContentLibrary.load(settings.content_dir)
+        content, found = ContentLibrary.load(settings.content_dir, settings.default_locale)
         problems.extend(found)
     else:
-        content = ContentLibrary.load(Path("/nonexistent-content-dir"))[0]
+        content = ContentLibrary([], settings.default_locale)
     problems.extend(check_templates(catalog, settings.templates_dir, content))
     if problems:
         return None, sorted(set(problems))

@@ -29,11 +29,18 @@ def _settings() -> Settings:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from worker.catalog import load_and_check
+    from worker.http.adapters import check_mappings
 
     settings = _settings()
     loaded, problems = load_and_check(settings)
     for problem in problems:
         print(problem)
+    mapping_problems = check_mappings(settings.crm_dir) if settings.crm_dir.is_dir() else []
+    for text in mapping_problems:
+        print(text)
+    if mapping_problems and loaded is not None:
+        print(f"\n{len(mapping_problems)} problem(s) in CRM mappings.", file=sys.stderr)
+        return 1
     if loaded is None:
         print(f"\n{len(problems)} problem(s) found; nothing was changed.", file=sys.stderr)
         return 1
@@ -105,7 +112,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings()
     runtime = Runtime(settings, load_catalog=False)
-    uvicorn.run(create_app(runtime), host=args.host, port=args.port, log_config=None)
+    try:
+        # Our own access log line (with request id, route template, never the raw path,
+        # so unsubscribe tokens stay out of logs) replaces uvicorn's.
+        uvicorn.run(
+            create_app(runtime),
+            host=args.host,
+            port=args.port,
+            log_config=None,
+            access_log=False,
+        )
+    finally:
+        runtime.close()
     return 0
 
 

@@ -174,7 +174,7 @@ def decode_events(raw: bytes | str) -> list[object]:
                 continue
             try:
                 items.append(json.loads(line))
-            except (json.JSONDecodeError, RecursionError) as exc:
+            except (ValueError, RecursionError) as exc:
                 if number == 0 and "\n" not in text:
                     raise EventError(
                         0,
@@ -185,6 +185,9 @@ def decode_events(raw: bytes | str) -> list[object]:
                     len(items), f"line {number + 1} is not valid JSON: {exc}"
                 ) from None
         return items
+    except ValueError as exc:
+        # e.g. an integer of thousands of digits (CPython's int-conversion limit).
+        raise EventError(0, f"invalid JSON: {exc}") from None
     if isinstance(decoded, list):
         if len(decoded) > MAX_EVENTS_PER_BATCH:
             raise EventError(

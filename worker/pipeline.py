@@ -11,12 +11,13 @@ import hashlib
 import json
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from worker.events import Event
 from worker.keys import touch_id
 from worker.runtime import Runtime
 from worker.sequences import Catalog, Sequence, condition_context
+from worker.sequences.conditions import lookup
 from worker.store import Enrollment, LeadRecord
 from worker.timing import due_time, lead_zone
 
@@ -106,8 +107,7 @@ class EventProcessor:
         if event.type == "lead.disqualified":
             self.disqualify(lead, str(event.data.get("reason") or ""), trigger, now, actions)
         elif event.type == "lead.requalified":
-            self.store.set_lead_flags(lead.id, disq=None)
-            actions.append("requalified")
+            self.requalify(lead, actions)
         elif event.type in ("lead.created", "lead.updated") and not lead.disqualified:
             self.apply_fit_rules(catalog, lead, trigger, now, actions)
         lead = self.store.get_lead(lead.id) or lead
@@ -143,20 +143,43 @@ class EventProcessor:
         actions.append(f"disqualified:{reason or 'unspecified'}")
         if lead.suppressed or (lead.email and self.store.email_suppressed(lead.email)):
             return
-        declines = self.rt.catalog.current.catalog.decline_sequences
-        if not declines or not self.store.claim_decline(lead.id, now.timestamp()):
-            return
         data = dict(trigger.get("data") or {})
         data["reason"] = reason or None
+        context = condition_context(lead.data, data)
+        # One decline only: of the decline sequences whose `when` fits, one written for
+        # this case (with a `when`) goes before a catch-all (without); then by id.
+        declines = sorted(
+            (
+                sequence
+                for sequence in self.rt.catalog.current.catalog.decline_sequences
+                if sequence.trigger_when is None or sequence.trigger_when.matches(context)
+            ),
+            key=lambda sequence: (sequence.trigger_when is None, sequence.id),
+        )
+        if not declines or not self.store.claim_decline(lead.id, now.timestamp()):
+            return
         decline_trigger = {**trigger, "data": data}
         occurred = datetime.fromisoformat(str(trigger["occurred_at"]).replace("Z", "+00:00"))
-        for sequence in declines:
-            if sequence.trigger_when is not None and not sequence.trigger_when.matches(
-                condition_context(lead.data, data)
-            ):
-                continue
-            if self.enroll(sequence, lead, decline_trigger, occurred, now):
-                actions.append(f"enrolled:{sequence.id}")
+        if self.enroll(declines[0], lead, decline_trigger, occurred, now):
+            actions.append(f"enrolled:{declines[0].id}")
+
+    def requalify(self, lead: LeadRecord, actions: list[str]) -> None:
+        """Let the lead back into nurture, withdrawing a refusal that has not gone out.
+
+        A person who requalifies a lead has changed their mind: a refusal still waiting
+        for its 2-20 h delay must not arrive afterwards. The lead's one decline is given
+        back only if nothing was sent, so a later disqualification can still decline it
+        once, and a lead that did get its refusal never gets a second.
+        """
+        self.store.set_lead_flags(lead.id, disq=None)
+        actions.append("requalified")
+        self.exit_all(lead.id, "requalified", actions, only_kind="decline")
+        declines = {s.id for s in self.rt.catalog.current.catalog.decline_sequences}
+        # Read after the exit: the send reservation checks the enrollment atomically,
+        # so no decline can be reserved from here on, and an empty ledger means none was.
+        ledger = cast(list[bytes], self.store.redis.hkeys(self.store.keys.ledger(lead.id)))
+        if not any(field.decode().split(":", 1)[0] in declines for field in ledger):
+            self.store.set_lead_flags(lead.id, declined=None)
 
     def apply_fit_rules(
         self,
@@ -166,14 +189,17 @@ class EventProcessor:
         now: datetime,
         actions: list[str],
     ) -> None:
-        """Disqualify on the first matching fit rule, unless this very lead data was
-        already judged and the lead was requalified by a person since."""
+        """Disqualify on the first matching fit rule, unless the values that rule reads
+        were already judged and the lead was requalified by a person since."""
         context = condition_context(lead.data, trigger.get("data"))
         for rule in catalog.fit_rules:
             if not rule.when.matches(context):
                 continue
+            # Only what the rule reads: an update to anything else (a new company name)
+            # must not undo a person's requalification.
+            judged = {path: lookup(context, path) for path in rule.when.paths}
             signature = hashlib.sha256(
-                (rule.id + json.dumps(lead.data, sort_keys=True, default=str)).encode()
+                (rule.id + json.dumps(judged, sort_keys=True, default=str)).encode()
             ).hexdigest()[:16]
             if lead.flags.get("fit_sig") == signature:
                 return  # requalified by hand with unchanged data: respect that
@@ -181,6 +207,10 @@ class EventProcessor:
             fit_trigger = {**trigger, "data": {**trigger.get("data", {}), "rule": rule.id}}
             self.disqualify(lead, rule.reason, fit_trigger, now, actions)
             return
+        if lead.flags.get("fit_sig"):
+            # The lead fits now: a waiver was for the data judged then, so the same
+            # values coming back later are judged again.
+            self.store.set_lead_flags(lead.id, fit_sig=None)
 
     def apply_exit_on(
         self, catalog: Catalog, lead: LeadRecord, event_type: str, actions: list[str]

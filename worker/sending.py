@@ -12,7 +12,8 @@ import logging
 import random
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 from worker.delivery import Message
 from worker.errors import (
@@ -21,13 +22,17 @@ from worker.errors import (
     RenderError,
     TransientDeliveryError,
 )
-from worker.keys import parse_touch, touch_id
+from worker.keys import ledger_field, parse_touch, touch_id
 from worker.runtime import Runtime
 from worker.sequences import Sequence, condition_context
 from worker.store import Enrollment, LeadRecord
 from worker.timing import due_time, lead_zone, open_slot
 
 log = logging.getLogger(__name__)
+
+#: Lead hash field prefix: ``held:<ledger field>`` -> when a touch the frequency cap
+#: held back first fell due. It keeps held-back touches in the order they fell due.
+HELD = "held:"
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,16 @@ class TouchSender:
             return "window"
         email = lead.email or ""
         capped = sequence.kind == "nurture" and self.rt.settings.frequency_cap > 0
+        if capped and self._older_touch_due(touch, lead, now):
+            # A touch of this lead held back before this one fell due is due now too: it
+            # goes first, and this one looks again a second later (keeping its place).
+            self.store.redis.hsetnx(
+                self.store.keys.lead(lead_id),
+                HELD + ledger_field(sequence_id, generation, step_id),
+                touch.due,
+            )
+            self.store.reschedule(touch.member, now.timestamp() + 1)
+            return "capped"
         reservation = self.store.reserve_send(
             touch.member,
             email,
@@ -150,10 +165,100 @@ class TouchSender:
             return "suppressed"
         if verdict == "capped":
             free_at = datetime.fromtimestamp(float(reservation[1]), now.tzinfo)
-            self.store.reschedule(touch.member, open_slot(sequence, free_at, zone).timestamp())
+            self._hold_back(touch, sequence, zone, free_at)
             return "capped"
+        held = HELD + ledger_field(sequence_id, generation, step_id)
+        if held in lead.flags:
+            self.store.redis.hdel(self.store.keys.lead(lead_id), held)
         previous = reservation[1]
         return self._deliver(touch, sequence, enrollment, lead, step.template, now, previous)
+
+    def _held(self, lead: LeadRecord) -> dict[str, float]:
+        """The lead's touches held back by the cap and still pending: member -> since.
+
+        Marks of touches no longer pending (their enrollment exited or moved on) are
+        dropped on the way.
+        """
+        marks = {k: float(v) for k, v in lead.flags.items() if k.startswith(HELD)}
+        if not marks:
+            return {}
+        enrollments = self.store.enrollments(lead.id)
+        held: dict[str, float] = {}
+        gone = []
+        for name, since in marks.items():
+            sequence_id, generation, step_id = name[len(HELD) :].split(":", 2)
+            enrollment = enrollments.get(sequence_id)
+            if (
+                enrollment is not None
+                and enrollment.active
+                and str(enrollment.generation) == generation
+                and enrollment.step == step_id
+            ):
+                held[touch_id(sequence_id, int(generation), step_id, lead.id)] = since
+            else:
+                gone.append(name)
+        if gone:
+            self.store.redis.hdel(self.store.keys.lead(lead.id), *gone)
+        return held
+
+    def _older_touch_due(self, touch: Touch, lead: LeadRecord, now: datetime) -> bool:
+        """Whether a touch of this lead held back before this one fell due is due now."""
+        if not any(name.startswith(HELD) for name in lead.flags):
+            return False  # the usual case: nothing held back, no extra work
+        held = self._held(lead)
+        mine = (held.get(touch.member, touch.due), touch.member)
+        for member, since in held.items():
+            if (since, member) >= mine:
+                continue
+            score = self.store.redis.zscore(self.store.keys.schedule, member)
+            if score is not None and score <= now.timestamp():
+                return True
+            if score is None and self.store.redis.zscore(self.store.keys.claimed, member):
+                return True  # claimed: being sent right now
+        return False
+
+    def _hold_back(
+        self, touch: Touch, sequence: Sequence, zone: ZoneInfo, free_at: datetime
+    ) -> None:
+        """Move a touch the frequency cap holds back to the first moment the cap allows.
+
+        The touches of one lead held back together all wait for the same moment (the
+        end of the cap, or the next opening of the send window), and touches falling due
+        at that moment join them. They are laid out a second apart in the order they
+        first fell due, so they go out in that order (not in the order of their ids):
+        the first goes, the others are held back again and keep their places.
+        """
+        sequence_id, generation, step_id, lead_id = parse_touch(touch.member)
+        lead_key = self.store.keys.lead(lead_id)
+        self.store.redis.hsetnx(
+            lead_key, HELD + ledger_field(sequence_id, generation, step_id), touch.due
+        )
+        slot = open_slot(sequence, free_at, zone).timestamp()
+        with self.store.lead_lock(lead_id):
+            lead = self.store.get_lead(lead_id)
+            held = self._held(lead) if lead is not None else {}
+            others = [
+                touch_id(seq, enrollment.generation, enrollment.step, lead_id)
+                for seq, enrollment in self.store.enrollments(lead_id).items()
+                if enrollment.active and enrollment.step
+            ]
+            others = [member for member in others if member != touch.member]
+            pipe = self.store.redis.pipeline(transaction=False)
+            for member in others:
+                pipe.zscore(self.store.keys.schedule, member)
+            scores = cast(list[float | None], pipe.execute())
+            queue = [(held.get(touch.member, touch.due), touch.member)]
+            for member, score in zip(others, scores, strict=True):
+                if score is not None and slot <= score < slot + len(others) + 1:
+                    queue.append((held.get(member, score), member))
+            for offset, (_, member) in enumerate(sorted(queue)):
+                if member == touch.member:
+                    self.store.reschedule(member, slot + offset)
+                else:
+                    # XX: only if still waiting (not claimed or cancelled meanwhile).
+                    self.store.redis.zadd(
+                        self.store.keys.schedule, {member: slot + offset}, xx=True
+                    )
 
     def _deliver(
         self,

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     send_timeout: Annotated[float, NoDecode] = 120.0
     # Where the CRM webhook field mappings (crm/hubspot.yaml, ...) live.
     crm_dir: Path = Path("./crm")
+    # Optional: accept HubSpot's own v3 signature / Pipedrive's basic auth (user:password).
+    hubspot_client_secret: str | None = None
+    pipedrive_webhook_auth: str | None = None
     log_format: Literal["json", "text"] = "text"
     log_level: str = "INFO"
 

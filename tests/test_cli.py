@@ -1,0 +1,151 @@
+"""The ``nurture`` command as a user runs it: real processes, real Redis."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import ROOT
+
+
+def run(
+    args: list[str], env: dict[str, str], cwd: Path, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        env=env,
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def env(redis_url: str, catalog_dirs: dict[str, Path], tmp_path: Path) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
+    clean.update(
+        {
+            "NURTURE_REDIS_URL": redis_url,
+            "NURTURE_SEQUENCES_DIR": str(catalog_dirs["sequences"]),
+            "NURTURE_TEMPLATES_DIR": str(catalog_dirs["templates"]),
+            "NURTURE_CONTENT_DIR": str(catalog_dirs["content"]),
+            "NURTURE_OUTBOX_DIR": str(tmp_path / "outbox"),
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    return clean
+
+
+def test_validate_accepts_the_shipped_examples(env: dict[str, str], tmp_path: Path) -> None:
+    result = run(["validate"], env, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("OK: 4 sequences")
+
+
+def test_validate_names_file_line_and_fix(
+    env: dict[str, str], tmp_path: Path, catalog_dirs: dict[str, Path]
+) -> None:
+    sequence = catalog_dirs["sequences"] / "value-first.yaml"
+    sequence.write_text(
+        sequence.read_text().replace("template: value/case_study", "tempalte: value/case_study")
+    )
+    template = catalog_dirs["templates"] / "value" / "guide.j2"
+    template.write_text(
+        template.read_text().replace("{% block subject %}", "{% block subjet %}", 1)
+    )
+    result = run(["validate"], env, tmp_path)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert any(
+        "value-first.yaml:" in line and "tempalte" in line and "template" in line.split("—")[-1]
+        for line in lines
+    ), result.stdout
+    assert any("guide.j2:" in line and "subject" in line for line in lines), result.stdout
+    assert "problem(s) found" in result.stderr
+
+
+def test_emit_refuses_a_bad_file_whole_naming_each_bad_event(
+    env: dict[str, str], tmp_path: Path, redis_url: str
+) -> None:
+    good = {"id": "g1", "type": "lead.created", "lead": {"id": "l1", "email": "a@example.com"}}
+    bad = {"id": "b1", "type": "lead created", "lead": {"id": "l2"}}
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    result = run(["emit", str(path)], env, tmp_path)
+    assert result.returncode == 1
+    assert "event 1: type:" in result.stderr and "nothing queued" in result.stderr
+    assert redis.Redis.from_url(redis_url).exists("nurture:evt:g1") == 0
+
+    result = run(["emit", "-"], env, tmp_path, stdin=json.dumps(good))
+    assert result.returncode == 0, result.stderr
+    assert "queued 1 event(s), 0 duplicate(s)" in result.stdout
+    result = run(["emit", "-"], env, tmp_path, stdin=json.dumps(good))
+    assert "queued 0 event(s), 1 duplicate(s)" in result.stdout
+
+
+def test_preview_shows_the_timeline_and_renders_a_step(env: dict[str, str], tmp_path: Path) -> None:
+    result = run(
+        [
+            "preview", "value-first", "--lead", str(ROOT / "examples" / "lead.json"),
+            "--start", "2026-11-27T15:55:00Z", "--step", "outcome-story",
+        ],
+        env,
+        tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    # Friday 16:55 in Copenhagen + 10 min is after 17:00: the window moves it to Monday 09:00.
+    assert "Mon 2026-11-30 09:00 CET  outcome-story" in out
+    assert "templates/da/value/outcome_story.j2" in out
+    assert "Subject:" in out and "/unsubscribe/PREVIEW" in out
+
+
+def test_status_reports_queues_and_schedule(env: dict[str, str], tmp_path: Path) -> None:
+    result = run(["status"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "scheduled touches: 0" in result.stdout
+    assert "dead letters: 0" in result.stdout
+    as_json = json.loads(run(["status", "--json"], env, tmp_path).stdout)
+    assert as_json["queues"]["events"]["ready"] == 0
+
+
+def test_a_bad_setting_stops_start_up_with_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    result = run(["status"], {**env, "NURTURE_DELIVERY": "pigeon"}, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "nurture: NURTURE_DELIVERY: Input should be 'outbox' or 'sendgrid'"
+    ]
+
+
+def test_worker_refuses_to_start_without_sender(env: dict[str, str], tmp_path: Path) -> None:
+    result = run(["worker"], env, tmp_path)
+    assert result.returncode == 1
+    assert "NURTURE_FROM_EMAIL" in result.stderr
+
+
+def test_embedded_redis_when_no_url_is_set(env: dict[str, str], tmp_path: Path) -> None:
+    """Without NURTURE_REDIS_URL a local redis-server is started and then reused."""
+    local = {k: v for k, v in env.items() if k != "NURTURE_REDIS_URL"}
+    local["NURTURE_STATE_DIR"] = str(tmp_path / "state")
+    try:
+        first = run(["status"], local, tmp_path)
+        assert first.returncode == 0, first.stderr
+        port = (tmp_path / "state" / "redis" / "redis.port").read_text().strip()
+        assert f"redis://127.0.0.1:{port}/0" in first.stdout
+        second = run(["status"], local, tmp_path)
+        assert f"redis://127.0.0.1:{port}/0" in second.stdout  # the same server, reused
+    finally:
+        port_file = tmp_path / "state" / "redis" / "redis.port"
+        if port_file.exists():
+            client = redis.Redis(port=int(port_file.read_text()))
+            with contextlib.suppress(redis.ConnectionError):
+                client.shutdown(nosave=True)

@@ -1,0 +1,124 @@
+"""SendGrid Event Webhook batches: suppress on hard bounces, drops, spam reports and
+unsubscribes; count deliveries, opens and clicks per sequence step.
+
+Each SendGrid event is handled at most once per ``sg_event_id`` (SendGrid retries a
+batch until it gets a 2xx, so replays are normal). Suppression runs *before* the id is
+recorded: if we die in between, SendGrid's retry suppresses again, which is harmless.
+Counting runs *after*: a crash in between loses one count instead of double-counting.
+
+``custom_args`` set on the message (``lead_id``, ``sequence``, ``step``) come back as
+top-level fields of every event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.runtime import Runtime
+from worker.suppression import suppress_address, unsubscribe_lead
+
+log = logging.getLogger(__name__)
+
+#: Events that stop all email to the address (and end its leads' enrollments).
+SUPPRESSING = frozenset({"bounce", "dropped", "spamreport", "unsubscribe", "group_unsubscribe"})
+#: Engagement events counted per sequence and step.
+COUNTED = frozenset({"delivered", "open", "click"})
+#: Suppressing events that are the person's choice rather than the address's state.
+PERSONAL = frozenset({"spamreport", "unsubscribe", "group_unsubscribe"})
+MAX_EVENTS = 10_000
+
+
+@dataclass
+class SendgridResult:
+    """What one batch did.
+
+    Attributes:
+        processed: Events acted on (suppressed or counted).
+        duplicates: Events already handled earlier (same ``sg_event_id``).
+        ignored: Events with nothing to do (processed, deferred, soft bounces, ...).
+        invalid: (index, reason) of events that could not be read (kept as dead letters).
+        by_event: Count per SendGrid event name, for metrics.
+    """
+
+    processed: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    invalid: list[tuple[int, str]] = field(default_factory=list)
+    by_event: Counter[str] = field(default_factory=Counter)
+
+
+def is_suppressing(item: dict[str, Any]) -> bool:
+    """True for events that end all email to the address.
+
+    A ``bounce`` counts only when hard (``type`` == ``bounce``); ``blocked`` is a
+    temporary refusal by the receiving server, and SendGrid itself keeps retrying it.
+    """
+    name = item.get("event")
+    if name == "bounce":
+        return item.get("type") == "bounce"
+    return name in SUPPRESSING
+
+
+def process_batch(runtime: Runtime, events: list[Any]) -> SendgridResult:
+    """Apply one verified SendGrid batch.
+
+    Raises:
+        redis.RedisError: When Redis fails mid-batch; the caller answers 503 so SendGrid
+            retries, and what was already done is skipped or repeated harmlessly.
+    """
+    result = SendgridResult()
+    store = runtime.store
+    for index, item in enumerate(events):
+        if not isinstance(item, dict):
+            result.invalid.append((index, f"expected a JSON object, got {type(item).__name__}"))
+            continue
+        name = item.get("event")
+        event_id = item.get("sg_event_id")
+        if not isinstance(name, str) or not isinstance(event_id, str) or not event_id:
+            result.invalid.append((index, "event and sg_event_id are required"))
+            continue
+        if len(event_id) > 200:
+            result.invalid.append((index, "sg_event_id is longer than 200 characters"))
+            continue
+        result.by_event[name] += 1
+        if is_suppressing(item):
+            email = item.get("email")
+            if not isinstance(email, str) or "@" not in email or len(email) > 320:
+                result.invalid.append((index, f"{name} event without a valid email"))
+                continue
+            _suppress(runtime, item, name, email)
+            if store.webhook_event_new(event_id):
+                result.processed += 1
+            else:
+                result.duplicates += 1
+        elif name in COUNTED:
+            sequence, step = item.get("sequence"), item.get("step")
+            if not store.webhook_event_new(event_id):
+                result.duplicates += 1
+            elif isinstance(sequence, str) and isinstance(step, str) and sequence and step:
+                store.count(sequence[:200], step[:200], name)
+                result.processed += 1
+            else:
+                result.ignored += 1  # not one of our nurture messages
+        else:
+            result.ignored += 1
+    return result
+
+
+def _suppress(runtime: Runtime, item: dict[str, Any], name: str, email: str) -> None:
+    lead_ids = suppress_address(runtime, email, name)
+    lead_id = item.get("lead_id")
+    # A person who unsubscribed or complained stays out even if the lead has a new
+    # address by now; a bounce concerns the address only.
+    if name in PERSONAL and isinstance(lead_id, str) and lead_id and lead_id not in lead_ids:
+        unsubscribe_lead(runtime, lead_id, name)
+    # The address itself stays out of the log (personal data); the lead ids suffice.
+    log.info(
+        "SendGrid %s: address suppressed, %d lead(s) ended",
+        name,
+        len(lead_ids),
+        extra={"sendgrid_event": name, "leads": lead_ids},
+    )
