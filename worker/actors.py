@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +57,18 @@ class DeadLetters(Middleware):
                 log.exception("could not record dead letter for message %s", message.message_id)
 
 
+def await_redis(runtime: Runtime, limit: float = 300.0) -> None:
+    """Wait (bounded) until Redis answers again.
+
+    Raised from an actor while Redis is down, an error would make dramatiq's retry
+    middleware fail to re-queue the message, and the message would then be acked and
+    lost; waiting for Redis first makes the retry land.
+    """
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and not runtime.store.ping():
+        time.sleep(0.5)
+
+
 def declare_actors(runtime: Runtime) -> Actors:
     """Declare this runtime's actors on its broker."""
     from worker.pipeline import EventProcessor, PoisonEvent
@@ -67,17 +81,27 @@ def declare_actors(runtime: Runtime) -> Actors:
     def process_events(events: list[str]) -> None:
         for index, raw in enumerate(events):
             try:
-                import json
-
                 event = validate_event(json.loads(raw), index)
                 outcome = processor.process(event)
                 log.debug("event %s: %s", event.id, outcome)
+            except redis.RedisError:
+                # Processing is idempotent: the whole message is retried once Redis is back.
+                await_redis(runtime)
+                raise
             except (EventError, PoisonEvent, ValueError) as exc:
                 log.error("event refused: %s", exc)
                 runtime.store.dead_letter("event", str(exc), {"event": raw})
+            except Exception as exc:
+                # One event that breaks processing must not hold up the rest of its batch.
+                log.exception("event %d of its batch failed", index)
+                runtime.store.dead_letter("event", f"processing failed: {exc!r}", {"event": raw})
 
     def send_touches(touches: list[list[Any]]) -> None:
-        outcomes = sender.send_batch([Touch(str(m), float(d)) for m, d in touches])
+        try:
+            outcomes = sender.send_batch([Touch(str(m), float(d)) for m, d in touches])
+        except redis.RedisError:
+            await_redis(runtime)
+            raise
         log.debug("touches: %s", outcomes)
 
     return Actors(

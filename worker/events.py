@@ -121,6 +121,14 @@ class Event(BaseModel):
         return self.model_dump_json(exclude_none=True)
 
 
+class UndecodableLine:
+    """Stands in, in a JSON Lines batch, for a line that is not JSON, so that every bad
+    line is reported with its index instead of only the first."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
 def _describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
@@ -138,12 +146,22 @@ def validate_event(obj: object, index: int = 0) -> Event:
     Raises:
         EventError: Naming the index and every bad field.
     """
+    if isinstance(obj, UndecodableLine):
+        raise EventError(index, obj.reason)
     if not isinstance(obj, dict):
         raise EventError(index, f"expected a JSON object, got {type(obj).__name__}")
     try:
-        return Event.model_validate(obj)
+        event = Event.model_validate(obj)
     except ValidationError as exc:
         raise EventError(index, _describe(exc)) from None
+    try:
+        # Valid but unstorable (a lone UTF-16 surrogate, absurd nesting): refuse it here,
+        # naming the event, rather than fail later while queueing.
+        event.to_json()
+    except (ValueError, RecursionError) as exc:
+        reason = f"cannot be stored as JSON ({type(exc).__name__}: {str(exc)[:200]})"
+        raise EventError(index, reason) from None
+    return event
 
 
 def decode_events(raw: bytes | str) -> list[object]:
@@ -181,9 +199,8 @@ def decode_events(raw: bytes | str) -> list[object]:
                         f"invalid JSON: {whole_error.msg} at line "
                         f"{whole_error.lineno} column {whole_error.colno}",
                     ) from None
-                raise EventError(
-                    len(items), f"line {number + 1} is not valid JSON: {exc}"
-                ) from None
+                reason = f"line {number + 1} is not valid JSON: {str(exc)[:200]}"
+                items.append(UndecodableLine(reason))
         return items
     except ValueError as exc:
         # e.g. an integer of thousands of digits (CPython's int-conversion limit).

@@ -39,12 +39,15 @@ def ingest(runtime: Runtime, events: list[Event]) -> IngestResult:
         for event, is_new in zip(unique.values(), fresh_flags, strict=True)
         if is_new
     ]
+    # validate_event already proved each event serialises; doing it before queueing
+    # anything keeps a batch all-or-nothing.
+    encoded = [event.to_json() for event in fresh]
     size = runtime.tuning.events_per_message
     queued = 0
     try:
-        for start in range(0, len(fresh), size):
-            chunk = fresh[start : start + size]
-            runtime.actors.process_events.send([event.to_json() for event in chunk])
+        for start in range(0, len(encoded), size):
+            chunk = encoded[start : start + size]
+            runtime.actors.process_events.send(chunk)
             queued += len(chunk)
     except redis.RedisError as exc:
         # If even this fails, the ids stay marked until the dedup window ends.

@@ -326,8 +326,9 @@ class TouchSender:
                 )
             updated = replace(enrollment, attempts=attempts)
             retry_at = now + timedelta(seconds=backoff(attempts, exc.retry_after))
-            self.store.write_enrollment(lead_id, sequence.id, updated)
-            self.store.reschedule(touch.member, retry_at.timestamp())
+            # Conditional, like any advance: if the lead replied (or a duplicate moved
+            # the enrollment on) meanwhile, that wins and the touch is simply dropped.
+            self.store.advance(touch.member, "", updated, (touch.member, retry_at.timestamp()))
             self.store.count(sequence.id, step_id, "retried")
             return "retry"
         except PermanentDeliveryError as exc:

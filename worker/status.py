@@ -13,9 +13,10 @@ def queue_depths(runtime: Runtime) -> dict[str, dict[str, int]]:
     ns = runtime.broker.namespace
     pipe = runtime.redis.pipeline(transaction=False)
     for queue in (EVENTS_QUEUE, TOUCHES_QUEUE):
-        # dramatiq's Redis layout: a list of ready ids, the delay queue, the dead-letter zset.
+        # dramatiq's Redis layout: a list of ready ids, the delay queue (also a list; most
+        # delayed messages sit in worker memory), the dead-letter zset.
         pipe.llen(f"{ns}:{queue}")
-        pipe.zcard(f"{ns}:{queue}.DQ")
+        pipe.llen(f"{ns}:{queue}.DQ")
         pipe.zcard(f"{ns}:{queue}.XQ")
     values = pipe.execute()
     out = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import dramatiq
 
@@ -13,6 +14,17 @@ from worker.scheduler import Scheduler
 log = logging.getLogger(__name__)
 
 RELOAD_INTERVAL = 2.0
+
+
+def wait_for_redis(runtime: Runtime, stop: threading.Event, limit: float = 60.0) -> None:
+    """Wait for Redis at start-up (e.g. started together by docker compose), then give up
+    with an error naming the URL."""
+    deadline = time.monotonic() + limit
+    while not runtime.store.ping():
+        if time.monotonic() > deadline or stop.is_set():
+            runtime.check_redis()  # raises StoreUnavailableError naming the URL
+        log.warning("waiting for Redis at %s", runtime.redis_url)
+        stop.wait(1.0)
 
 
 def run_worker(
@@ -28,7 +40,7 @@ def run_worker(
     and puts prefetched ones back on the queue; claims not yet sent return to the
     schedule when their lease runs out.
     """
-    runtime.check_redis()
+    wait_for_redis(runtime, stop)
     worker = dramatiq.Worker(
         runtime.broker,
         worker_threads=threads or runtime.settings.worker_threads,

@@ -74,10 +74,14 @@ def test_bad_batch_is_refused_whole_with_each_index(live: LiveServer, harness: H
 
 
 def test_bad_line_of_json_lines_names_its_index(live: LiveServer, harness: Harness) -> None:
-    body = json.dumps(_event("x1")).encode() + b"\n{not json}\n"
+    body = json.dumps(_event("x1")).encode() + b"\n{not json}\n{also not}\n"
     response = _post(live, harness.rt, body, content_type="application/x-ndjson")
     assert response.status_code == 400
-    assert "line 2" in response.json()["message"]
+    errors = response.json()["errors"]
+    # Every bad line is named, not only the first.
+    assert [e["index"] for e in errors] == [1, 2]
+    assert "line 2 is not valid JSON" in errors[0]["reason"]
+    assert "line 3 is not valid JSON" in errors[1]["reason"]
     assert queued_events(harness.rt) == 0
 
 

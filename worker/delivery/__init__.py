@@ -40,7 +40,10 @@ def build_delivery(settings: Settings) -> Delivery:
         # Imported here so the outbox mode never loads the SendGrid library.
         from worker.delivery.sendgrid import SendGridDelivery
 
-        return SendGridDelivery(settings.sendgrid_api_key, settings.sendgrid_host)
+        # The request must end (answer or timeout) well before NURTURE_SEND_TIMEOUT, after
+        # which a duplicate delivery of the touch declares its outcome unknown.
+        timeout = max(1.0, min(10.0, settings.send_timeout / 2))
+        return SendGridDelivery(settings.sendgrid_api_key, settings.sendgrid_host, timeout=timeout)
     if settings.delivery == "outbox":
         from worker.delivery.outbox import OutboxDelivery
 

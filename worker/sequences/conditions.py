@@ -103,10 +103,14 @@ def _number(value: Any) -> float | None:
     """A number for comparisons: numbers and numeric text; never booleans."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, str) and _NUMERIC.match(value):
-        return float(value)
+    try:
+        if isinstance(value, int | float):
+            return None if math.isnan(value) else float(value)
+        if isinstance(value, str) and _NUMERIC.match(value):
+            return float(value)
+    except OverflowError:
+        # An integer too large for a float (a CRM's junk): it is beyond any threshold.
+        return math.inf if value > 0 else -math.inf
     return None
 
 

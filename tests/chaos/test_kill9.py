@@ -1,0 +1,96 @@
+"""`kill -9` of a `nurture worker` in the middle of the sends, then a restart: every
+touch is delivered exactly once, except the sends that were in flight at the kill,
+which are recorded as outcome-unknown (never resent, never silently dropped)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.chaos.procs import (
+    Procs,
+    all_finished,
+    audit,
+    chaos_event,
+    emit,
+    enrollment_states,
+    expected_touches,
+    in_flight,
+    lead_ids,
+    report,
+    wait_until,
+    worker_env,
+)
+from tests.sendgrid_standin import SendGridStandIn
+
+THREADS = 4
+
+
+@pytest.mark.chaos
+def test_kill_9_mid_sends_then_restart_sends_each_touch_exactly_once(
+    redis_url: str,
+    chaos_catalog: dict[str, Path],
+    standin: SendGridStandIn,
+    procs: Procs,
+    tmp_path: Path,
+    full_size: bool,
+) -> None:
+    leads = lead_ids(2500 if full_size else 200)  # two touches per lead
+    touches = len(expected_touches(leads))
+    client = redis.Redis.from_url(redis_url)
+    # Every answer takes a few ms, like a real API: requests are in flight at the kill.
+    standin.faults(rate=1.0, kinds=("slow",), slow_delay=0.02)
+    env = worker_env(
+        redis_url=redis_url, catalog_dirs=chaos_catalog, state_dir=tmp_path, standin=standin
+    )
+    assert emit(redis_url, [chaos_event(lead) for lead in leads], tmp_path) == len(leads)
+    started = time.monotonic()
+    victim = procs.worker(env, THREADS, name="victim")
+    wait_until(
+        lambda: enrollment_states(client, leads).get("none", 0) == 0,
+        120,
+        what="every event processed",
+    )
+    wait_until(
+        lambda: standin.accepted >= touches * 0.4,
+        180,
+        interval=0.01,
+        what=f"40% of {touches} touches sent\n{procs.logs()}",
+    )
+    victim.kill()
+    received_at_kill = standin.accepted
+    sending_at_kill = in_flight(client, leads)  # reserved by the dead worker, no outcome
+
+    # Restart, with a second worker alongside (two schedulers, two sets of threads).
+    procs.worker(env, THREADS, name="restarted")
+    procs.worker(env, THREADS, name="second")
+    wait_until(
+        lambda: all_finished(client, leads),
+        300 if full_size else 120,
+        interval=0.2,
+        what=f"every enrollment finished\n{procs.logs()}",
+    )
+    elapsed = time.monotonic() - started
+    result = audit(client, standin, leads)
+    for proc in procs.started[1:]:
+        proc.terminate()
+    exit_codes = [proc.wait(30) for proc in procs.started[1:]]
+
+    report(
+        "kill9",
+        touches=touches,
+        received_at_kill=received_at_kill,
+        in_flight_at_kill=sending_at_kill,
+        seconds=round(elapsed, 1),
+        **result.summary(),
+    )
+    assert result.lost == [], str(result)
+    assert result.duplicated == [], str(result)
+    assert result.inconsistent == [] and result.unexpected == [], str(result)
+    assert sending_at_kill <= THREADS
+    assert len(result.unknown) <= sending_at_kill, str(result)
+    assert len(result.sent_once) + len(result.unknown) == touches, str(result)
+    assert exit_codes == [0, 0], procs.logs()
