@@ -24,7 +24,8 @@ class Keys:
 
     def lead(self, lead_id: str) -> str:
         """Hash: ``data`` (lead JSON), ``email``, ``suppressed``, ``disq``, ``declined``,
-        ``fit_sig``, ``last_touch``, ``seen:<event type>`` (latest occurred_at)."""
+        ``fit_sig``, ``last_touch``, ``seen:<event type>`` (latest occurred_at),
+        ``held:<ledger field>`` (first due time of a touch the frequency cap holds back)."""
         return f"{self.prefix}:lead:{lead_id}"
 
     def lead_lock(self, lead_id: str) -> str:

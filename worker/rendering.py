@@ -443,8 +443,14 @@ class Renderer:
         event = variables.get("event")
         if isinstance(event, Mapping) and "data" not in event:
             variables["event"] = {**event, "data": {}}
+        # Content follows the language of the template actually used, so an English
+        # fallback email for a Finnish lead never carries a Finnish piece.
+        wanted = normalize_locale(locale) or self.default_locale
+        content_locale = (
+            wanted if wanted.lower().startswith(compiled.lang.lower()) else compiled.lang
+        )
         state = _RenderState(
-            self.content, lead if isinstance(lead, Mapping) else {}, locale, received
+            self.content, lead if isinstance(lead, Mapping) else {}, content_locale, received
         )
         variables["content"] = state.content
         current = compiled.path

@@ -209,3 +209,20 @@ def test_decline_suggestions_pick_a_free_guide_for_the_reason(renderer: Renderer
     assert email.content_ids == ("guide-choosing-a-partner",)
     email = renderer.render("decline/refusal", "fi", ctx("fi", reason="budget"))
     assert email.content_ids == ("fi-guide-own-plan",)
+
+
+def test_an_english_fallback_email_carries_no_finnish_piece(
+    renderer: Renderer, library: ContentLibrary
+) -> None:
+    """value/case_study has no Finnish translation: the Finnish lead gets the English
+    email, and its piece must be English too, even where a Finnish piece fits better."""
+    context = ctx("fi")
+    context["lead"]["attributes"] = {"industry": "manufacturing", "problem": ["delivery"]}
+    email = renderer.render("value/case_study", "fi", context)
+    assert email.template_path.endswith("templates/value/case_study.j2")
+    assert email.content_ids
+    assert all(library.by_id[i].locale == "en" for i in email.content_ids)
+    # The Finnish email (where one exists) still picks Finnish pieces.
+    finnish = renderer.render("value/outcome_story", "fi", context)
+    assert "/fi/" in finnish.template_path
+    assert [library.by_id[i].locale for i in finnish.content_ids] == ["fi"]
