@@ -854,6 +854,16 @@ class SendGridStandIn:
         self._server = None
         self._thread = None
 
+    def cut_connections(self) -> int:
+        """Close every open client connection, as a server's idle timeout does; keep
+        serving. Returns how many were cut."""
+        with self._cpu_lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        return len(connections)
+
     def __enter__(self) -> SendGridStandIn:
         return self.start()
 
