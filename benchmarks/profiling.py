@@ -275,6 +275,7 @@ class _Timings:
 
 
 STORE_CALLS = (
+    "touch_state",
     "get_lead",
     "enrollment",
     "reserve_send",

@@ -131,3 +131,32 @@ def test_removed_exit_before_trigger_is_not_chased(make_harness: Callable[..., H
         h.settle()
         h.run_until(h.clock.now().timestamp() + 30 * 86400)
     assert h.sent() == []
+
+
+@pytest.mark.parametrize("ending", ["lead.unsubscribed", "lead.disqualified", "lead.replied"])
+def test_ending_event_before_the_lead_is_known_is_kept(
+    make_harness: Callable[..., Harness], ending: str
+) -> None:
+    """CRM webhooks arrive in any order: an ending event (without the address) processed
+    before the lead's first event is kept, and the later event respects it."""
+    h = make_harness()
+    with running(h):
+        h.emit(event("end", ending, email=None, occurred_at="2026-11-23T09:05:00Z"))
+        h.settle()
+        lead = h.rt.store.get_lead("lead-1")
+        assert lead is not None and lead.email is None
+        h.emit(event("c", "lead.created", occurred_at="2026-11-23T09:00:00Z", **INBOUND))
+        h.settle()
+        h.run_until(h.clock.now().timestamp() + 30 * 86400)
+    assert h.sent() == []
+    assert h.rt.store.dead_letter_count() == 0
+
+
+def test_first_event_without_email_is_still_refused(make_harness: Callable[..., Harness]) -> None:
+    h = make_harness()
+    with running(h):
+        h.emit(event("c", "lead.created", email=None))
+        h.settle()
+    letters = h.rt.store.dead_letters()
+    assert len(letters) == 1 and "no lead.email" in letters[0]["reason"]
+    assert h.rt.store.get_lead("lead-1") is None

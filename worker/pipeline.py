@@ -27,6 +27,10 @@ LEAD_FIELDS = ("email", "first_name", "last_name", "company", "locale", "timezon
 
 # Reasons a lead leaves every sequence, whatever the sequence's exit_on says.
 SUPPRESSING_TYPES = frozenset({"lead.unsubscribed"})
+#: Events that can only end things. A CRM's webhooks arrive in no guaranteed order, so
+#: one of these may be the first the worker hears of a lead, before the event with its
+#: address: it is kept (a lead without an email) so the later event respects it.
+ENDING_TYPES = SUPPRESSING_TYPES | {"lead.disqualified", "lead.replied", "lead.meeting_booked"}
 
 
 class PoisonEvent(Exception):
@@ -82,7 +86,7 @@ class EventProcessor:
         now = self.rt.clock.now()
         occurred = event.occurred_at or now
         record = self.store.get_lead(event.lead.id)
-        if record is None and not event.lead.email:
+        if record is None and not event.lead.email and event.type not in ENDING_TYPES:
             raise PoisonEvent(
                 f"lead {event.lead.id!r} is new but the event has no lead.email; "
                 "send the email on the lead's first event"
@@ -113,7 +117,7 @@ class EventProcessor:
         lead = self.store.get_lead(lead.id) or lead
 
         self.apply_exit_on(catalog, lead, event.type, actions)
-        if not lead.suppressed and not lead.disqualified:
+        if not lead.suppressed and not lead.disqualified and lead.email:
             for sequence in catalog.triggered_by(event.type):
                 if sequence.kind == "decline":
                     continue  # declines start only through disqualify(): at most one
@@ -142,6 +146,11 @@ class EventProcessor:
         self.exit_all(lead.id, "disqualified", actions, only_kind="nurture")
         actions.append(f"disqualified:{reason or 'unspecified'}")
         if lead.suppressed or (lead.email and self.store.email_suppressed(lead.email)):
+            return
+        if not lead.email:
+            # Disqualified before any event gave its address (webhooks out of order):
+            # nothing to send a refusal to; it stays disqualified.
+            actions.append("no-decline:no-email")
             return
         data = dict(trigger.get("data") or {})
         data["reason"] = reason or None

@@ -25,7 +25,7 @@ from worker.errors import (
 from worker.keys import ledger_field, parse_touch, touch_id
 from worker.runtime import Runtime
 from worker.sequences import Sequence, condition_context
-from worker.store import Enrollment, LeadRecord
+from worker.store import Enrollment, LeadRecord, Sent
 from worker.timing import due_time, lead_zone, open_slot
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,7 @@ class TouchSender:
         """Process one touch; returns what happened (sent, skipped, stale, ...)."""
         sequence_id, generation, step_id, lead_id = parse_touch(touch.member)
         now = self.rt.clock.now()
-        lead = self.store.get_lead(lead_id)
-        enrollment = self.store.enrollment(lead_id, sequence_id)
+        lead, enrollment, received = self.store.touch_state(lead_id, sequence_id)
         if (
             lead is None
             or enrollment is None
@@ -171,7 +170,9 @@ class TouchSender:
         if held in lead.flags:
             self.store.redis.hdel(self.store.keys.lead(lead_id), held)
         previous = reservation[1]
-        return self._deliver(touch, sequence, enrollment, lead, step.template, now, previous)
+        return self._deliver(
+            touch, sequence, enrollment, lead, step.template, now, previous, received
+        )
 
     def _held(self, lead: LeadRecord) -> dict[str, float]:
         """The lead's touches held back by the cap and still pending: member -> since.
@@ -269,6 +270,7 @@ class TouchSender:
         template: str,
         now: datetime,
         previous: str,
+        received: frozenset[str],
     ) -> str:
         _, _, step_id, lead_id = parse_touch(touch.member)
         stamp = now.timestamp()
@@ -283,9 +285,7 @@ class TouchSender:
             "postal_address": self.rt.settings.postal_address or "",
         }
         try:
-            email = loaded.renderer.render(
-                template, lead.data.get("locale"), context, self.store.received(lead_id)
-            )
+            email = loaded.renderer.render(template, lead.data.get("locale"), context, received)
         except RenderError as exc:
             self.store.release_send(touch.member, f"dead:{stamp}", stamp, previous)
             self.store.dead_letter("touch", f"render failed: {exc}", {"touch": touch.member})
@@ -347,12 +347,8 @@ class TouchSender:
             return self._advance(
                 touch, sequence, enrollment, lead, now, f"unknown:{stamp}", "unknown"
             )
-        if email.content_ids:
-            self.store.redis.sadd(self.store.keys.received(lead_id), *email.content_ids)
-        self.store.count(sequence.id, step_id, "sent")
-        self.store.count_global("lateness_sum", max(0.0, stamp - touch.due))
-        self.store.count_global("sent")
-        return self._advance(touch, sequence, enrollment, lead, now, f"sent:{stamp}", "sent")
+        sent = Sent(lateness=stamp - touch.due, content_ids=tuple(email.content_ids))
+        return self._advance(touch, sequence, enrollment, lead, now, f"sent:{stamp}", "sent", sent)
 
     def _advance(
         self,
@@ -363,6 +359,7 @@ class TouchSender:
         now: datetime,
         ledger_state: str,
         outcome: str,
+        sent: Sent | None = None,
     ) -> str:
         """Record the outcome and schedule the next step (or finish the enrollment)."""
         _, generation, step_id, lead_id = parse_touch(touch.member)
@@ -387,7 +384,7 @@ class TouchSender:
             zone = lead_zone(lead.data, self.rt.settings.default_timezone)
             due = due_time(sequence, next_step, now, zone, member)
             next_touch = (member, due.timestamp())
-        self.store.advance(touch.member, ledger_state, updated, next_touch)
+        self.store.advance(touch.member, ledger_state, updated, next_touch, sent)
         return outcome
 
 

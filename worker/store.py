@@ -96,6 +96,23 @@ class LeadRecord:
         return float(value) if value else None
 
 
+@dataclass(frozen=True)
+class Sent:
+    """What a sent touch adds to the counters and to the lead's received content."""
+
+    lateness: float
+    content_ids: tuple[str, ...] = ()
+
+
+def _lead_record(lead_id: str, raw: Any) -> LeadRecord | None:
+    fields = cast(dict[bytes, bytes], raw)
+    if not fields:
+        return None
+    flags = {k.decode(): v.decode() for k, v in fields.items() if k != b"data"}
+    data = json.loads(fields.get(b"data", b"{}"))
+    return LeadRecord(id=lead_id, data=data, flags=flags)
+
+
 class Store:
     """Typed access to the worker's Redis data."""
 
@@ -148,12 +165,7 @@ class Store:
 
     def get_lead(self, lead_id: str) -> LeadRecord | None:
         """The stored lead, or None when never seen."""
-        raw = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.lead(lead_id)))
-        if not raw:
-            return None
-        flags = {k.decode(): v.decode() for k, v in raw.items() if k != b"data"}
-        data = json.loads(raw.get(b"data", b"{}"))
-        return LeadRecord(id=lead_id, data=data, flags=flags)
+        return _lead_record(lead_id, self.redis.hgetall(self.keys.lead(lead_id)))
 
     def save_lead(self, lead_id: str, data: Mapping[str, Any], old_email: str | None) -> None:
         """Write the lead's data and keep the email index current."""
@@ -214,6 +226,22 @@ class Store:
     def enrollment(self, lead_id: str, sequence: str) -> Enrollment | None:
         raw = self.redis.hget(self.keys.enrollments(lead_id), sequence)
         return Enrollment.from_json(cast(bytes, raw)) if raw else None
+
+    def touch_state(
+        self, lead_id: str, sequence: str
+    ) -> tuple[LeadRecord | None, Enrollment | None, frozenset[str]]:
+        """What sending a touch needs, in one round trip: the lead, its enrollment in
+        ``sequence`` and the content ids it has received."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.lead(lead_id))
+        pipe.hget(self.keys.enrollments(lead_id), sequence)
+        pipe.smembers(self.keys.received(lead_id))
+        raw_lead, raw_enrollment, members = pipe.execute()
+        return (
+            _lead_record(lead_id, raw_lead),
+            Enrollment.from_json(raw_enrollment) if raw_enrollment else None,
+            frozenset(m.decode() for m in members),
+        )
 
     def write_enrollment(
         self,
@@ -333,19 +361,31 @@ class Store:
         ledger_state: str,
         enrollment: Enrollment,
         next_touch: tuple[str, float] | None,
+        sent: Sent | None = None,
     ) -> bool:
         """Record a touch's outcome and move its enrollment on (see ``lua/advance.lua``).
+
+        Args:
+            sent: For a touch that was sent: what to count and remember, in the same
+                atomic step.
 
         Returns:
             True if the enrollment moved; False if it had already moved on.
         """
         sequence, generation, step, lead_id = parse_touch(member)
+        extra: list[str | float] = ["", ""]
+        if sent is not None:
+            extra = [f"{step}:sent", repr(max(0.0, sent.lateness)), *sent.content_ids]
         moved = self._advance(
             keys=[
                 self.keys.enrollments(lead_id),
                 self.keys.ledger(lead_id),
                 self.keys.schedule,
                 self.keys.claimed,
+                self.keys.stats(sequence),
+                self.keys.stats_index,
+                self.keys.counters,
+                self.keys.received(lead_id),
             ],
             args=[
                 sequence,
@@ -357,6 +397,7 @@ class Store:
                 enrollment.to_json(),
                 next_touch[0] if next_touch else "",
                 next_touch[1] if next_touch else 0,
+                *extra,
             ],
         )
         return bool(moved)
