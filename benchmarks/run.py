@@ -208,7 +208,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=8, help="threads per worker process")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the run's files here")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        help="measure nothing: write the report again from a --json file of an earlier run",
+    )
     args = parser.parse_args(argv)
+    if args.from_json is not None:
+        report = render(json.loads(args.from_json.read_text(encoding="utf-8")))
+        print(report)
+        if args.out:
+            args.out.write_text(report + "\n", encoding="utf-8")
+        return 0
     if args.runs is not None and args.runs < 1:
         parser.error("--runs must be at least 1")
     command = "python -m benchmarks.run " + " ".join(

@@ -4,6 +4,7 @@ receive time, and queue them durably before saying yes."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 
 import redis
@@ -11,6 +12,8 @@ import redis
 from worker.errors import StoreUnavailableError
 from worker.events import Event
 from worker.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,15 @@ def ingest(runtime: Runtime, events: list[Event]) -> IngestResult:
             runtime.actors.process_events.send(chunk)
             queued += len(chunk)
     except redis.RedisError as exc:
-        # If even this fails, the ids stay marked until the dedup window ends.
+        # If even this fails, the ids stay marked for EVENT_PENDING_SECONDS only.
         with contextlib.suppress(redis.RedisError):
             runtime.store.forget_events(event.id for event in fresh[queued:])
         raise StoreUnavailableError(f"Redis unavailable while queueing: {exc}") from exc
+    try:
+        runtime.store.confirm_events(event.id for event in fresh)
+    except redis.RedisError as exc:
+        # The events are queued: that is what counts. Their ids are kept for
+        # EVENT_PENDING_SECONDS only, so a replay after that would be queued again (and
+        # applied idempotently); better than refusing what is already accepted.
+        log.warning("events queued, but their replay guard was not extended: %s", exc)
     return IngestResult(accepted=len(fresh), duplicates=len(events) - len(fresh))

@@ -78,8 +78,7 @@ class EventProcessor:
             if self.store.redis.get(self.store.keys.event(event.id)) == b"done":
                 return "replay"
             outcome = self._apply(event)
-            # KEEPTTL: the dedup window stays what ingest set.
-            self.store.redis.set(self.store.keys.event(event.id), "done", keepttl=True)
+            self.store.event_done(event.id)
             return outcome
 
     def _apply(self, event: Event) -> str:

@@ -23,6 +23,10 @@ from redis.commands.core import Script
 from worker.keys import Keys, ledger_field, parse_touch, touch_id
 
 EVENT_DEDUP_SECONDS = 8 * 24 * 3600  # the contract asks for at least 7 days
+#: How long an event id stays marked while its event is being queued. Should Redis fail
+#: between marking and queueing (so the mark cannot be undone), the sender's retry is
+#: accepted once this has passed instead of being taken for a replay for 8 days.
+EVENT_PENDING_SECONDS = 120
 WEBHOOK_DEDUP_SECONDS = 8 * 24 * 3600
 DEAD_LETTER_MAXLEN = 1_000_000
 
@@ -134,17 +138,36 @@ class Store:
     # -- events ---------------------------------------------------------------
 
     def mark_events_seen(self, event_ids: list[str]) -> list[bool]:
-        """Record event ids; True for each id not seen before (within the dedup window)."""
+        """Mark event ids as being queued; True for each id not seen before.
+
+        The mark is short-lived (:data:`EVENT_PENDING_SECONDS`) until
+        :meth:`confirm_events` extends it to the dedup window, once the events are queued.
+        """
         pipe = self.redis.pipeline(transaction=False)
         for event_id in event_ids:
-            pipe.set(self.keys.event(event_id), "1", nx=True, ex=EVENT_DEDUP_SECONDS)
+            pipe.set(self.keys.event(event_id), "1", nx=True, ex=EVENT_PENDING_SECONDS)
         return [bool(result) for result in pipe.execute()]
+
+    def confirm_events(self, event_ids: Iterable[str]) -> None:
+        """The events are queued: keep their ids for the whole dedup window."""
+        pipe = self.redis.pipeline(transaction=False)
+        for event_id in event_ids:
+            pipe.expire(self.keys.event(event_id), EVENT_DEDUP_SECONDS)
+        pipe.execute()
 
     def forget_events(self, event_ids: Iterable[str]) -> None:
         """Undo ``mark_events_seen`` for events that could not be queued, so a retry works."""
         ids = [self.keys.event(event_id) for event_id in event_ids]
         if ids:
             self.redis.delete(*ids)
+
+    def event_done(self, event_id: str) -> None:
+        """Record that an event was applied (a redelivered message then changes nothing)."""
+        key = self.keys.event(event_id)
+        # XX KEEPTTL: the dedup window stays what ingest set; a key gone already (past
+        # the window) gets a fresh one rather than living forever.
+        if not self.redis.set(key, "done", xx=True, keepttl=True):
+            self.redis.set(key, "done", ex=EVENT_DEDUP_SECONDS)
 
     # -- leads ----------------------------------------------------------------
 

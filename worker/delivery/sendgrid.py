@@ -329,11 +329,12 @@ class KeepAliveTransport:
 def _closed_by_peer(sock: socket.socket) -> bool:
     """Whether an idle connection's socket is readable: the server closed it (or sent
     something unasked), so it must not carry another request."""
+    poller = select.poll()  # not select(): it fails for descriptors over 1023
+    poller.register(sock, select.POLLIN)
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
+        return bool(poller.poll(0))
+    except OSError:
         return True
-    return bool(readable)
 
 
 def _describe(exc: BaseException) -> str:
