@@ -12,6 +12,10 @@ from worker.errors import StoreUnavailableError
 from worker.store import EVENT_DEDUP_SECONDS, EVENT_PENDING_SECONDS
 
 
+def _down(*_: object, **__: object) -> None:
+    raise redis.ConnectionError("Redis went away")
+
+
 def _ttl(h: Harness, event_id: str) -> int:
     return int(h.rt.store.redis.ttl(h.rt.store.keys.event(event_id)))
 
@@ -47,11 +51,8 @@ def test_redis_failing_between_mark_and_queue_does_not_block_the_retry_for_days(
 ) -> None:
     h = make_harness()
 
-    def down(*_: object, **__: object) -> None:
-        raise redis.ConnectionError("Redis went away")
-
-    monkeypatch.setattr(h.rt.actors.process_events, "send", down)
-    monkeypatch.setattr(h.rt.store, "forget_events", down)
+    monkeypatch.setattr(h.rt.actors.process_events, "send", _down)
+    monkeypatch.setattr(h.rt.store, "forget_events", _down)
     with pytest.raises(StoreUnavailableError):
         h.emit(event("e1"))
     # The mark could not be undone; it expires soon, so the sender's retry gets through.
@@ -67,10 +68,7 @@ def test_guard_not_extended_still_accepts(
     """Queued but the guard could not be extended: the events are accepted all the same."""
     h = make_harness()
 
-    def down(*_: object, **__: object) -> None:
-        raise redis.ConnectionError("Redis went away")
-
-    monkeypatch.setattr(h.rt.store, "confirm_events", down)
+    monkeypatch.setattr(h.rt.store, "confirm_events", _down)
     assert h.emit(event("e1"), event("e2")).accepted == 2
     assert 0 < _ttl(h, "e1") <= EVENT_PENDING_SECONDS
     monkeypatch.undo()
