@@ -133,7 +133,9 @@ def test_removed_exit_before_trigger_is_not_chased(make_harness: Callable[..., H
     assert h.sent() == []
 
 
-@pytest.mark.parametrize("ending", ["lead.unsubscribed", "lead.disqualified", "lead.replied"])
+@pytest.mark.parametrize(
+    "ending", ["lead.unsubscribed", "lead.disqualified", "lead.replied", "meeting.booked"]
+)
 def test_ending_event_before_the_lead_is_known_is_kept(
     make_harness: Callable[..., Harness], ending: str
 ) -> None:

@@ -30,7 +30,7 @@ SUPPRESSING_TYPES = frozenset({"lead.unsubscribed"})
 #: Events that can only end things. A CRM's webhooks arrive in no guaranteed order, so
 #: one of these may be the first the worker hears of a lead, before the event with its
 #: address: it is kept (a lead without an email) so the later event respects it.
-ENDING_TYPES = SUPPRESSING_TYPES | {"lead.disqualified", "lead.replied", "lead.meeting_booked"}
+ENDING_TYPES = SUPPRESSING_TYPES | {"lead.disqualified", "lead.replied", "meeting.booked"}
 
 
 class PoisonEvent(Exception):
