@@ -134,7 +134,11 @@ def check_templates(
             variants.append((None, f"{name}.j2"))
         else:
             for sequence, step in uses[name]:
-                found.add(_missing_template(renderer, name, sequence, step, known, locale_dirs))
+                found.add(
+                    _missing_template(
+                        renderer, name, sequence.file, step.line, step.id, known, locale_dirs
+                    )
+                )
         variants += [
             (loc, f"{loc}/{name}.j2")
             for loc in locale_dirs
@@ -142,6 +146,13 @@ def check_templates(
         ]
         for locale, relative in variants:
             found.update(_check_variant(renderer, relative, locale, uses[name], reasons, content))
+    for ref in catalog.left_out_templates:
+        if ref.template not in uses and not (templates_dir / f"{ref.template}.j2").is_file():
+            found.add(
+                _missing_template(
+                    renderer, ref.template, ref.file, ref.line, ref.step, known, locale_dirs
+                )
+            )
     return sorted(found)
 
 
@@ -161,8 +172,9 @@ def _template_names(templates_dir: Path) -> list[str]:
 def _missing_template(
     renderer: Renderer,
     name: str,
-    sequence: Sequence,
-    step: Step,
+    file: str,
+    line: int,
+    step_id: str,
     known: list[str],
     locale_dirs: list[str],
 ) -> Problem:
@@ -188,10 +200,7 @@ def _missing_template(
         )
     fix = "; ".join(parts)
     return Problem(
-        sequence.file,
-        step.line,
-        f"step `{step.id}` uses template `{name}`, but {expected} does not exist",
-        fix,
+        file, line, f"step `{step_id}` uses template `{name}`, but {expected} does not exist", fix
     )
 
 
@@ -298,6 +307,7 @@ def _structure(renderer: Renderer, relative: str) -> tuple[list[Problem], bool]:
                 )
             )
             renderable = False
+    problems += _unknown_filters_and_tests(renderer, display, tree)
     if "html" in blocks:
         for block in tree.find_all(nodes.Block):
             if block.name != "html":
@@ -318,6 +328,41 @@ def _structure(renderer: Renderer, relative: str) -> tuple[list[Problem], bool]:
                     )
                     break
     return problems, renderable
+
+
+def _unknown_filters_and_tests(
+    renderer: Renderer, display: str, tree: nodes.Template
+) -> list[Problem]:
+    """Filters and tests that do not exist. Jinja2 only notices them when it renders the
+    line, and not at all inside an ``{% if %}`` branch that was not taken: found here by
+    reading the whole template instead."""
+    problems: list[Problem] = []
+    env = renderer.text_env
+    for kind, node_type, known in (
+        ("filter", nodes.Filter, env.filters),
+        ("test", nodes.Test, env.tests),
+    ):
+        for node in tree.find_all(node_type):
+            name = node.name
+            if name in known:
+                continue
+            meant = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+            usage = f"{{{{ value | {name} }}}}" if kind == "filter" else f"value is {name}"
+            problems.append(
+                Problem(
+                    display,
+                    node.lineno,
+                    f"there is no {kind} named `{name}` (in `{usage}`)",
+                    (f"did you mean `{meant[0]}`? " if meant else "")
+                    + (
+                        "the helpers and the usual Jinja filters are listed in "
+                        "docs/templates.md (Helpers)"
+                        if kind == "filter"
+                        else "use a Jinja test such as defined, none, number, string"
+                    ),
+                )
+            )
+    return problems
 
 
 _TAG_NAMES = {

@@ -223,6 +223,24 @@ MISTAKES = [
         "lead.attributes.fornavn",
     ),
     (
+        "misspelled filter in a branch no sample lead takes",
+        "value/guide.j2",
+        HEAD
+        + "{% block text %}\n{% if lead.attributes.vip %}\n"
+        + "{{ lead.company | uper }}\n{% endif %}Hi\n{% endblock %}",
+        4,
+        "there is no filter named `uper`",
+        "did you mean `upper`?",
+    ),
+    (
+        "misspelled test",
+        "value/guide.j2",
+        HEAD + "{% block text %}\n{% if lead.company is defind %}Hi{% endif %}Hi\n{% endblock %}",
+        3,
+        "there is no test named `defind`",
+        "did you mean `defined`?",
+    ),
+    (
         "python internals",
         "value/guide.j2",
         HEAD + "{% block text %}\n{{ lead.__class__ }}\n{% endblock %}",
@@ -270,6 +288,30 @@ def test_missing_template_points_at_the_step_and_suggests_names(
     assert "step `how-to-guide` uses template `value/guide`" in first.message
     assert f"{templates / 'value/guide.j2'} does not exist" in first.message
     assert "did you mean `value/guides`?" in first.fix
+
+
+def test_sequence_with_other_mistakes_still_has_its_templates_checked(
+    library: ContentLibrary, templates: Path, tmp_path: Path
+) -> None:
+    """One run of validate shows every mistake, not one layer per run."""
+    sequences = tmp_path / "sequences"
+    shutil.copytree(ROOT / "sequences", sequences)
+    path = sequences / "value-first.yaml"
+    text = path.read_text()
+    text = text.replace("3 business days", "3 bussiness days")
+    text = text.replace("template: value/testimonial", "template: value/testimonal")
+    path.write_text(text)
+    catalog, problems = load_catalog(sequences)
+    assert "value-first" not in catalog.sequences
+    assert any("bussiness" in p.message for p in problems)
+    found = check_templates(catalog, templates, library)
+    hits = [p for p in found if "value/testimonal" in p.message]
+    assert len(hits) == 1, found
+    assert hits[0].file.endswith("value-first.yaml")
+    assert text.splitlines()[hits[0].line - 1].strip() == "- id: testimonial"
+    assert "did you mean `value/testimonial`?" in hits[0].fix
+    # Templates that exist are not reported for a left-out sequence.
+    assert [p for p in found if "value-first.yaml" in p.file] == hits
 
 
 def test_template_only_in_a_locale_folder(

@@ -30,6 +30,7 @@ from worker.sequences.model import (
     Kind,
     Sequence,
     Step,
+    TemplateRef,
     default_kind,
 )
 from worker.sequences.windows import WINDOW_KEYS, SendWindow, parse_days, parse_hours
@@ -101,6 +102,7 @@ def load_catalog(sequences_dir: Path) -> tuple[Catalog, list[Problem]]:
             )
         )
     claimed: dict[str, tuple[str, int]] = {}  # sequence id -> (file, line) first using it
+    left_out: list[TemplateRef] = []
     for path in files:
         raw = path.read_bytes()
         digest.update(path.name.encode() + b"\0" + raw + b"\0")
@@ -114,6 +116,8 @@ def load_catalog(sequences_dir: Path) -> tuple[Catalog, list[Problem]]:
             sequence = reader.sequence(doc)
             if sequence is not None and unique:
                 sequences[sequence.id] = sequence
+            else:
+                left_out += reader.template_refs
         problems.extend(reader.problems)
     if not any(p.stem not in FIT_STEMS for p in files):
         problems.append(
@@ -124,7 +128,12 @@ def load_catalog(sequences_dir: Path) -> tuple[Catalog, list[Problem]]:
                 f"add a sequence file, or point NURTURE_SEQUENCES_DIR elsewhere; {DOCS}",
             )
         )
-    catalog = Catalog(sequences=sequences, fit_rules=fit_rules, version=digest.hexdigest()[:12])
+    catalog = Catalog(
+        sequences=sequences,
+        fit_rules=fit_rules,
+        version=digest.hexdigest()[:12],
+        left_out_templates=tuple(left_out),
+    )
     return catalog, sorted(problems)
 
 
@@ -213,6 +222,7 @@ class _Reader:
     def __init__(self, file: str) -> None:
         self.file = file
         self.problems: list[Problem] = []
+        self.template_refs: list[TemplateRef] = []
         # Keys suggested for a misspelling: their "missing" problem would repeat it.
         self.suggested: set[tuple[int, str]] = set()
 
@@ -612,6 +622,10 @@ class _Reader:
         template = None
         if self.required(node, "template", line, "step", "`template: value/case_study`"):
             template = self.template(node["template"], self.line(node, "template", line))
+            if template is not None:
+                self.template_refs.append(
+                    TemplateRef(self.file, line, str(step_id or "?"), template)
+                )
         when = self.condition(node, "when", line, "step") if "when" in node else None
         if len(self.problems) > before or step_id is None or wait is None or template is None:
             return None

@@ -108,6 +108,18 @@ class FitRule:
 
 
 @dataclass(frozen=True)
+class TemplateRef:
+    """A step's template, named in a sequence file that did not load (other problems):
+    ``nurture validate`` still checks that the template exists, so one run shows every
+    mistake rather than one layer at a time."""
+
+    file: str
+    line: int
+    step: str
+    template: str
+
+
+@dataclass(frozen=True)
 class Catalog:
     """Every sequence and fit rule that loaded without problems.
 
@@ -115,11 +127,13 @@ class Catalog:
         sequences: Sequence id -> sequence.
         fit_rules: In file order (the first match wins).
         version: Short sha256 over every file read; changes whenever any file does.
+        left_out_templates: Templates named by steps of sequences left out.
     """
 
     sequences: Mapping[str, Sequence] = field(default_factory=dict, hash=False)
     fit_rules: tuple[FitRule, ...] = ()
     version: str = ""
+    left_out_templates: tuple[TemplateRef, ...] = ()
 
     def triggered_by(self, event_type: str) -> list[Sequence]:
         """Sequences whose trigger is ``event_type``, in id order."""
