@@ -222,6 +222,8 @@ def test_none_compiles_to_no_condition() -> None:
         ({"sorce": "referral"}, "unknown field 'sorce'", "did you mean source?"),
         ({"attribute.budget": 5}, "unknown field 'attribute.budget'", "attributes.budget"),
         ({"lead.source": "x"}, "unknown field 'lead.source'", "did you mean source?"),
+        ({"lead.sorce": "x"}, "unknown field 'lead.sorce'", "did you mean source?"),
+        ({"lead.budget": 5}, "unknown field 'lead.budget'", "did you mean attributes.budget?"),
         ({"event.data.reason": "x"}, "unknown field", "did you mean data.reason?"),
         ({"referrer.name": "x"}, "unknown field", "attributes.referrer.name or data.referrer.name"),
         ({"attributes": {"budget": 5}}, "'attributes' needs a name", "attributes.budget"),

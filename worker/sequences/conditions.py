@@ -367,7 +367,7 @@ def _suggest_path(key: str) -> str | None:
             if rest and _path_error(rest) is None:
                 return rest
             if prefix == "lead." and rest and "." not in rest:
-                return f"attributes.{rest}"
+                return _suggest_path(rest)  # lead.sorce -> source; lead.budget -> attributes
     parts = key.split(".")
     if len(parts) > 1:
         near = get_close_matches(parts[0].lower(), [*PREFIXES, "attrs", "attr"], n=1, cutoff=0.6)
