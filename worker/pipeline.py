@@ -75,30 +75,33 @@ class EventProcessor:
     def process(self, event: Event) -> str:
         """Process an event under its lead's lock; returns what happened, for logs."""
         with self.store.lead_lock(event.lead.id):
-            if self.store.redis.get(self.store.keys.event(event.id)) == b"done":
+            done, record = self.store.event_and_lead(event.id, event.lead.id)
+            if done:
                 return "replay"
-            outcome = self._apply(event)
+            outcome = self._apply(event, record)
             self.store.event_done(event.id)
             return outcome
 
-    def _apply(self, event: Event) -> str:
+    def _apply(self, event: Event, record: LeadRecord | None) -> str:
         now = self.rt.clock.now()
         occurred = event.occurred_at or now
-        record = self.store.get_lead(event.lead.id)
         if record is None and not event.lead.email and event.type not in ENDING_TYPES:
             raise PoisonEvent(
                 f"lead {event.lead.id!r} is new but the event has no lead.email; "
                 "send the email on the lead's first event"
             )
         data = merge_lead(record.data if record else None, event)
-        if record is None or data != record.data:
-            self.store.save_lead(event.lead.id, data, record.email if record else None)
-        seen_key = f"seen:{event.type}"
+        flags = dict(record.flags) if record else {}
+        seen: dict[str, str] = {}
         previous_seen = record.seen(event.type) if record else None
         if previous_seen is None or occurred.timestamp() > previous_seen:
-            self.store.set_lead_flags(event.lead.id, **{seen_key: occurred.timestamp()})
-        lead = self.store.get_lead(event.lead.id)
-        assert lead is not None
+            seen[f"seen:{event.type}"] = str(occurred.timestamp())
+        if record is None or data != record.data:
+            self.store.save_lead(event.lead.id, data, record.email if record else None, seen)
+        elif seen:
+            self.store.set_lead_flags(event.lead.id, **seen)
+        # Under the lead's lock nobody else writes these: no need to read them back.
+        lead = LeadRecord(id=event.lead.id, data=data, flags={**flags, **seen})
         catalog = self.rt.catalog.current.catalog
         trigger = trigger_of(event, occurred)
         actions: list[str] = []
@@ -113,7 +116,8 @@ class EventProcessor:
             self.requalify(lead, actions)
         elif event.type in ("lead.created", "lead.updated") and not lead.disqualified:
             self.apply_fit_rules(catalog, lead, trigger, now, actions)
-        lead = self.store.get_lead(lead.id) or lead
+        if actions:  # disqualified or requalified: read the flags those wrote
+            lead = self.store.get_lead(lead.id) or lead
 
         self.apply_exit_on(catalog, lead, event.type, actions)
         if not lead.suppressed and not lead.disqualified and lead.email:
@@ -224,6 +228,8 @@ class EventProcessor:
         self, catalog: Catalog, lead: LeadRecord, event_type: str, actions: list[str]
     ) -> None:
         """End the enrollments whose sequence lists this event type in ``exit_on``."""
+        if not any(event_type in sequence.exit_on for sequence in catalog.sequences.values()):
+            return  # the usual case for lead.created and lead.updated: nothing to read
         for sequence_id, enrollment in self.store.enrollments(lead.id).items():
             sequence = catalog.sequences.get(sequence_id)
             if enrollment.active and sequence is not None and event_type in sequence.exit_on:

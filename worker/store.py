@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import redis
 from redis.commands.core import Script
+from redis.typing import EncodableT, FieldT
 
 from worker.keys import Keys, ledger_field, parse_touch, touch_id
 
@@ -190,11 +191,27 @@ class Store:
         """The stored lead, or None when never seen."""
         return _lead_record(lead_id, self.redis.hgetall(self.keys.lead(lead_id)))
 
-    def save_lead(self, lead_id: str, data: Mapping[str, Any], old_email: str | None) -> None:
-        """Write the lead's data and keep the email index current."""
+    def event_and_lead(self, event_id: str, lead_id: str) -> tuple[bool, LeadRecord | None]:
+        """Whether the event was applied already, and the stored lead: one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self.keys.event(event_id))
+        pipe.hgetall(self.keys.lead(lead_id))
+        mark, raw_lead = pipe.execute()
+        return mark == b"done", _lead_record(lead_id, raw_lead)
+
+    def save_lead(
+        self,
+        lead_id: str,
+        data: Mapping[str, Any],
+        old_email: str | None,
+        flags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Write the lead's data (and ``flags``) and keep the email index current."""
         email = data.get("email")
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self.keys.lead(lead_id), "data", json.dumps(data, ensure_ascii=False))
+        fields: dict[FieldT, EncodableT] = {"data": json.dumps(data, ensure_ascii=False)}
+        fields.update(flags or {})
+        pipe.hset(self.keys.lead(lead_id), mapping=fields)
         if old_email and old_email.lower() != str(email or "").lower():
             pipe.srem(self.keys.email_index(old_email), lead_id)
         if email:

@@ -36,6 +36,7 @@ from worker.actors import EVENTS_QUEUE, TOUCHES_QUEUE
 from worker.events import Event, validate_event
 from worker.keys import Keys
 from worker.pipeline import EventProcessor
+from worker.store import LeadRecord
 
 KEYS = Keys()
 UNICODE_EMAILS = [
@@ -290,10 +291,10 @@ def test_an_event_that_breaks_processing_does_not_hold_up_the_rest_of_its_batch(
     h = sendgrid_harness
     original = EventProcessor._apply
 
-    def exploding(self: EventProcessor, event: Event) -> str:
+    def exploding(self: EventProcessor, event: Event, record: LeadRecord | None) -> str:
         if event.lead.id == "boom-lead":
             raise RuntimeError("simulated bug while processing")
-        return original(self, event)
+        return original(self, event, record)
 
     monkeypatch.setattr(EventProcessor, "_apply", exploding)
     boom = {
