@@ -13,6 +13,7 @@ RUN pip install --no-cache-dir .
 COPY sequences ./sequences
 COPY templates ./templates
 COPY content ./content
+COPY crm ./crm
 COPY examples ./examples
 
 RUN useradd --create-home --uid 10001 nurture && chown -R nurture /app
