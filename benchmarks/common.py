@@ -489,6 +489,18 @@ def environment_line(bench: Bench) -> str:
             ).stdout.strip()
             or "?"
         )
+    dirty = ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
+        if changed:
+            dirty = " (plus uncommitted changes to tracked files)"
     memory = ""
     with contextlib.suppress(OSError, ValueError, IndexError):
         kb = int(Path("/proc/meminfo").read_text().split()[1])
@@ -497,6 +509,5 @@ def environment_line(bench: Bench) -> str:
         f"{os.cpu_count()} CPUs ({model or platform.machine()}){memory}, "
         f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
         f"Redis {redis_version} (AOF everysec), dramatiq {dramatiq.__version__}, "
-        f"date {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}, commit {commit} "
-        "(plus uncommitted work in the tree)"
+        f"date {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}, commit {commit}{dirty}"
     )
