@@ -465,6 +465,15 @@ def bench_world(workdir: Path, workers: int, threads: int) -> Iterator[Bench]:
         server.stop()
 
 
+def _git(*args: str) -> str:
+    """Output of a git command in the repository ('' when git is not available)."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=False
+        ).stdout.strip()
+    return ""
+
+
 def environment_line(bench: Bench) -> str:
     """CPU count and model, Python, Redis and library versions, date, commit."""
     model = ""
@@ -476,31 +485,9 @@ def environment_line(bench: Bench) -> str:
     redis_version = bench.redis_info("server").get("redis_version", "?")
     import dramatiq
 
-    commit = "?"
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        commit = (
-            subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=False,
-            ).stdout.strip()
-            or "?"
-        )
-    dirty = ""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        changed = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout.strip()
-        if changed:
-            dirty = " (plus uncommitted changes to tracked files)"
+    commit = _git("rev-parse", "--short", "HEAD") or "?"
+    changed = _git("status", "--porcelain", "--untracked-files=no")
+    dirty = " (plus uncommitted changes to tracked files)" if changed else ""
     memory = ""
     with contextlib.suppress(OSError, ValueError, IndexError):
         kb = int(Path("/proc/meminfo").read_text().split()[1])
