@@ -489,6 +489,7 @@ def test_requalified_lead_whose_data_changes_is_judged_again_without_a_second_re
         h.settle()
         run_days(h, 3)
         h.emit(event("e2", "lead.requalified", email=None))
+        h.settle()  # a person requalifies; then the CRM sends news
         h.emit(event("e3", **inbound(budget=300)))
         h.advance(timedelta(minutes=10))
         assert steps_sent(h)[-1] == ("value-first", "outcome-story")
@@ -514,6 +515,7 @@ def test_requalified_lead_that_fits_then_fails_again_is_judged_again(
         h.settle()
         run_days(h, 3)
         h.emit(event("e2", "lead.requalified", email=None))
+        h.settle()  # a person requalifies; then the CRM sends news
         h.emit(event("e3", "lead.updated", email=None, attributes={"budget": 2000}))
         h.settle()
         # Back to the budget that was waived once: the waiver was for that moment.

@@ -150,7 +150,9 @@ def test_ending_event_before_the_lead_is_known_is_kept(
         h.emit(event("c", "lead.created", occurred_at="2026-11-23T09:00:00Z", **INBOUND))
         h.settle()
         h.run_until(h.clock.now().timestamp() + 30 * 86400)
-    assert h.sent() == []
+    # No nurture; a disqualified lead gets its one refusal once the address is known.
+    expected = [("lead-1", "decline", "refusal")] if ending == "lead.disqualified" else []
+    assert h.sent() == expected
     assert h.rt.store.dead_letter_count() == 0
 
 
@@ -162,3 +164,18 @@ def test_first_event_without_email_is_still_refused(make_harness: Callable[..., 
     letters = h.rt.store.dead_letters()
     assert len(letters) == 1 and "no lead.email" in letters[0]["reason"]
     assert h.rt.store.get_lead("lead-1") is None
+
+
+def test_disqualified_before_the_address_is_known_is_declined_when_it_arrives(
+    make_harness: Callable[..., Harness],
+) -> None:
+    h = make_harness()
+    with running(h):
+        h.emit(event("d", "lead.disqualified", email=None, data={"reason": "budget"}))
+        h.settle()
+        h.emit(event("c", "lead.created", **INBOUND))
+        h.emit(event("u", "lead.updated", company="Berg ApS"))  # the address again: no second
+        h.settle()
+        h.run_until(h.clock.now().timestamp() + 30 * 86400)
+    assert [step for _, sequence, step in h.sent() if sequence != "decline"] == []
+    assert [(lead, sequence) for lead, sequence, _ in h.sent()] == [("lead-1", "decline")]

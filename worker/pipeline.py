@@ -116,6 +116,11 @@ class EventProcessor:
             self.requalify(lead, actions)
         elif event.type in ("lead.created", "lead.updated") and not lead.disqualified:
             self.apply_fit_rules(catalog, lead, trigger, now, actions)
+        elif lead.disqualified and lead.email and record is not None and not record.email:
+            # The address arrives after the disqualification (webhooks out of order):
+            # the one refusal that had nowhere to go then goes out now.
+            reason = "" if lead.disqualified == "unspecified" else lead.disqualified
+            self.disqualify(lead, reason, trigger, now, actions)
         if actions:  # disqualified or requalified: read the flags those wrote
             lead = self.store.get_lead(lead.id) or lead
 
@@ -152,7 +157,7 @@ class EventProcessor:
             return
         if not lead.email:
             # Disqualified before any event gave its address (webhooks out of order):
-            # nothing to send a refusal to; it stays disqualified.
+            # the refusal goes out when an event brings the address (see _apply).
             actions.append("no-decline:no-email")
             return
         data = dict(trigger.get("data") or {})
