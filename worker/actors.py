@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 EVENTS_QUEUE = "events"
 TOUCHES_QUEUE = "touches"
+#: Redelivery of a failed message: up to 20 times, backing off from 0.5 s to 60 s.
+RETRIES = {"max_retries": 20, "min_backoff": 500, "max_backoff": 60_000}
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def declare_actors(runtime: Runtime) -> Actors:
             actor_name="process_events",
             queue_name=EVENTS_QUEUE,
             priority=0,
-            options={"max_retries": 20, "min_backoff": 500, "max_backoff": 60_000},
+            options=dict(RETRIES),
         ),
         send_touches=dramatiq.Actor(
             send_touches,
@@ -119,6 +121,6 @@ def declare_actors(runtime: Runtime) -> Actors:
             actor_name="send_touches",
             queue_name=TOUCHES_QUEUE,
             priority=0,
-            options={"max_retries": 20, "min_backoff": 500, "max_backoff": 60_000},
+            options=dict(RETRIES),
         ),
     )

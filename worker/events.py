@@ -129,13 +129,20 @@ class UndecodableLine:
         self.reason = reason
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_validation(exc: ValidationError, whole: str, unknown_key: str) -> str:
+    """Pydantic's errors as ``where: what`` parts joined by ``"; "``.
+
+    Args:
+        exc: The validation error.
+        whole: What to call the location of an error about the whole object.
+        unknown_key: The message for a key the model does not know.
+    """
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(event)"
+        loc = ".".join(str(p) for p in err["loc"]) or whole
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown field; remove it or move it under lead.attributes or data"
+            msg = unknown_key
         parts.append(f"{loc}: {msg}")
     return "; ".join(parts)
 
@@ -153,7 +160,12 @@ def validate_event(obj: object, index: int = 0) -> Event:
     try:
         event = Event.model_validate(obj)
     except ValidationError as exc:
-        raise EventError(index, _describe(exc)) from None
+        raise EventError(
+            index,
+            describe_validation(
+                exc, "(event)", "unknown field; remove it or move it under lead.attributes or data"
+            ),
+        ) from None
     try:
         # Valid but unstorable (a lone UTF-16 surrogate, absurd nesting): refuse it here,
         # naming the event, rather than fail later while queueing.

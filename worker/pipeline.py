@@ -91,7 +91,6 @@ class EventProcessor:
                 "send the email on the lead's first event"
             )
         data = merge_lead(record.data if record else None, event)
-        flags = dict(record.flags) if record else {}
         seen: dict[str, str] = {}
         previous_seen = record.seen(event.type) if record else None
         if previous_seen is None or occurred.timestamp() > previous_seen:
@@ -101,7 +100,8 @@ class EventProcessor:
         elif seen:
             self.store.set_lead_flags(event.lead.id, **seen)
         # Under the lead's lock nobody else writes these: no need to read them back.
-        lead = LeadRecord(id=event.lead.id, data=data, flags={**flags, **seen})
+        flags = {**(record.flags if record else {}), **seen}
+        lead = LeadRecord(id=event.lead.id, data=data, flags=flags)
         catalog = self.rt.catalog.current.catalog
         trigger = trigger_of(event, occurred)
         actions: list[str] = []

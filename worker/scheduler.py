@@ -45,7 +45,6 @@ class Scheduler:
             self.rt.actors.send_touches.send([[member, due] for member, due in chunk])
         if claimed:
             lag = now - min(due for _, due in claimed)
-            self.store.count_global("scheduler_lag_last", 0)
             self.store.redis.hset(self.store.keys.counters, "scheduler_lag_last", lag)
         self.store.redis.hset(self.store.keys.heartbeat, self.id, now)
         return len(claimed)

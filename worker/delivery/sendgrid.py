@@ -462,8 +462,4 @@ class SendGridDelivery(Delivery):
 
 def _reason(exc: urllib.error.URLError) -> str:
     reason = exc.reason
-    if isinstance(reason, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(reason, TimeoutError):
-        return "connect timed out"
-    return str(reason) or type(reason).__name__
+    return _describe(reason) if isinstance(reason, BaseException) else str(reason)

@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from worker.events import EVENT_TYPE
+from worker.events import EVENT_TYPE, describe_validation
 
 CRMS = ("hubspot", "pipedrive")
 LEAD_FIELDS = ("email", "first_name", "last_name", "company", "locale", "timezone", "source")
@@ -198,14 +198,10 @@ def load_mapping(path: Path, crm: str | None = None) -> Mapping:
     try:
         mapping = Mapping.model_validate(raw)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "(file)"
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key; check the spelling against docs/http.md"
-            problems.append(f"{loc}: {msg}")
-        raise MappingError(f"{path}: " + "; ".join(problems)) from None
+        problems = describe_validation(
+            exc, "(file)", "unknown key; check the spelling against docs/http.md"
+        )
+        raise MappingError(f"{path}: {problems}") from None
     if crm is not None and mapping.crm != crm:
         raise MappingError(f"{path}: crm is {mapping.crm!r}, expected {crm!r}")
     return mapping
