@@ -36,7 +36,7 @@ from benchmarks.state import write_leads
 from worker.delivery import Message
 from worker.delivery.sendgrid import build_payload
 from worker.runtime import Runtime
-from worker.sending import Touch, TouchSender
+from worker.sending import Touch
 
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
@@ -274,18 +274,24 @@ class _Timings:
         return timed
 
 
+#: (part of the store, method) the sender calls, timed per call.
 STORE_CALLS = (
-    "touch_state",
-    "get_lead",
-    "enrollment",
-    "reserve_send",
-    "received",
-    "count",
-    "count_global",
-    "advance",
-    "release_claim",
-    "reschedule",
-    "release_send",
+    ("enrolled", "touch_state"),
+    ("enrolled", "all"),
+    ("leads", "get"),
+    ("leads", "lock"),
+    ("leads", "mark_held"),
+    ("leads", "drop_held"),
+    ("ledger", "reserve"),
+    ("ledger", "advance"),
+    ("ledger", "release"),
+    ("ledger", "record_unknown"),
+    ("counters", "count"),
+    ("schedule", "release_claim"),
+    ("schedule", "reschedule"),
+    ("schedule", "due_at"),
+    ("schedule", "due_or_claimed"),
+    ("dead", "add"),
 )
 
 
@@ -299,12 +305,13 @@ def touch_anatomy(bench: Bench, count: int = 300, warmup: int = 20) -> dict[str,
     try:
         claimed = runtime.store.claim_due(time.time(), count + warmup, 300)
         touches = [Touch(member, due) for member, due in claimed]
-        sender = TouchSender(runtime)
+        sender = runtime.sender
         sender.send_batch(touches[:warmup])  # connections, Lua scripts, template cache
         timings = _Timings()
         store = runtime.store
-        for name in STORE_CALLS:
-            setattr(store, name, timings.wrap(f"Store.{name}", getattr(store, name)))
+        for part_name, name in STORE_CALLS:
+            part = getattr(store, part_name)
+            setattr(part, name, timings.wrap(f"Store.{part_name}.{name}", getattr(part, name)))
         delivery = runtime.delivery
         setattr(delivery, "send", timings.wrap("SendGridDelivery.send", delivery.send))  # noqa: B010
         renderer = runtime.catalog.current.renderer

@@ -26,11 +26,12 @@ import redis
 
 from benchmarks.common import FIRST_STEP, PREFIX, SEQUENCE_ID, Bench, wait_until
 from worker.actors import EVENTS_QUEUE
+from worker.enrollment import touch_id
 from worker.events import validate_event
 from worker.ingest import ingest
-from worker.keys import Keys, touch_id
 from worker.runtime import Runtime
 from worker.store import EVENT_DEDUP_SECONDS
+from worker.store.keys import Keys
 
 KEYS = Keys(PREFIX)
 ZONES = ("Europe/Copenhagen", "Europe/Helsinki", "America/New_York", "UTC")

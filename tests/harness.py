@@ -21,7 +21,6 @@ from worker.clock import ManualClock
 from worker.events import Event, validate_event
 from worker.ingest import IngestResult, ingest
 from worker.runtime import Runtime
-from worker.scheduler import Scheduler
 
 
 def event(
@@ -52,7 +51,7 @@ class Harness:
         self.rt = runtime
         self.clock = clock
         self.outbox = outbox
-        self.scheduler = Scheduler(runtime)
+        self.scheduler = runtime.scheduler()
         self._worker: dramatiq.Worker | None = None
 
     def start(self, threads: int = 4) -> None:

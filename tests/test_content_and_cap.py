@@ -22,7 +22,7 @@ import pytest
 
 from tests.harness import Harness, event, running
 from worker.clock import ManualClock
-from worker.keys import touch_id
+from worker.enrollment import touch_id
 
 CPH = ZoneInfo("Europe/Copenhagen")
 DAY = 86400.0

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.harness import Harness, event, running
-from worker.keys import touch_id
+from worker.enrollment import touch_id
 from worker.suppression import suppress_address
 
 CPH = ZoneInfo("Europe/Copenhagen")

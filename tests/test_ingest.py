@@ -42,7 +42,7 @@ def test_processing_keeps_the_window(make_harness: Callable[..., Harness]) -> No
 def test_done_mark_never_lives_forever(make_harness: Callable[..., Harness]) -> None:
     """An event applied after its guard expired gets a fresh window, not an eternal key."""
     h = make_harness()
-    h.rt.store.event_done("old")
+    h.rt.store.events.applied("old")
     assert 0 < _ttl(h, "old") <= EVENT_DEDUP_SECONDS
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.harness import Harness, event, running
 from tests.test_pipeline import INBOUND, steps_sent
-from worker.keys import touch_id
+from worker.enrollment import touch_id
 
 
 def edit(path: Path, old: str, new: str) -> None:

@@ -11,6 +11,7 @@ import pytest
 from tests.harness import Harness, event, running
 from tests.sendgrid_standin import SendGridStandIn
 from tests.test_pipeline import INBOUND
+from worker.store import Verdict
 
 
 @pytest.fixture
@@ -90,10 +91,10 @@ def test_crash_mid_send_is_not_resent(harness: Harness, sendgrid: SendGridStandI
         harness.clock.set(harness.clock.now() + timedelta(minutes=10))
         # Simulate the crash: claim + reserve, then nothing.
         harness.rt.store.claim_due(harness.clock.now().timestamp(), 10, lease=60)
-        verdict = harness.rt.store.reserve_send(
+        reservation = harness.rt.store.reserve_send(
             member, "ann@example.com", harness.clock.now().timestamp(), 0, False, 120
         )
-        assert verdict[0] == "ok"
+        assert reservation.verdict is Verdict.OK
         harness.advance(timedelta(seconds=61))  # lease over: offered again, reservation fresh
         assert keys(sendgrid) == []
         harness.advance(timedelta(seconds=300))  # lease over again, reservation now stale

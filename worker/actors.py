@@ -1,5 +1,6 @@
 """The dramatiq actors: ``process_events`` (queue ``events``) and ``send_touches``
-(queue ``touches``). They are declared per runtime on its broker, not at import.
+(queue ``touches``). They are declared per runtime on its broker, not at import, and
+receive the processor and the sender they run (this module knows no ``Runtime``).
 """
 
 from __future__ import annotations
@@ -7,18 +8,19 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dramatiq
 import redis
-from dramatiq.middleware import Middleware
+from dramatiq.middleware import Middleware, Retries
 
 from worker.errors import EventError
 from worker.events import validate_event
-
-if TYPE_CHECKING:
-    from worker.runtime import Runtime
+from worker.pipeline import EventProcessor, PoisonEvent
+from worker.sending import Touch, TouchSender
+from worker.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +37,15 @@ class Actors:
 
 
 class DeadLetters(Middleware):
-    """Keeps a message that failed for good (retries exhausted) as a dead letter."""
+    """Keeps a message that failed for good (retries exhausted) as a dead letter.
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
+    It must sit *before* dramatiq's ``Retries`` in the broker's middleware list:
+    after-hooks run in reverse order, so only then does it run after ``Retries`` has
+    marked the message failed (see :func:`add_dead_letters`).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
     def after_process_message(
         self,
@@ -50,7 +57,7 @@ class DeadLetters(Middleware):
     ) -> None:
         if exception is not None and message.failed:
             try:
-                self.rt.store.dead_letter(
+                self.store.dead.add(
                     message.actor_name,
                     f"gave up after retries: {exception!r}",
                     {"args": message.args},
@@ -59,7 +66,12 @@ class DeadLetters(Middleware):
                 log.exception("could not record dead letter for message %s", message.message_id)
 
 
-def await_redis(runtime: Runtime, limit: float = 300.0) -> None:
+def add_dead_letters(broker: dramatiq.Broker, store: Store) -> None:
+    """Add :class:`DeadLetters` where it sees ``Retries``' verdict (see its docstring)."""
+    broker.add_middleware(DeadLetters(store), before=Retries)
+
+
+def await_redis(store: Store, limit: float = 300.0) -> None:
     """Wait (bounded) until Redis answers again.
 
     Raised from an actor while Redis is down, an error would make dramatiq's retry
@@ -67,18 +79,12 @@ def await_redis(runtime: Runtime, limit: float = 300.0) -> None:
     lost; waiting for Redis first makes the retry land.
     """
     deadline = time.monotonic() + limit
-    while time.monotonic() < deadline and not runtime.store.ping():
+    while time.monotonic() < deadline and not store.ping():
         time.sleep(0.5)
 
 
-def declare_actors(runtime: Runtime) -> Actors:
-    """Declare this runtime's actors on its broker."""
-    from worker.pipeline import EventProcessor, PoisonEvent
-    from worker.sending import Touch, TouchSender
-
-    runtime.broker.add_middleware(DeadLetters(runtime))
-    processor = EventProcessor(runtime)
-    sender = TouchSender(runtime)
+def event_handler(store: Store, processor: EventProcessor) -> Callable[[list[str]], None]:
+    """The body of ``process_events``: apply each event of a batch on its own."""
 
     def process_events(events: list[str]) -> None:
         for index, raw in enumerate(events):
@@ -88,36 +94,50 @@ def declare_actors(runtime: Runtime) -> Actors:
                 log.debug("event %s: %s", event.id, outcome)
             except redis.RedisError:
                 # Processing is idempotent: the whole message is retried once Redis is back.
-                await_redis(runtime)
+                await_redis(store)
                 raise
             except (EventError, PoisonEvent, ValueError) as exc:
                 log.error("event refused: %s", exc)
-                runtime.store.dead_letter("event", str(exc), {"event": raw})
+                store.dead.add("event", str(exc), {"event": raw})
             except Exception as exc:
                 # One event that breaks processing must not hold up the rest of its batch.
                 log.exception("event %d of its batch failed", index)
-                runtime.store.dead_letter("event", f"processing failed: {exc!r}", {"event": raw})
+                store.dead.add("event", f"processing failed: {exc!r}", {"event": raw})
+
+    return process_events
+
+
+def touch_handler(store: Store, sender: TouchSender) -> Callable[[list[list[Any]]], None]:
+    """The body of ``send_touches``: process a batch of claimed touches."""
 
     def send_touches(touches: list[list[Any]]) -> None:
         try:
             outcomes = sender.send_batch([Touch(str(m), float(d)) for m, d in touches])
         except redis.RedisError:
-            await_redis(runtime)
+            await_redis(store)
             raise
         log.debug("touches: %s", outcomes)
 
+    return send_touches
+
+
+def declare_actors(
+    broker: dramatiq.Broker, store: Store, processor: EventProcessor, sender: TouchSender
+) -> Actors:
+    """Declare the actors on ``broker`` (with the dead-letter middleware)."""
+    add_dead_letters(broker, store)
     return Actors(
         process_events=dramatiq.Actor(
-            process_events,
-            broker=runtime.broker,
+            event_handler(store, processor),
+            broker=broker,
             actor_name="process_events",
             queue_name=EVENTS_QUEUE,
             priority=0,
             options=dict(RETRIES),
         ),
         send_touches=dramatiq.Actor(
-            send_touches,
-            broker=runtime.broker,
+            touch_handler(store, sender),
+            broker=broker,
             actor_name="send_touches",
             queue_name=TOUCHES_QUEUE,
             priority=0,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -40,18 +39,3 @@ class ManualClock:
         with self._lock:
             self._now += delta
             return self._now
-
-
-def to_ts(when: datetime) -> float:
-    """Unix seconds of an aware datetime."""
-    return when.timestamp()
-
-
-def from_ts(ts: float) -> datetime:
-    """Aware UTC datetime from unix seconds."""
-    return datetime.fromtimestamp(ts, UTC)
-
-
-def monotonic() -> float:
-    """Monotonic seconds, for measuring durations."""
-    return time.monotonic()

@@ -34,7 +34,7 @@ def ingest(runtime: Runtime, events: list[Event]) -> IngestResult:
     for event in events:
         unique.setdefault(event.id, event)  # a repeat inside one batch is a duplicate too
     try:
-        fresh_flags = runtime.store.mark_events_seen(list(unique))
+        fresh_flags = runtime.store.events.mark_seen(list(unique))
     except redis.RedisError as exc:
         raise StoreUnavailableError(f"Redis unavailable: {exc}") from exc
     fresh = [
@@ -55,10 +55,10 @@ def ingest(runtime: Runtime, events: list[Event]) -> IngestResult:
     except redis.RedisError as exc:
         # If even this fails, the ids stay marked for EVENT_PENDING_SECONDS only.
         with contextlib.suppress(redis.RedisError):
-            runtime.store.forget_events(event.id for event in fresh[queued:])
+            runtime.store.events.forget(event.id for event in fresh[queued:])
         raise StoreUnavailableError(f"Redis unavailable while queueing: {exc}") from exc
     try:
-        runtime.store.confirm_events(event.id for event in fresh)
+        runtime.store.events.confirm(event.id for event in fresh)
     except redis.RedisError as exc:
         # The events are queued: that is what counts. Their ids are kept for
         # EVENT_PENDING_SECONDS only, so a replay after that would be queued again (and

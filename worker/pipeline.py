@@ -10,15 +10,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
+from worker.clock import Clock
+from worker.enrollment import (
+    DISQUALIFIED,
+    REQUALIFIED,
+    Enrollment,
+    ExitReason,
+    touch_id,
+)
+from worker.errors import NurtureError
 from worker.events import Event
-from worker.keys import touch_id
-from worker.runtime import Runtime
 from worker.sequences import Catalog, Sequence, condition_context
 from worker.sequences.conditions import lookup
-from worker.store import Enrollment, LeadRecord
+from worker.store import LeadRecord, Store
+from worker.store import leads as flags
 from worker.timing import due_time, lead_zone
 
 log = logging.getLogger(__name__)
@@ -33,7 +42,7 @@ SUPPRESSING_TYPES = frozenset({"lead.unsubscribed"})
 ENDING_TYPES = SUPPRESSING_TYPES | {"lead.disqualified", "lead.replied", "meeting.booked"}
 
 
-class PoisonEvent(Exception):
+class PoisonEvent(NurtureError):
     """Raised when an event can never be processed (kept as a dead letter)."""
 
 
@@ -66,43 +75,43 @@ def trigger_of(event: Event, occurred: datetime) -> dict[str, Any]:
 
 
 class EventProcessor:
-    """Applies one event to one lead."""
+    """Applies one event to one lead.
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
-        self.store = runtime.store
+    Args:
+        store: The state store.
+        catalog: Returns the catalog running now (it changes with live edits).
+        clock: The time source.
+        default_timezone: The zone of leads without one (``NURTURE_DEFAULT_TIMEZONE``).
+    """
+
+    def __init__(
+        self, store: Store, catalog: Callable[[], Catalog], clock: Clock, default_timezone: str
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.clock = clock
+        self.default_timezone = default_timezone
 
     def process(self, event: Event) -> str:
         """Process an event under its lead's lock; returns what happened, for logs."""
-        with self.store.lead_lock(event.lead.id):
-            done, record = self.store.event_and_lead(event.id, event.lead.id)
+        with self.store.leads.lock(event.lead.id):
+            done, record = self.store.enrolled.event_and_lead(event.id, event.lead.id)
             if done:
                 return "replay"
             outcome = self._apply(event, record)
-            self.store.event_done(event.id)
+            self.store.events.applied(event.id)
             return outcome
 
     def _apply(self, event: Event, record: LeadRecord | None) -> str:
-        now = self.rt.clock.now()
+        now = self.clock.now()
         occurred = event.occurred_at or now
         if record is None and not event.lead.email and event.type not in ENDING_TYPES:
             raise PoisonEvent(
                 f"lead {event.lead.id!r} is new but the event has no lead.email; "
                 "send the email on the lead's first event"
             )
-        data = merge_lead(record.data if record else None, event)
-        seen: dict[str, str] = {}
-        previous_seen = record.seen(event.type) if record else None
-        if previous_seen is None or occurred.timestamp() > previous_seen:
-            seen[f"seen:{event.type}"] = str(occurred.timestamp())
-        if record is None or data != record.data:
-            self.store.save_lead(event.lead.id, data, record.email if record else None, seen)
-        elif seen:
-            self.store.set_lead_flags(event.lead.id, **seen)
-        # Under the lead's lock nobody else writes these: no need to read them back.
-        flags = {**(record.flags if record else {}), **seen}
-        lead = LeadRecord(id=event.lead.id, data=data, flags=flags)
-        catalog = self.rt.catalog.current.catalog
+        lead = self._save_lead(event, record, occurred)
+        catalog = self.catalog()
         trigger = trigger_of(event, occurred)
         actions: list[str] = []
 
@@ -122,7 +131,7 @@ class EventProcessor:
             reason = "" if lead.disqualified == "unspecified" else lead.disqualified
             self.disqualify(lead, reason, trigger, now, actions)
         if actions:  # disqualified or requalified: read the flags those wrote
-            lead = self.store.get_lead(lead.id) or lead
+            lead = self.store.leads.get(lead.id) or lead
 
         self.apply_exit_on(catalog, lead, event.type, actions)
         if not lead.suppressed and not lead.disqualified and lead.email:
@@ -133,13 +142,29 @@ class EventProcessor:
                     actions.append(f"enrolled:{sequence.id}")
         return ",".join(actions) or "no-op"
 
+    def _save_lead(self, event: Event, record: LeadRecord | None, occurred: datetime) -> LeadRecord:
+        """Store the lead's data and the event type's seen time; the lead as it is now."""
+        data = merge_lead(record.data if record else None, event)
+        seen: dict[str, str] = {}
+        previous_seen = record.seen(event.type) if record else None
+        if previous_seen is None or occurred.timestamp() > previous_seen:
+            seen[flags.SEEN + event.type] = str(occurred.timestamp())
+        if record is None or data != record.data:
+            self.store.leads.save(event.lead.id, data, record.email if record else None, seen)
+        elif seen:
+            self.store.leads.set_flags(event.lead.id, seen)
+        # Under the lead's lock nobody else writes these: no need to read them back.
+        return LeadRecord(
+            id=event.lead.id, data=data, flags={**(record.flags if record else {}), **seen}
+        )
+
     # -- the always-exit rules ------------------------------------------------
 
     def suppress(self, lead: LeadRecord, reason: str, actions: list[str]) -> None:
         """The lead unsubscribed (or its address bounced): end everything, send nothing."""
         if not lead.suppressed:
-            self.store.set_lead_flags(lead.id, suppressed=reason)
-        self.exit_all(lead.id, reason, actions, only_kind=None)
+            self.store.leads.set_flags(lead.id, {flags.SUPPRESSED: reason})
+        self.exit_all(lead.id, ExitReason.unsubscribed(reason), actions, only_kind=None)
 
     def disqualify(
         self,
@@ -150,10 +175,10 @@ class EventProcessor:
         actions: list[str],
     ) -> None:
         """End every nurture enrollment and send one polite decline, never two."""
-        self.store.set_lead_flags(lead.id, disq=reason or "unspecified")
-        self.exit_all(lead.id, "disqualified", actions, only_kind="nurture")
+        self.store.leads.set_flags(lead.id, {flags.DISQUALIFIED: reason or "unspecified"})
+        self.exit_all(lead.id, DISQUALIFIED, actions, only_kind="nurture")
         actions.append(f"disqualified:{reason or 'unspecified'}")
-        if lead.suppressed or (lead.email and self.store.email_suppressed(lead.email)):
+        if lead.suppressed or (lead.email and self.store.suppressions.reason(lead.email)):
             return
         if not lead.email:
             # Disqualified before any event gave its address (webhooks out of order):
@@ -168,12 +193,12 @@ class EventProcessor:
         declines = sorted(
             (
                 sequence
-                for sequence in self.rt.catalog.current.catalog.decline_sequences
+                for sequence in self.catalog().decline_sequences
                 if sequence.trigger_when is None or sequence.trigger_when.matches(context)
             ),
             key=lambda sequence: (sequence.trigger_when is None, sequence.id),
         )
-        if not declines or not self.store.claim_decline(lead.id, now.timestamp()):
+        if not declines or not self.store.leads.claim_decline(lead.id, now.timestamp()):
             return
         decline_trigger = {**trigger, "data": data}
         occurred = datetime.fromisoformat(str(trigger["occurred_at"]).replace("Z", "+00:00"))
@@ -188,15 +213,14 @@ class EventProcessor:
         back only if nothing was sent, so a later disqualification can still decline it
         once, and a lead that did get its refusal never gets a second.
         """
-        self.store.set_lead_flags(lead.id, disq=None)
+        self.store.leads.set_flags(lead.id, {flags.DISQUALIFIED: None})
         actions.append("requalified")
-        self.exit_all(lead.id, "requalified", actions, only_kind="decline")
-        declines = {s.id for s in self.rt.catalog.current.catalog.decline_sequences}
+        self.exit_all(lead.id, REQUALIFIED, actions, only_kind="decline")
+        declines = {s.id for s in self.catalog().decline_sequences}
         # Read after the exit: the send reservation checks the enrollment atomically,
         # so no decline can be reserved from here on, and an empty ledger means none was.
-        ledger = cast(list[bytes], self.store.redis.hkeys(self.store.keys.ledger(lead.id)))
-        if not any(field.decode().split(":", 1)[0] in declines for field in ledger):
-            self.store.set_lead_flags(lead.id, declined=None)
+        if not declines & self.store.ledger.sequences_touched(lead.id):
+            self.store.leads.set_flags(lead.id, {flags.DECLINED: None})
 
     def apply_fit_rules(
         self,
@@ -218,16 +242,16 @@ class EventProcessor:
             signature = hashlib.sha256(
                 (rule.id + json.dumps(judged, sort_keys=True, default=str)).encode()
             ).hexdigest()[:16]
-            if lead.flags.get("fit_sig") == signature:
+            if lead.flags.get(flags.FIT_SIGNATURE) == signature:
                 return  # requalified by hand with unchanged data: respect that
-            self.store.set_lead_flags(lead.id, fit_sig=signature)
+            self.store.leads.set_flags(lead.id, {flags.FIT_SIGNATURE: signature})
             fit_trigger = {**trigger, "data": {**trigger.get("data", {}), "rule": rule.id}}
             self.disqualify(lead, rule.reason, fit_trigger, now, actions)
             return
-        if lead.flags.get("fit_sig"):
+        if lead.flags.get(flags.FIT_SIGNATURE):
             # The lead fits now: a waiver was for the data judged then, so the same
             # values coming back later are judged again.
-            self.store.set_lead_flags(lead.id, fit_sig=None)
+            self.store.leads.set_flags(lead.id, {flags.FIT_SIGNATURE: None})
 
     def apply_exit_on(
         self, catalog: Catalog, lead: LeadRecord, event_type: str, actions: list[str]
@@ -235,17 +259,18 @@ class EventProcessor:
         """End the enrollments whose sequence lists this event type in ``exit_on``."""
         if not any(event_type in sequence.exit_on for sequence in catalog.sequences.values()):
             return  # the usual case for lead.created and lead.updated: nothing to read
-        for sequence_id, enrollment in self.store.enrollments(lead.id).items():
+        for sequence_id, enrollment in self.store.enrolled.all(lead.id).items():
             sequence = catalog.sequences.get(sequence_id)
             if enrollment.active and sequence is not None and event_type in sequence.exit_on:
-                self.exit_one(lead.id, sequence_id, enrollment, f"exit_on:{event_type}")
+                self.exit_one(lead.id, sequence_id, enrollment, ExitReason.exit_on(event_type))
                 actions.append(f"exited:{sequence_id}")
 
     def exit_all(
-        self, lead_id: str, reason: str, actions: list[str], only_kind: str | None
+        self, lead_id: str, reason: ExitReason, actions: list[str], only_kind: str | None
     ) -> None:
-        catalog = self.rt.catalog.current.catalog
-        for sequence_id, enrollment in self.store.enrollments(lead_id).items():
+        """End the lead's active enrollments (only those of ``only_kind``, if given)."""
+        catalog = self.catalog()
+        for sequence_id, enrollment in self.store.enrolled.all(lead_id).items():
             if not enrollment.active:
                 continue
             sequence = catalog.sequences.get(sequence_id)
@@ -254,16 +279,17 @@ class EventProcessor:
             self.exit_one(lead_id, sequence_id, enrollment, reason)
             actions.append(f"exited:{sequence_id}")
 
-    def exit_one(self, lead_id: str, sequence_id: str, enrollment: Enrollment, reason: str) -> None:
+    def exit_one(
+        self, lead_id: str, sequence_id: str, enrollment: Enrollment, reason: ExitReason
+    ) -> None:
         """End one enrollment and cancel its pending touch."""
-        pending = (
-            [touch_id(sequence_id, enrollment.generation, enrollment.step, lead_id)]
-            if enrollment.step
-            else []
+        pending = enrollment.pending_touch(sequence_id, lead_id)
+        self.store.enrolled.write(
+            lead_id,
+            sequence_id,
+            enrollment.exit(reason),
+            unschedule=[pending] if pending else [],
         )
-        enrollment.state = "exited"
-        enrollment.reason = reason
-        self.store.write_enrollment(lead_id, sequence_id, enrollment, unschedule=pending)
 
     # -- enrollment -----------------------------------------------------------
 
@@ -281,7 +307,7 @@ class EventProcessor:
             return False
         if not sequence.steps:
             return False
-        existing = self.store.enrollment(lead.id, sequence.id)
+        existing = self.store.enrolled.get(lead.id, sequence.id)
         if existing is not None and (
             existing.active or existing.trigger.get("id") == trigger["id"]
         ):
@@ -290,19 +316,12 @@ class EventProcessor:
             seen = lead.seen(exit_type)
             if seen is not None and seen >= occurred.timestamp():
                 return False  # the lead already did what ends this sequence
-        generation = existing.generation + 1 if existing else 1
         first = sequence.steps[0]
-        zone = lead_zone(lead.data, self.rt.settings.default_timezone)
-        member = touch_id(sequence.id, generation, first.id, lead.id)
+        enrollment = Enrollment.start(existing, first.id, trigger, now.timestamp())
+        zone = lead_zone(lead.data, self.default_timezone)
+        member = touch_id(sequence.id, enrollment.generation, first.id, lead.id)
         due = due_time(sequence, first, occurred, zone, member)
-        enrollment = Enrollment(
-            generation=generation,
-            state="active",
-            step=first.id,
-            trigger=trigger,
-            started=now.timestamp(),
-        )
-        self.store.write_enrollment(
+        self.store.enrolled.write(
             lead.id, sequence.id, enrollment, schedule=(member, due.timestamp())
         )
         log.debug("enrolled %s in %s, first touch due %s", lead.id, sequence.id, due)

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from worker.catalog import load_and_check
+from worker.enrollment import touch_id
 from worker.errors import CatalogError, NurtureError, RenderError
 from worker.events import Lead
-from worker.keys import touch_id
 from worker.sequences import condition_context
 from worker.settings import Settings
 from worker.timing import due_time, lead_zone

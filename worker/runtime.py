@@ -1,7 +1,11 @@
-"""The process-wide wiring: settings, Redis, store, broker, actors, catalog, delivery.
+"""The composition root: builds settings' Redis client, the store, the broker, the
+event processor, the touch sender, the actors and the scheduler, and hands each what
+it uses.
 
-One ``Runtime`` per process (tests make one per test). Everything the actors, the
-scheduler, the CLI and the HTTP service need hangs off it, so nothing reads globals.
+One ``Runtime`` per process (tests make one per test). The domain classes
+(``EventProcessor``, ``TouchSender``, ``Scheduler``) never see it: they receive their
+store, catalog getter, clock, enqueue callable and slice of settings from here. The
+CLI and the HTTP service take the runtime itself.
 """
 
 from __future__ import annotations
@@ -10,14 +14,20 @@ import logging
 from dataclasses import dataclass
 from functools import cached_property
 
+import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from worker.catalog import LiveCatalog
+from worker.actors import declare_actors
+from worker.catalog import LiveCatalog, LoadedCatalog
 from worker.clock import Clock, SystemClock
 from worker.delivery import Delivery, build_delivery
 from worker.errors import StoreUnavailableError
+from worker.pipeline import EventProcessor
 from worker.redis_server import embedded_redis_url
+from worker.scheduler import Scheduler, SchedulerSettings
+from worker.sending import SendSettings, TouchSender
+from worker.sequences import Catalog
 from worker.settings import Settings
 from worker.store import Store
 from worker.tokens import make_token
@@ -48,25 +58,74 @@ class Runtime:
         delivery: Delivery | None = None,
         tuning: Tuning | None = None,
         load_catalog: bool = True,
+        broker: dramatiq.Broker | None = None,
     ) -> None:
+        """Wire one process.
+
+        Args:
+            broker: The dramatiq broker; by default a ``RedisBroker`` on the same Redis
+                (tests of the domain pass a ``StubBroker`` and run messages inline).
+        """
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.tuning = tuning or Tuning()
+        self.namespace = namespace
         self.redis_url = settings.redis_url or embedded_redis_url(settings.state_dir)
         self.redis = redis.Redis.from_url(
             self.redis_url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30
         )
         self.store = Store(self.redis, prefix)
-        self.broker = RedisBroker(  # type: ignore[no-untyped-call]
+        self.broker: dramatiq.Broker = broker or RedisBroker(  # type: ignore[no-untyped-call]
             url=self.redis_url,
             namespace=namespace,
             heartbeat_timeout=self.tuning.heartbeat_timeout_ms,
         )
-        from worker.actors import declare_actors
-
-        self.actors = declare_actors(self)
         self._delivery = delivery
         self._catalog = LiveCatalog(settings) if load_catalog else None
+        self.processor = EventProcessor(
+            self.store, self._current_catalog, self.clock, settings.default_timezone
+        )
+        self.sender = TouchSender(
+            self.store,
+            self._current_loaded,
+            self.clock,
+            lambda: self.delivery,
+            # Looked up at each call, so a wrapper set on the runtime (benchmarks) applies.
+            lambda lead_id: self.unsubscribe_url(lead_id),
+            SendSettings(
+                frequency_cap=settings.frequency_cap,
+                send_timeout=settings.send_timeout,
+                default_timezone=settings.default_timezone,
+                from_email=settings.from_email or "",
+                from_name=settings.from_name,
+                postal_address=settings.postal_address or "",
+                max_attempts=self.tuning.max_attempts,
+            ),
+        )
+        self.actors = declare_actors(self.broker, self.store, self.processor, self.sender)
+
+    def _current_loaded(self) -> LoadedCatalog:
+        return self.catalog.current
+
+    def _current_catalog(self) -> Catalog:
+        return self.catalog.current.catalog
+
+    def scheduler(self) -> Scheduler:
+        """A new scheduler queueing touches on this runtime's ``send_touches`` actor."""
+        settings = self.settings
+        return Scheduler(
+            self.store,
+            self.clock,
+            self.actors.send_touches.send,
+            SchedulerSettings(
+                batch=settings.scheduler_batch,
+                claim_lease=settings.claim_lease,
+                interval=settings.scheduler_interval,
+                catchup_after=settings.catchup_after,
+                catchup_spread=settings.catchup_spread,
+                touches_per_message=self.tuning.touches_per_message,
+            ),
+        )
 
     @property
     def catalog(self) -> LiveCatalog:

@@ -12,78 +12,96 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from typing import cast
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import redis
 
-from worker.runtime import Runtime
+from worker.clock import Clock
+from worker.store import Store
+from worker.store.counters import SCHEDULER_LAG
 
 log = logging.getLogger(__name__)
 
+#: Queues a batch of ``[touch id, due time]`` pairs (the ``send_touches`` actor's send).
+EnqueueTouches = Callable[[list[list[Any]]], Any]
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """The settings the scheduler reads."""
+
+    batch: int  # NURTURE_SCHEDULER_BATCH: touches claimed per tick
+    claim_lease: float
+    interval: float
+    catchup_after: float
+    catchup_spread: float
+    touches_per_message: int
+
 
 class Scheduler:
-    """Claims due touches and queues them in batches."""
+    """Claims due touches and queues them in batches.
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
-        self.store = runtime.store
+    Args:
+        store: The state store.
+        clock: The time source.
+        enqueue: Queues one batch of touches.
+        settings: The settings the scheduler reads.
+    """
+
+    def __init__(
+        self, store: Store, clock: Clock, enqueue: EnqueueTouches, settings: SchedulerSettings
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.enqueue = enqueue
+        self.settings = settings
         self.id = uuid.uuid4().hex[:8]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def tick(self) -> int:
         """Claim and queue what is due now; returns how many touches were queued."""
-        now = self.rt.clock.now().timestamp()
+        now = self.clock.now().timestamp()
         self.catch_up(now)
-        claimed = self.store.claim_due(
-            now, self.rt.settings.scheduler_batch, self.rt.settings.claim_lease
-        )
-        size = self.rt.tuning.touches_per_message
+        claimed = self.store.schedule.claim_due(now, self.settings.batch, self.settings.claim_lease)
+        size = self.settings.touches_per_message
         for start in range(0, len(claimed), size):
             chunk = claimed[start : start + size]
             # If this fails (Redis down) the claims stay leased and come back later.
-            self.rt.actors.send_touches.send([[member, due] for member, due in chunk])
+            self.enqueue([[member, due] for member, due in chunk])
         if claimed:
             lag = now - min(due for _, due in claimed)
-            self.store.redis.hset(self.store.keys.counters, "scheduler_lag_last", lag)
-        self.store.redis.hset(self.store.keys.heartbeat, self.id, now)
+            self.store.counters.set_global(SCHEDULER_LAG, lag)
+        self.store.schedule.beat(self.id, now)
         return len(claimed)
 
     def catch_up(self, now: float) -> int:
         """Spread touches overdue by more than the catch-up threshold (downtime backlog)."""
-        threshold = now - self.rt.settings.catchup_after
-        key = self.store.keys.schedule
-        total = int(self.store.redis.zcount(key, "-inf", threshold))
+        threshold = now - self.settings.catchup_after
+        schedule = self.store.schedule
+        total = schedule.overdue_count(threshold)
         if total == 0:
             return 0
-        spread = self.rt.settings.catchup_spread
+        spread = self.settings.catchup_spread
         moved = 0
-        while True:
-            page = cast(
-                list[tuple[bytes, float]],
-                self.store.redis.zrangebyscore(key, "-inf", threshold, 0, 1000, withscores=True),
-            )
-            if not page:
-                break
-            # XX: only touches still scheduled (not claimed or cancelled meanwhile).
-            self.store.redis.zadd(
-                key,
-                {member: now + spread * (moved + i) / total for i, (member, _) in enumerate(page)},
-                xx=True,
+        while page := schedule.overdue_page(threshold, 1000):
+            schedule.move_if_scheduled(
+                {member: now + spread * (moved + i) / total for i, member in enumerate(page)}
             )
             moved += len(page)
         log.warning(
             "catch-up: %d touches were overdue by more than %ss; spread over the next %ss",
             moved,
-            int(self.rt.settings.catchup_after),
+            int(self.settings.catchup_after),
             int(spread),
         )
-        self.store.count_global("caught_up", moved)
+        self.store.counters.count_global("caught_up", moved)
         return moved
 
     def run(self) -> None:
         """Tick until stopped; back-to-back while there is a backlog."""
-        interval = self.rt.settings.scheduler_interval
         while not self._stop.is_set():
             try:
                 queued = self.tick()
@@ -91,8 +109,8 @@ class Scheduler:
                 log.warning("scheduler: Redis unavailable (%s); retrying", exc)
                 self._stop.wait(1.0)
                 continue
-            if queued < self.rt.settings.scheduler_batch:
-                self._stop.wait(interval)
+            if queued < self.settings.batch:
+                self._stop.wait(self.settings.interval)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name=f"scheduler-{self.id}", daemon=True)
@@ -102,4 +120,4 @@ class Scheduler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        self.store.redis.hdel(self.store.keys.heartbeat, self.id)
+        self.store.schedule.forget_scheduler(self.id)

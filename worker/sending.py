@@ -10,29 +10,68 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from enum import StrEnum
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from worker.delivery import Message
+import redis
+
+from worker.catalog import LoadedCatalog
+from worker.clock import Clock
+from worker.delivery import Delivery, Message
+from worker.enrollment import (
+    DISQUALIFIED,
+    SEQUENCE_REMOVED,
+    Enrollment,
+    ExitReason,
+    TouchRef,
+    touch_id,
+)
 from worker.errors import (
     OutcomeUnknownError,
     PermanentDeliveryError,
     RenderError,
     TransientDeliveryError,
 )
-from worker.keys import ledger_field, parse_touch, touch_id
-from worker.runtime import Runtime
 from worker.sequences import Sequence, condition_context
-from worker.store import Enrollment, LeadRecord, Sent
+from worker.store import LeadRecord, LedgerState, Sent, Store, Verdict
 from worker.timing import due_time, lead_zone, open_slot
 
 log = logging.getLogger(__name__)
 
-#: Lead hash field prefix: ``held:<ledger field>`` -> when a touch the frequency cap
-#: held back first fell due. It keeps held-back touches in the order they fell due.
-HELD = "held:"
+
+class TouchOutcome(StrEnum):
+    """What processing one claimed touch did."""
+
+    SENT = "sent"
+    SKIPPED = "skipped"  # the step's condition was false, or a live edit removed it
+    STALE = "stale"  # the enrollment no longer waits for this touch
+    EXITED = "exited"  # the sequence was removed, or the lead disqualified
+    WINDOW = "window"  # outside the send window: moved to its next opening
+    CAPPED = "capped"  # held back by the frequency cap
+    BUSY = "busy"  # another worker is sending it right now
+    DUPLICATE = "duplicate"  # finished already
+    UNKNOWN = "unknown"  # the outcome of a send is unknown: recorded, not resent
+    SUPPRESSED = "suppressed"
+    FAILED = "failed"
+    RETRY = "retry"  # a transient failure: tried again later
+    ERROR = "error"  # an unexpected error: dead-lettered
+
+
+@dataclass(frozen=True)
+class SendSettings:
+    """The settings the sender reads."""
+
+    frequency_cap: float
+    send_timeout: float
+    default_timezone: str
+    from_email: str
+    from_name: str | None
+    postal_address: str
+    max_attempts: int
 
 
 @dataclass(frozen=True)
@@ -41,6 +80,20 @@ class Touch:
 
     member: str
     due: float
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A touch being processed, with what was read for it."""
+
+    touch: Touch
+    ref: TouchRef
+    sequence: Sequence
+    enrollment: Enrollment
+    lead: LeadRecord
+    now: datetime
+    zone: ZoneInfo
+    received: frozenset[str]
 
 
 def backoff(attempt: int, retry_after: float | None) -> float:
@@ -52,11 +105,32 @@ def backoff(attempt: int, retry_after: float | None) -> float:
 
 
 class TouchSender:
-    """Processes claimed touches."""
+    """Processes claimed touches.
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
-        self.store = runtime.store
+    Args:
+        store: The state store.
+        catalog: Returns the catalog (and its renderer) running now.
+        clock: The time source.
+        delivery: Returns the delivery backend (built on first use).
+        unsubscribe_url: The signed one-click unsubscribe URL of a lead.
+        settings: The settings the sender reads.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        catalog: Callable[[], LoadedCatalog],
+        clock: Clock,
+        delivery: Callable[[], Delivery],
+        unsubscribe_url: Callable[[str], str],
+        settings: SendSettings,
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.clock = clock
+        self.delivery = delivery
+        self.unsubscribe_url = unsubscribe_url
+        self.settings = settings
 
     def send_batch(self, touches: list[Touch]) -> dict[str, int]:
         """Process touches one by one; one bad touch never stops the others."""
@@ -64,115 +138,95 @@ class TouchSender:
         for touch in touches:
             try:
                 outcome = self.send(touch)
+            except redis.RedisError:
+                raise  # the queue retries the message; the ledger prevents duplicates
             except Exception as exc:
-                if _is_redis_error(exc):
-                    raise  # the queue retries the message; the ledger prevents duplicates
                 log.exception("touch %r failed unexpectedly", touch.member)
-                self.store.dead_letter(
-                    "touch", f"unexpected error: {exc!r}", {"touch": touch.member}
-                )
-                self.store.release_claim(touch.member)
-                outcome = "error"
+                self.store.dead.add("touch", f"unexpected error: {exc!r}", {"touch": touch.member})
+                self.store.schedule.release_claim(touch.member)
+                outcome = TouchOutcome.ERROR
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
         return outcomes
 
-    def send(self, touch: Touch) -> str:
-        """Process one touch; returns what happened (sent, skipped, stale, ...)."""
-        sequence_id, generation, step_id, lead_id = parse_touch(touch.member)
-        now = self.rt.clock.now()
-        lead, enrollment, received = self.store.touch_state(lead_id, sequence_id)
-        if (
-            lead is None
-            or enrollment is None
-            or not enrollment.active
-            or enrollment.generation != generation
-            or enrollment.step != step_id
-        ):
-            self.store.release_claim(touch.member)
-            return "stale"
-        catalog = self.rt.catalog.current.catalog
-        sequence = catalog.sequences.get(sequence_id)
+    def send(self, touch: Touch) -> TouchOutcome:
+        """Process one touch; returns what happened."""
+        ref = TouchRef.parse(touch.member)
+        now = self.clock.now()
+        state = self.store.enrolled.touch_state(ref.lead_id, ref.sequence)
+        lead, enrollment = state.lead, state.enrollment
+        if lead is None or enrollment is None or not enrollment.waits_for(ref.generation, ref.step):
+            self.store.schedule.release_claim(touch.member)
+            return TouchOutcome.STALE
+        sequence = self.catalog().catalog.sequences.get(ref.sequence)
         if sequence is None:
             # Live edit removed the sequence: end its enrollments cleanly.
-            enrollment.state, enrollment.reason, enrollment.step = (
-                "exited",
-                "sequence removed",
-                None,
-            )
-            self.store.advance(touch.member, "", enrollment, None)
-            return "exited"
+            return self._exit(touch, enrollment, SEQUENCE_REMOVED, TouchOutcome.EXITED)
         if lead.disqualified and sequence.kind == "nurture":
-            enrollment.state, enrollment.reason, enrollment.step = "exited", "disqualified", None
-            self.store.advance(touch.member, "", enrollment, None)
-            return "exited"
-        zone = lead_zone(lead.data, self.rt.settings.default_timezone)
-        step = sequence.step(step_id)
+            return self._exit(touch, enrollment, DISQUALIFIED, TouchOutcome.EXITED)
+        zone = lead_zone(lead.data, self.settings.default_timezone)
+        job = _Pending(touch, ref, sequence, enrollment, lead, now, zone, state.received)
+        step = sequence.step(ref.step)
         if step is None:
             # Live edit removed the step: skip it, keep the lead's place in the sequence.
-            return self._advance(touch, sequence, enrollment, lead, now, "", "skipped")
+            return self._finish(job, "", TouchOutcome.SKIPPED)
         context = condition_context(lead.data, enrollment.trigger.get("data"))
         if step.when is not None and not step.when.matches(context):
-            return self._advance(touch, sequence, enrollment, lead, now, "", "skipped")
+            return self._finish(job, "", TouchOutcome.SKIPPED)
         slot = open_slot(sequence, now, zone)
         if slot > now:
-            self.store.reschedule(touch.member, slot.timestamp())
-            return "window"
-        email = lead.email or ""
-        capped = sequence.kind == "nurture" and self.rt.settings.frequency_cap > 0
-        if capped and self._older_touch_due(touch, lead, now):
+            self.store.schedule.reschedule(touch.member, slot.timestamp())
+            return TouchOutcome.WINDOW
+        return self._reserve(job, step.template)
+
+    def _reserve(self, job: _Pending, template: str) -> TouchOutcome:
+        """Reserve the send in the ledger (with the frequency cap), then deliver."""
+        touch, ref, now = job.touch, job.ref, job.now
+        capped = job.sequence.kind == "nurture" and self.settings.frequency_cap > 0
+        if capped and self._older_touch_due(touch, job.lead, now):
             # A touch of this lead held back before this one fell due is due now too: it
             # goes first, and this one looks again a second later (keeping its place).
-            self.store.redis.hsetnx(
-                self.store.keys.lead(lead_id),
-                HELD + ledger_field(sequence_id, generation, step_id),
-                touch.due,
-            )
-            self.store.reschedule(touch.member, now.timestamp() + 1)
-            return "capped"
-        reservation = self.store.reserve_send(
+            self.store.leads.mark_held(ref.lead_id, ref.ledger_field, touch.due)
+            self.store.schedule.reschedule(touch.member, now.timestamp() + 1)
+            return TouchOutcome.CAPPED
+        reservation = self.store.ledger.reserve(
             touch.member,
-            email,
+            job.lead.email or "",
             now.timestamp(),
-            self.rt.settings.frequency_cap,
+            self.settings.frequency_cap,
             capped,
-            self.rt.settings.send_timeout,
+            self.settings.send_timeout,
         )
-        verdict = reservation[0]
-        if verdict == "stale":
-            self.store.release_claim(touch.member)
-            return "stale"
-        if verdict == "busy":
-            return "busy"  # another worker is sending it right now; its lease covers it
-        if verdict == "done":
-            self.store.release_claim(touch.member)
-            return "duplicate"
-        if verdict == "unknown":
-            self.store.record_unknown(touch.member, now.timestamp())
-            self.store.dead_letter(
-                "touch",
-                "outcome unknown: a worker stopped in the middle of sending; not resent",
-                {"touch": touch.member},
-            )
-            return self._advance(touch, sequence, enrollment, lead, now, "", "unknown")
-        if verdict == "suppressed":
-            enrollment.state, enrollment.reason, enrollment.step = (
-                "exited",
-                f"suppressed:{reservation[1]}",
-                None,
-            )
-            self.store.advance(touch.member, "", enrollment, None)
-            return "suppressed"
-        if verdict == "capped":
-            free_at = datetime.fromtimestamp(float(reservation[1]), now.tzinfo)
-            self._hold_back(touch, sequence, zone, free_at)
-            return "capped"
-        held = HELD + ledger_field(sequence_id, generation, step_id)
-        if held in lead.flags:
-            self.store.redis.hdel(self.store.keys.lead(lead_id), held)
-        previous = reservation[1]
-        return self._deliver(
-            touch, sequence, enrollment, lead, step.template, now, previous, received
-        )
+        match reservation.verdict:
+            case Verdict.STALE:
+                self.store.schedule.release_claim(touch.member)
+                return TouchOutcome.STALE
+            case Verdict.BUSY:
+                return TouchOutcome.BUSY  # another worker is sending it; its lease covers it
+            case Verdict.DONE:
+                self.store.schedule.release_claim(touch.member)
+                return TouchOutcome.DUPLICATE
+            case Verdict.UNKNOWN:
+                self.store.ledger.record_unknown(touch.member, now.timestamp())
+                self.store.dead.add(
+                    "touch",
+                    "outcome unknown: a worker stopped in the middle of sending; not resent",
+                    {"touch": touch.member},
+                )
+                return self._finish(job, "", TouchOutcome.UNKNOWN)
+            case Verdict.SUPPRESSED:
+                reason = ExitReason.suppressed(reservation.detail)
+                return self._exit(touch, job.enrollment, reason, TouchOutcome.SUPPRESSED)
+            case Verdict.CAPPED:
+                assert reservation.free_at is not None  # the script gives it with CAPPED
+                free_at = datetime.fromtimestamp(reservation.free_at, now.tzinfo)
+                self._hold_back(touch, job.sequence, job.zone, free_at)
+                return TouchOutcome.CAPPED
+            case Verdict.OK:
+                if ref.ledger_field in job.lead.held():
+                    self.store.leads.drop_held(ref.lead_id, ref.ledger_field)
+                return self._deliver(job, template, reservation.previous_touch)
+
+    # -- the frequency cap's hold-backs -----------------------------------------
 
     def _held(self, lead: LeadRecord) -> dict[str, float]:
         """The lead's touches held back by the cap and still pending: member -> since.
@@ -180,43 +234,32 @@ class TouchSender:
         Marks of touches no longer pending (their enrollment exited or moved on) are
         dropped on the way.
         """
-        marks = {k: float(v) for k, v in lead.flags.items() if k.startswith(HELD)}
+        marks = lead.held()
         if not marks:
             return {}
-        enrollments = self.store.enrollments(lead.id)
+        enrollments = self.store.enrolled.all(lead.id)
         held: dict[str, float] = {}
         gone = []
-        for name, since in marks.items():
-            sequence_id, generation, step_id = name[len(HELD) :].split(":", 2)
+        for field, since in marks.items():
+            sequence_id, generation, step_id = field.split(":", 2)
             enrollment = enrollments.get(sequence_id)
-            if (
-                enrollment is not None
-                and enrollment.active
-                and str(enrollment.generation) == generation
-                and enrollment.step == step_id
-            ):
+            if enrollment is not None and enrollment.waits_for(int(generation), step_id):
                 held[touch_id(sequence_id, int(generation), step_id, lead.id)] = since
             else:
-                gone.append(name)
-        if gone:
-            self.store.redis.hdel(self.store.keys.lead(lead.id), *gone)
+                gone.append(field)
+        self.store.leads.drop_held(lead.id, *gone)
         return held
 
     def _older_touch_due(self, touch: Touch, lead: LeadRecord, now: datetime) -> bool:
         """Whether a touch of this lead held back before this one fell due is due now."""
-        if not any(name.startswith(HELD) for name in lead.flags):
+        if not lead.held():
             return False  # the usual case: nothing held back, no extra work
         held = self._held(lead)
         mine = (held.get(touch.member, touch.due), touch.member)
-        for member, since in held.items():
-            if (since, member) >= mine:
-                continue
-            score = self.store.redis.zscore(self.store.keys.schedule, member)
-            if score is not None and score <= now.timestamp():
-                return True
-            if score is None and self.store.redis.zscore(self.store.keys.claimed, member):
-                return True  # claimed: being sent right now
-        return False
+        return any(
+            (since, member) < mine and self.store.schedule.due_or_claimed(member, now.timestamp())
+            for member, since in held.items()
+        )
 
     def _hold_back(
         self, touch: Touch, sequence: Sequence, zone: ZoneInfo, free_at: datetime
@@ -229,166 +272,151 @@ class TouchSender:
         first fell due, so they go out in that order (not in the order of their ids):
         the first goes, the others are held back again and keep their places.
         """
-        sequence_id, generation, step_id, lead_id = parse_touch(touch.member)
-        lead_key = self.store.keys.lead(lead_id)
-        self.store.redis.hsetnx(
-            lead_key, HELD + ledger_field(sequence_id, generation, step_id), touch.due
-        )
+        ref = TouchRef.parse(touch.member)
+        self.store.leads.mark_held(ref.lead_id, ref.ledger_field, touch.due)
         slot = open_slot(sequence, free_at, zone).timestamp()
-        with self.store.lead_lock(lead_id):
-            lead = self.store.get_lead(lead_id)
+        with self.store.leads.lock(ref.lead_id):
+            lead = self.store.leads.get(ref.lead_id)
             held = self._held(lead) if lead is not None else {}
             others = [
-                touch_id(seq, enrollment.generation, enrollment.step, lead_id)
-                for seq, enrollment in self.store.enrollments(lead_id).items()
-                if enrollment.active and enrollment.step
+                member
+                for seq, enrollment in self.store.enrolled.all(ref.lead_id).items()
+                if (member := enrollment.pending_touch(seq, ref.lead_id)) is not None
+                and member != touch.member
             ]
-            others = [member for member in others if member != touch.member]
-            pipe = self.store.redis.pipeline(transaction=False)
-            for member in others:
-                pipe.zscore(self.store.keys.schedule, member)
-            scores = cast(list[float | None], pipe.execute())
             queue = [(held.get(touch.member, touch.due), touch.member)]
-            for member, score in zip(others, scores, strict=True):
+            for member, score in zip(others, self.store.schedule.due_at(others), strict=True):
                 if score is not None and slot <= score < slot + len(others) + 1:
                     queue.append((held.get(member, score), member))
-            for offset, (_, member) in enumerate(sorted(queue)):
-                if member == touch.member:
-                    self.store.reschedule(member, slot + offset)
-                else:
-                    # XX: only if still waiting (not claimed or cancelled meanwhile).
-                    self.store.redis.zadd(
-                        self.store.keys.schedule, {member: slot + offset}, xx=True
-                    )
+            moves = {member: slot + offset for offset, (_, member) in enumerate(sorted(queue))}
+            self.store.schedule.reschedule(touch.member, moves.pop(touch.member))
+            self.store.schedule.move_if_scheduled(moves)
 
-    def _deliver(
-        self,
-        touch: Touch,
-        sequence: Sequence,
-        enrollment: Enrollment,
-        lead: LeadRecord,
-        template: str,
-        now: datetime,
-        previous: str,
-        received: frozenset[str],
-    ) -> str:
-        _, _, step_id, lead_id = parse_touch(touch.member)
-        stamp = now.timestamp()
-        loaded = self.rt.catalog.current
-        unsubscribe_url = self.rt.unsubscribe_url(lead_id)
+    # -- delivery -----------------------------------------------------------------
+
+    def _message(
+        self, job: _Pending, template: str, unsubscribe_url: str
+    ) -> tuple[Message, tuple[str, ...]]:
+        """Render the step's email for the lead: the message and the content ids it uses.
+
+        Raises:
+            RenderError: When the template does not render for this lead.
+        """
+        lead, ref = job.lead, job.ref
         context: dict[str, Any] = {
             "lead": lead.data,
-            "event": enrollment.trigger,
-            "sequence": {"id": sequence.id, "description": sequence.description},
-            "step": {"id": step_id},
+            "event": job.enrollment.trigger,
+            "sequence": {"id": job.sequence.id, "description": job.sequence.description},
+            "step": {"id": ref.step},
             "unsubscribe_url": unsubscribe_url,
-            "postal_address": self.rt.settings.postal_address or "",
+            "postal_address": self.settings.postal_address,
         }
-        try:
-            email = loaded.renderer.render(template, lead.data.get("locale"), context, received)
-        except RenderError as exc:
-            self.store.release_send(touch.member, f"dead:{stamp}", stamp, previous)
-            self.store.dead_letter("touch", f"render failed: {exc}", {"touch": touch.member})
-            self.store.count(sequence.id, step_id, "failed")
-            return self._advance(touch, sequence, enrollment, lead, now, "", "failed")
+        renderer = self.catalog().renderer
+        email = renderer.render(template, lead.data.get("locale"), context, job.received)
         message = Message(
-            key=touch.member.replace("\x1f", "."),
+            key=job.touch.member.replace("\x1f", "."),
             to_email=str(lead.data["email"]),
             to_name=" ".join(
                 str(lead.data[k]) for k in ("first_name", "last_name") if lead.data.get(k)
             )
             or None,
-            from_email=self.rt.settings.from_email or "",
-            from_name=self.rt.settings.from_name,
+            from_email=self.settings.from_email,
+            from_name=self.settings.from_name,
             subject=email.subject,
             text=email.text,
             html=email.html,
             unsubscribe_url=unsubscribe_url,
-            lead_id=lead_id,
-            sequence=sequence.id,
-            step=step_id,
-            categories=(sequence.id,),
+            lead_id=ref.lead_id,
+            sequence=job.sequence.id,
+            step=ref.step,
+            categories=(job.sequence.id,),
         )
-        try:
-            self.rt.delivery.send(message)
-        except TransientDeliveryError as exc:
-            self.store.release_send(touch.member, f"retry:{stamp}", stamp, previous)
-            attempts = enrollment.attempts + 1
-            if attempts >= self.rt.tuning.max_attempts:
-                self.store.dead_letter(
-                    "touch",
-                    f"gave up after {attempts} attempts: {exc}",
-                    {"touch": touch.member, "to": message.to_email},
-                )
-                self.store.count(sequence.id, step_id, "failed")
-                return self._advance(
-                    touch, sequence, enrollment, lead, now, f"dead:{stamp}", "failed"
-                )
-            updated = replace(enrollment, attempts=attempts)
-            retry_at = now + timedelta(seconds=backoff(attempts, exc.retry_after))
-            # Conditional, like any advance: if the lead replied (or a duplicate moved
-            # the enrollment on) meanwhile, that wins and the touch is simply dropped.
-            self.store.advance(touch.member, "", updated, (touch.member, retry_at.timestamp()))
-            self.store.count(sequence.id, step_id, "retried")
-            return "retry"
-        except PermanentDeliveryError as exc:
-            self.store.release_send(touch.member, f"dead:{stamp}", stamp, previous)
-            self.store.dead_letter(
-                "touch", f"refused by {self.rt.delivery.name}: {exc}", {"touch": touch.member}
-            )
-            self.store.count(sequence.id, step_id, "failed")
-            return self._advance(touch, sequence, enrollment, lead, now, "", "failed")
-        except OutcomeUnknownError as exc:
-            self.store.record_unknown(touch.member, stamp)
-            self.store.dead_letter(
-                "touch", f"outcome unknown, not resent: {exc}", {"touch": touch.member}
-            )
-            self.store.count(sequence.id, step_id, "unknown")
-            return self._advance(
-                touch, sequence, enrollment, lead, now, f"unknown:{stamp}", "unknown"
-            )
-        sent = Sent(lateness=stamp - touch.due, content_ids=tuple(email.content_ids))
-        return self._advance(touch, sequence, enrollment, lead, now, f"sent:{stamp}", "sent", sent)
+        return message, tuple(email.content_ids)
 
-    def _advance(
+    def _deliver(self, job: _Pending, template: str, previous: str) -> TouchOutcome:
+        """Render and send a reserved touch, and record the outcome."""
+        member, stamp = job.touch.member, job.now.timestamp()
+        ledger, step_id = self.store.ledger, job.ref.step
+        try:
+            unsubscribe_url = self.unsubscribe_url(job.ref.lead_id)
+            message, content_ids = self._message(job, template, unsubscribe_url)
+        except RenderError as exc:
+            ledger.release(member, LedgerState.DEAD.at(stamp), stamp, previous)
+            self.store.dead.add("touch", f"render failed: {exc}", {"touch": member})
+            self.store.counters.count(job.sequence.id, step_id, "failed")
+            return self._finish(job, "", TouchOutcome.FAILED)
+        delivery = self.delivery()
+        try:
+            delivery.send(message)
+        except TransientDeliveryError as exc:
+            ledger.release(member, LedgerState.RETRY.at(stamp), stamp, previous)
+            return self._retry(job, exc, message.to_email)
+        except PermanentDeliveryError as exc:
+            ledger.release(member, LedgerState.DEAD.at(stamp), stamp, previous)
+            self.store.dead.add("touch", f"refused by {delivery.name}: {exc}", {"touch": member})
+            self.store.counters.count(job.sequence.id, step_id, "failed")
+            return self._finish(job, "", TouchOutcome.FAILED)
+        except OutcomeUnknownError as exc:
+            ledger.record_unknown(member, stamp)
+            self.store.dead.add("touch", f"outcome unknown, not resent: {exc}", {"touch": member})
+            self.store.counters.count(job.sequence.id, step_id, "unknown")
+            return self._finish(job, LedgerState.UNKNOWN.at(stamp), TouchOutcome.UNKNOWN)
+        sent = Sent(lateness=stamp - job.touch.due, content_ids=content_ids)
+        return self._finish(job, LedgerState.SENT.at(stamp), TouchOutcome.SENT, sent)
+
+    def _retry(self, job: _Pending, exc: TransientDeliveryError, to_email: str) -> TouchOutcome:
+        """A transient failure: try again later, or give up after the last attempt."""
+        member, stamp = job.touch.member, job.now.timestamp()
+        updated = job.enrollment.retry()
+        if updated.attempts >= self.settings.max_attempts:
+            self.store.dead.add(
+                "touch",
+                f"gave up after {updated.attempts} attempts: {exc}",
+                {"touch": member, "to": to_email},
+            )
+            self.store.counters.count(job.sequence.id, job.ref.step, "failed")
+            return self._finish(job, LedgerState.DEAD.at(stamp), TouchOutcome.FAILED)
+        retry_at = job.now + timedelta(seconds=backoff(updated.attempts, exc.retry_after))
+        # Conditional, like any advance: if the lead replied (or a duplicate moved
+        # the enrollment on) meanwhile, that wins and the touch is simply dropped.
+        self.store.ledger.advance(member, "", updated, (member, retry_at.timestamp()))
+        self.store.counters.count(job.sequence.id, job.ref.step, "retried")
+        return TouchOutcome.RETRY
+
+    # -- moving the enrollment on -------------------------------------------------
+
+    def _exit(
+        self, touch: Touch, enrollment: Enrollment, reason: ExitReason, outcome: TouchOutcome
+    ) -> TouchOutcome:
+        """End the enrollment (if it still waits for this touch)."""
+        self.store.ledger.advance(touch.member, "", enrollment.exit(reason), None)
+        return outcome
+
+    def _finish(
         self,
-        touch: Touch,
-        sequence: Sequence,
-        enrollment: Enrollment,
-        lead: LeadRecord,
-        now: datetime,
+        job: _Pending,
         ledger_state: str,
-        outcome: str,
+        outcome: TouchOutcome,
         sent: Sent | None = None,
-    ) -> str:
+    ) -> TouchOutcome:
         """Record the outcome and schedule the next step (or finish the enrollment)."""
-        _, generation, step_id, lead_id = parse_touch(touch.member)
-        done = [*enrollment.done, step_id]
-        next_step = None
-        position = sequence.index_of(step_id)
+        sequence, enrollment, ref = job.sequence, job.enrollment, job.ref
+        done = [*enrollment.done, ref.step]
+        position = sequence.index_of(ref.step)
         if position is None:
             # The step was removed: continue after the last step passed that still exists.
             known = [i for i in (sequence.index_of(s) for s in done) if i is not None]
             position = max(known) if known else -1
-        for candidate in sequence.steps[position + 1 :]:
-            if candidate.id not in done:
-                next_step = candidate
-                break
-        updated = replace(enrollment, done=done, attempts=0)
-        next_touch = None
-        if next_step is None:
-            updated.state, updated.step = "done", None
+        next_step = next((s for s in sequence.steps[position + 1 :] if s.id not in done), None)
+        next_id = next_step.id if next_step else None
+        if outcome is TouchOutcome.SKIPPED:
+            updated = enrollment.skip(next_id)
         else:
-            updated.step = next_step.id
-            member = touch_id(sequence.id, generation, next_step.id, lead_id)
-            zone = lead_zone(lead.data, self.rt.settings.default_timezone)
-            due = due_time(sequence, next_step, now, zone, member)
+            updated = enrollment.advance(next_id)
+        next_touch = None
+        if next_step is not None:
+            member = touch_id(sequence.id, ref.generation, next_step.id, ref.lead_id)
+            due = due_time(sequence, next_step, job.now, job.zone, member)
             next_touch = (member, due.timestamp())
-        self.store.advance(touch.member, ledger_state, updated, next_touch, sent)
+        self.store.ledger.advance(job.touch.member, ledger_state, updated, next_touch, sent)
         return outcome
-
-
-def _is_redis_error(exc: BaseException) -> bool:
-    import redis
-
-    return isinstance(exc, redis.RedisError)

@@ -10,20 +10,7 @@ from worker.runtime import Runtime
 
 def queue_depths(runtime: Runtime) -> dict[str, dict[str, int]]:
     """Ready, delayed and failed message counts per dramatiq queue."""
-    ns = runtime.broker.namespace
-    pipe = runtime.redis.pipeline(transaction=False)
-    for queue in (EVENTS_QUEUE, TOUCHES_QUEUE):
-        # dramatiq's Redis layout: a list of ready ids, the delay queue (also a list; most
-        # delayed messages sit in worker memory), the dead-letter zset.
-        pipe.llen(f"{ns}:{queue}")
-        pipe.llen(f"{ns}:{queue}.DQ")
-        pipe.zcard(f"{ns}:{queue}.XQ")
-    values = pipe.execute()
-    out = {}
-    for i, queue in enumerate((EVENTS_QUEUE, TOUCHES_QUEUE)):
-        ready, delayed, failed = values[i * 3 : i * 3 + 3]
-        out[queue] = {"ready": int(ready), "delayed": int(delayed), "failed": int(failed)}
-    return out
+    return runtime.store.queue_depths(runtime.namespace, (EVENTS_QUEUE, TOUCHES_QUEUE))
 
 
 def collect_status(runtime: Runtime) -> dict[str, Any]:

@@ -7,16 +7,18 @@ from __future__ import annotations
 from worker.events import validate_event
 from worker.ingest import IngestResult, ingest
 from worker.runtime import Runtime
+from worker.store.leads import SUPPRESSED
 
 
 def unsubscribe_lead(runtime: Runtime, lead_id: str, reason: str = "unsubscribe") -> bool:
     """Unsubscribe one lead; idempotent. Returns False when the lead is unknown."""
-    lead = runtime.store.get_lead(lead_id)
+    store = runtime.store
+    lead = store.leads.get(lead_id)
     if lead is None:
         return False
-    runtime.store.set_lead_flags(lead_id, suppressed=reason)
+    store.leads.set_flags(lead_id, {SUPPRESSED: reason})
     if lead.email:
-        runtime.store.suppress_email(lead.email, reason)
+        store.suppressions.suppress(lead.email, reason)
     _end_enrollments(runtime, lead_id, reason, f"suppress:{reason}:{lead_id}")
     return True
 
@@ -27,10 +29,11 @@ def suppress_address(runtime: Runtime, email: str, reason: str) -> list[str]:
     Returns:
         The ids of the leads that use the address.
     """
-    runtime.store.suppress_email(email, reason)
-    lead_ids = runtime.store.leads_by_email(email)
+    store = runtime.store
+    store.suppressions.suppress(email, reason)
+    lead_ids = store.leads.by_email(email)
     for lead_id in lead_ids:
-        runtime.store.set_lead_flags(lead_id, suppressed=reason)
+        store.leads.set_flags(lead_id, {SUPPRESSED: reason})
         _end_enrollments(runtime, lead_id, reason, f"suppress:{reason}:{lead_id}")
     return lead_ids
 

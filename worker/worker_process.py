@@ -9,7 +9,6 @@ import time
 import dramatiq
 
 from worker.runtime import Runtime
-from worker.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ def run_worker(
         worker_timeout=200,
     )
     worker.start()
-    scheduler = Scheduler(runtime)
+    scheduler = runtime.scheduler()
     if schedule:
         scheduler.start()
     log.info(

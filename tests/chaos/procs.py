@@ -24,7 +24,7 @@ from typing import Any, cast
 import redis
 
 from tests.sendgrid_standin import Received, SendGridStandIn
-from worker.keys import Keys
+from worker.store.keys import Keys
 
 SEQUENCE = "chaos-drip"
 STEPS = ("first", "second")

@@ -29,7 +29,7 @@ from tests.chaos.procs import (
     worker_env,
 )
 from tests.sendgrid_standin import SendGridStandIn
-from worker.keys import Keys
+from worker.store.keys import Keys
 
 THREADS = 4
 WORKERS = 2

@@ -34,9 +34,9 @@ from tests.harness import Harness, running
 from tests.sendgrid_standin import SendGridStandIn
 from worker.actors import EVENTS_QUEUE, TOUCHES_QUEUE
 from worker.events import Event, validate_event
-from worker.keys import Keys
 from worker.pipeline import EventProcessor
 from worker.store import LeadRecord
+from worker.store.keys import Keys
 
 KEYS = Keys()
 UNICODE_EMAILS = [

@@ -15,7 +15,7 @@ import pytest
 from tests.chaos.procs import SEQUENCE, STEPS, chaos_event, report, touch_key
 from tests.harness import Harness, running
 from tests.sendgrid_standin import Reply, SendGridStandIn
-from worker.sending import Touch, TouchSender
+from worker.sending import Touch
 
 
 def _enroll(h: Harness, lead: str) -> tuple[str, float]:
@@ -83,17 +83,17 @@ def test_duplicate_delivery_during_a_retry_does_not_rewind_the_enrollment(
     member, due = _enroll(h, "dup-lead")
     standin.script([429])
     store = h.rt.store
-    original = store.release_send
+    original = store.ledger.release
     duplicate_ran: list[str] = []
 
     def release_then_duplicate(*args: Any, **kwargs: Any) -> None:
         original(*args, **kwargs)
         if not duplicate_ran:  # the other worker thread, at exactly this moment
-            duplicate_ran.append(TouchSender(h.rt).send(Touch(member, due)))
+            duplicate_ran.append(h.rt.sender.send(Touch(member, due)))
 
-    monkeypatch.setattr(store, "release_send", release_then_duplicate)
+    monkeypatch.setattr(store.ledger, "release", release_then_duplicate)
     h.rt.actors.send_touches.fn([[member, due]])
-    monkeypatch.setattr(store, "release_send", original)
+    monkeypatch.setattr(store.ledger, "release", original)
     rewound = store.enrollment("dup-lead", SEQUENCE)
     with running(h):
         h.run_until(h.clock.now().timestamp() + 3600)

@@ -1,15 +1,13 @@
 """Every Redis key the worker uses, in one place, each with what it holds.
 
-All keys start with a prefix (``nurture`` by default) so a Redis can be shared
-with other applications; dramatiq's own keys live under its ``dramatiq`` namespace.
+Only the store package (``worker/store/``) builds keys. All keys start with a prefix
+(``nurture`` by default) so a Redis can be shared with other applications; dramatiq's
+own keys live under its ``dramatiq`` namespace (see :func:`dramatiq_queue_keys`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-# Separates the parts of a touch id; ids with control characters are refused at ingest.
-SEP = "\x1f"
 
 
 @dataclass(frozen=True)
@@ -107,18 +105,7 @@ class Keys:
         return f"{self.prefix}:schedulers"
 
 
-def touch_id(sequence: str, generation: int, step: str, lead_id: str) -> str:
-    """The schedule member for one step of one enrollment."""
-    return SEP.join((sequence, str(generation), step, lead_id))
-
-
-def parse_touch(member: str | bytes) -> tuple[str, int, str, str]:
-    """Split a touch id into (sequence, generation, step, lead id)."""
-    text = member.decode() if isinstance(member, bytes) else member
-    sequence, generation, step, lead_id = text.split(SEP, 3)
-    return sequence, int(generation), step, lead_id
-
-
-def ledger_field(sequence: str, generation: int, step: str) -> str:
-    """The ledger field (within the lead's ledger hash) for one touch."""
-    return f"{sequence}:{generation}:{step}"
+def dramatiq_queue_keys(namespace: str, queue: str) -> tuple[str, str, str]:
+    """dramatiq's Redis layout for one queue: the list of ready message ids, the delay
+    queue (also a list; most delayed messages sit in worker memory), the dead-letter zset."""
+    return f"{namespace}:{queue}", f"{namespace}:{queue}.DQ", f"{namespace}:{queue}.XQ"

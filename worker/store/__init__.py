@@ -1,0 +1,187 @@
+"""The state store: the only code that talks to Redis.
+
+Split by what it stores, each part with typed results:
+
+- :mod:`~worker.store.keys`: every key, with what it holds;
+- :mod:`~worker.store.events`: the replay guard (event ids accepted / applied);
+- :mod:`~worker.store.leads`: lead data and flags, the per-lead lock, the email index;
+- :mod:`~worker.store.enrollments`: enrollments, written with their schedule entries;
+- :mod:`~worker.store.schedule`: the durable schedule and the schedulers' claims;
+- :mod:`~worker.store.ledger`: the send ledger (reserve / release / advance scripts);
+- :mod:`~worker.store.counters`, :mod:`~worker.store.dead_letters`,
+  :mod:`~worker.store.suppressions`, :mod:`~worker.store.queues`;
+- :mod:`~worker.store.scripts`: the Lua scripts in ``lua/``, loaded in one place.
+
+:class:`Store` composes them. Domain code uses the parts (``store.leads.get(...)``);
+the flat methods below serve the HTTP service, the CLI, and tests that read state.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
+
+import redis
+
+from worker.enrollment import Enrollment
+from worker.store.counters import Counters
+from worker.store.dead_letters import DEAD_LETTER_MAXLEN, DeadLetterStore
+from worker.store.enrollments import EnrollmentStore, TouchState
+from worker.store.events import (
+    EVENT_DEDUP_SECONDS,
+    EVENT_PENDING_SECONDS,
+    WEBHOOK_DEDUP_SECONDS,
+    ReplayGuard,
+)
+from worker.store.keys import Keys
+from worker.store.leads import LeadRecord, LeadStore
+from worker.store.ledger import Ledger, LedgerState, Reservation, Sent, Verdict
+from worker.store.queues import queue_depths
+from worker.store.schedule import ScheduleStats, ScheduleStore
+from worker.store.scripts import load_scripts
+from worker.store.suppressions import SuppressionStore
+
+__all__ = [
+    "DEAD_LETTER_MAXLEN",
+    "EVENT_DEDUP_SECONDS",
+    "EVENT_PENDING_SECONDS",
+    "WEBHOOK_DEDUP_SECONDS",
+    "Enrollment",
+    "LeadRecord",
+    "LedgerState",
+    "Reservation",
+    "ScheduleStats",
+    "Sent",
+    "Store",
+    "TouchState",
+    "Verdict",
+]
+
+
+class Store:
+    """The worker's Redis data, as the composition of its parts.
+
+    Attributes:
+        redis: The client (for tests that inspect Redis; worker code goes through the parts).
+        keys: The key builders (likewise).
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str = "nurture") -> None:
+        self.redis = client
+        self.keys = Keys(prefix)
+        scripts = load_scripts(client)
+        self.events = ReplayGuard(client, self.keys)
+        self.leads = LeadStore(client, self.keys)
+        self.enrolled = EnrollmentStore(client, self.keys)
+        self.schedule = ScheduleStore(client, self.keys, scripts["claim_due"])
+        self.ledger = Ledger(client, self.keys, scripts)
+        self.counters = Counters(client, self.keys)
+        self.dead = DeadLetterStore(client, self.keys)
+        self.suppressions = SuppressionStore(client, self.keys)
+
+    def ping(self) -> bool:
+        """True when Redis answers."""
+        try:
+            return bool(self.redis.ping())
+        except redis.RedisError:
+            return False
+
+    def queue_depths(self, namespace: str, queues: Iterable[str]) -> dict[str, dict[str, int]]:
+        """Ready, delayed and failed message counts per dramatiq queue."""
+        return queue_depths(self.redis, namespace, queues)
+
+    def unsubscribe_secret(self, configured: str | None) -> str:
+        """The configured secret, else one generated once and shared through Redis."""
+        if configured:
+            return configured
+        self.redis.set(self.keys.secret, secrets.token_urlsafe(32), nx=True)
+        return cast(bytes, self.redis.get(self.keys.secret)).decode()
+
+    # -- flat access for the HTTP service, the CLI and tests --------------------
+
+    def get_lead(self, lead_id: str) -> LeadRecord | None:
+        return self.leads.get(lead_id)
+
+    def save_lead(
+        self,
+        lead_id: str,
+        data: Mapping[str, Any],
+        old_email: str | None,
+        flags: Mapping[str, str] | None = None,
+    ) -> None:
+        self.leads.save(lead_id, data, old_email, flags)
+
+    def set_lead_flags(self, lead_id: str, **flags: str | float | None) -> None:
+        self.leads.set_flags(lead_id, flags)
+
+    def leads_by_email(self, email: str) -> list[str]:
+        return self.leads.by_email(email)
+
+    def enrollments(self, lead_id: str) -> dict[str, Enrollment]:
+        return self.enrolled.all(lead_id)
+
+    def enrollment(self, lead_id: str, sequence: str) -> Enrollment | None:
+        return self.enrolled.get(lead_id, sequence)
+
+    def scheduled_for(self, lead_id: str) -> list[tuple[str, float]]:
+        """Pending touches of one lead (a scan: for status, preview and tests, not hot paths)."""
+        members = [
+            member
+            for sequence, enrollment in self.enrolled.all(lead_id).items()
+            if (member := enrollment.pending_touch(sequence, lead_id)) is not None
+        ]
+        return self.schedule.pending(members)
+
+    def schedule_stats(self) -> dict[str, float | int | None]:
+        return self.schedule.stats().as_dict()
+
+    def claim_due(self, now: float, limit: int, lease: float) -> list[tuple[str, float]]:
+        return self.schedule.claim_due(now, limit, lease)
+
+    def reserve_send(
+        self,
+        member: str,
+        email: str,
+        now: float,
+        cap_seconds: float,
+        capped: bool,
+        stale_after: float,
+    ) -> Reservation:
+        return self.ledger.reserve(member, email, now, cap_seconds, capped, stale_after)
+
+    def ledger_state(self, member: str) -> str | None:
+        return self.ledger.state(member)
+
+    def unknown_outcomes(self, limit: int = 100) -> list[tuple[str, float]]:
+        return self.ledger.unknown_outcomes(limit)
+
+    def suppress_email(self, email: str, reason: str) -> bool:
+        return self.suppressions.suppress(email, reason)
+
+    def email_suppressed(self, email: str) -> str | None:
+        return self.suppressions.reason(email)
+
+    def suppressed_count(self) -> int:
+        return self.suppressions.count()
+
+    def webhook_event_new(self, provider_event_id: str) -> bool:
+        return self.events.webhook_event_new(provider_event_id)
+
+    def dead_letter(self, kind: str, reason: str, payload: Mapping[str, Any]) -> None:
+        self.dead.add(kind, reason, payload)
+
+    def dead_letters(self, limit: int = 20) -> list[dict[str, str]]:
+        return self.dead.latest(limit)
+
+    def dead_letter_count(self) -> int:
+        return self.dead.count()
+
+    def count(self, sequence: str, step: str, counter: str, amount: int = 1) -> None:
+        self.counters.count(sequence, step, counter, amount)
+
+    def stats(self) -> dict[str, dict[str, dict[str, int]]]:
+        return self.counters.stats()
+
+    def global_counters(self) -> dict[str, float]:
+        return self.counters.global_counters()

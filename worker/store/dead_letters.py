@@ -1,0 +1,50 @@
+"""Dead letters: what could not be processed, with the reason, for the operator."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any, cast
+
+import redis
+
+from worker.store.keys import Keys
+
+DEAD_LETTER_MAXLEN = 1_000_000
+
+
+class DeadLetterStore:
+    """A capped stream of dead letters (bad events, failed touches, failed messages)."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.redis = client
+        self.keys = keys
+
+    def add(self, kind: str, reason: str, payload: Mapping[str, Any]) -> None:
+        """Keep something that could not be processed, with the reason."""
+        self.redis.xadd(
+            self.keys.dead,
+            {
+                "kind": kind,
+                "reason": reason[:2000],
+                "payload": json.dumps(payload, ensure_ascii=False, default=str)[:100_000],
+                "at": repr(time.time()),
+            },
+            maxlen=DEAD_LETTER_MAXLEN,
+            approximate=True,
+        )
+
+    def latest(self, limit: int = 20) -> list[dict[str, str]]:
+        """The newest dead letters, newest first."""
+        entries = cast(
+            list[tuple[bytes, dict[bytes, bytes]]],
+            self.redis.xrevrange(self.keys.dead, count=limit),
+        )
+        return [
+            {"id": entry_id.decode(), **{k.decode(): v.decode() for k, v in fields.items()}}
+            for entry_id, fields in entries
+        ]
+
+    def count(self) -> int:
+        return int(self.redis.xlen(self.keys.dead))

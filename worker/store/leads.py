@@ -1,0 +1,146 @@
+"""Leads: their data and flags, the per-lead lock, and the email index."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+from redis.typing import EncodableT, FieldT
+
+from worker.store.keys import Keys
+
+# Fields of the lead hash besides ``data`` (the lead JSON).
+#: Why the lead is suppressed (unsubscribe, bounce...).
+SUPPRESSED = "suppressed"
+#: The disqualification reason ('' counts as not disqualified).
+DISQUALIFIED = "disq"
+#: When the lead's one decline was claimed.
+DECLINED = "declined"
+#: Signature of the data a fit rule judged (a requalification by hand is kept for it).
+FIT_SIGNATURE = "fit_sig"
+#: When the lead was last touched by a capped email (the frequency cap's clock).
+LAST_TOUCH = "last_touch"
+#: ``seen:<event type>``: the latest occurred_at of an event type.
+SEEN = "seen:"
+#: ``held:<ledger field>``: when a touch the frequency cap holds back first fell due.
+#: It keeps held-back touches in the order they fell due.
+HELD = "held:"
+
+
+@dataclass(frozen=True)
+class LeadRecord:
+    """A stored lead with its flags."""
+
+    id: str
+    data: dict[str, Any]
+    flags: dict[str, str]
+
+    @property
+    def email(self) -> str | None:
+        value = self.data.get("email")
+        return str(value) if value else None
+
+    @property
+    def suppressed(self) -> str | None:
+        return self.flags.get(SUPPRESSED)
+
+    @property
+    def disqualified(self) -> str | None:
+        """The disqualification reason ('' counts as not disqualified)."""
+        return self.flags.get(DISQUALIFIED) or None
+
+    def seen(self, event_type: str) -> float | None:
+        value = self.flags.get(SEEN + event_type)
+        return float(value) if value else None
+
+    def held(self) -> dict[str, float]:
+        """Ledger field -> when it first fell due, of the touches the cap held back."""
+        return {k[len(HELD) :]: float(v) for k, v in self.flags.items() if k.startswith(HELD)}
+
+
+def lead_record(lead_id: str, raw: Any) -> LeadRecord | None:
+    """A LeadRecord from a raw HGETALL answer (None for an empty one)."""
+    fields = cast(dict[bytes, bytes], raw)
+    if not fields:
+        return None
+    flags = {k.decode(): v.decode() for k, v in fields.items() if k != b"data"}
+    data = json.loads(fields.get(b"data", b"{}"))
+    return LeadRecord(id=lead_id, data=data, flags=flags)
+
+
+class LeadStore:
+    """Lead hashes, their lock and the email index."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.redis = client
+        self.keys = keys
+
+    @contextmanager
+    def lock(self, lead_id: str, timeout: float = 30.0) -> Iterator[None]:
+        """Serialise work on one lead across threads, processes and hosts."""
+        lock = self.redis.lock(
+            self.keys.lead_lock(lead_id), timeout=timeout, blocking_timeout=timeout
+        )
+        if not lock.acquire():
+            raise redis.exceptions.LockError(f"lead {lead_id!r} stayed locked for {timeout}s")
+        try:
+            yield
+        finally:
+            # Expired while we worked: fine, the work itself is idempotent.
+            with suppress(redis.exceptions.LockNotOwnedError):
+                lock.release()
+
+    def get(self, lead_id: str) -> LeadRecord | None:
+        """The stored lead, or None when never seen."""
+        return lead_record(lead_id, self.redis.hgetall(self.keys.lead(lead_id)))
+
+    def save(
+        self,
+        lead_id: str,
+        data: Mapping[str, Any],
+        old_email: str | None,
+        flags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Write the lead's data (and ``flags``) and keep the email index current."""
+        email = data.get("email")
+        pipe = self.redis.pipeline(transaction=True)
+        fields: dict[FieldT, EncodableT] = {"data": json.dumps(data, ensure_ascii=False)}
+        fields.update(flags or {})
+        pipe.hset(self.keys.lead(lead_id), mapping=fields)
+        if old_email and old_email.lower() != str(email or "").lower():
+            pipe.srem(self.keys.email_index(old_email), lead_id)
+        if email:
+            pipe.sadd(self.keys.email_index(str(email)), lead_id)
+        pipe.execute()
+
+    def set_flags(self, lead_id: str, flags: Mapping[str, str | float | None]) -> None:
+        """Set (or, with None, delete) flags on the lead hash."""
+        key = self.keys.lead(lead_id)
+        pipe = self.redis.pipeline(transaction=True)
+        for name, value in flags.items():
+            if value is None:
+                pipe.hdel(key, name)
+            else:
+                pipe.hset(key, name, str(value))
+        pipe.execute()
+
+    def claim_decline(self, lead_id: str, when: float) -> bool:
+        """Mark the lead declined; True only the first time (a lead gets one decline)."""
+        return bool(self.redis.hsetnx(self.keys.lead(lead_id), DECLINED, str(when)))
+
+    def mark_held(self, lead_id: str, ledger_field: str, since: float) -> None:
+        """Remember when a touch the cap holds back first fell due (first time only)."""
+        self.redis.hsetnx(self.keys.lead(lead_id), HELD + ledger_field, since)
+
+    def drop_held(self, lead_id: str, *ledger_fields: str) -> None:
+        if ledger_fields:
+            self.redis.hdel(self.keys.lead(lead_id), *(HELD + f for f in ledger_fields))
+
+    def by_email(self, email: str) -> list[str]:
+        """Lead ids that use this address."""
+        members = cast(set[bytes], self.redis.smembers(self.keys.email_index(email)))
+        return sorted(m.decode() for m in members)

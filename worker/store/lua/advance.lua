@@ -1,0 +1,69 @@
+-- Finish one touch: record its outcome in the ledger and move the enrollment to
+-- its next step, in one atomic step. The enrollment only moves if it is still
+-- waiting for this very touch, so a duplicate or late execution changes nothing.
+--
+-- A sent touch also records, in the same step, what was sent (the content ids the
+-- lead has now received) and the counters, so a crash cannot lose or double them.
+--
+-- Keys:
+--   <prefix>:enr:<lead>      hash  sequence id -> enrollment JSON
+--   <prefix>:sent:<lead>     hash  ledger field -> '<state>:<unix time>'
+--   <prefix>:sched           zset  touch id -> due time
+--   <prefix>:claimed         zset  touch id -> lease expiry
+--   <prefix>:stats:<seq>     hash  '<step>:<counter>' -> count
+--   <prefix>:stats           set   sequence ids with stats
+--   <prefix>:counters        hash  global counters
+--   <prefix>:recv:<lead>     set   content ids the lead has received
+-- ARGV[12..]: the content ids sent.
+-- Returns 1 if the enrollment moved, 0 if it had moved on already.
+local enrollments_key = KEYS[1]
+local ledger_key = KEYS[2]
+local schedule_key = KEYS[3]
+local claimed_key = KEYS[4]
+local stats_key = KEYS[5]
+local stats_index_key = KEYS[6]
+local counters_key = KEYS[7]
+local received_key = KEYS[8]
+local sequence_id = ARGV[1]
+local generation = ARGV[2]
+local step_id = ARGV[3]
+local touch = ARGV[4]
+local ledger_field = ARGV[5]
+local ledger_state = ARGV[6]     -- '' = leave the ledger as it is
+local enrollment_json = ARGV[7]  -- the enrollment after this touch
+local next_touch = ARGV[8]       -- '' = nothing to schedule
+local next_due = ARGV[9]
+local stats_field = ARGV[10]     -- '' = count nothing
+local lateness = ARGV[11]        -- '' = not sent
+local first_content = 12
+
+if ledger_state ~= '' then
+  redis.call('HSET', ledger_key, ledger_field, ledger_state)
+end
+if stats_field ~= '' then
+  redis.call('HINCRBY', stats_key, stats_field, 1)
+  redis.call('SADD', stats_index_key, sequence_id)
+end
+if lateness ~= '' then
+  redis.call('HINCRBYFLOAT', counters_key, 'sent', 1)
+  redis.call('HINCRBYFLOAT', counters_key, 'lateness_sum', lateness)
+end
+if #ARGV >= first_content then
+  redis.call('SADD', received_key, unpack(ARGV, first_content))
+end
+redis.call('ZREM', claimed_key, touch)
+redis.call('ZREM', schedule_key, touch)
+local raw = redis.call('HGET', enrollments_key, sequence_id)
+if not raw then
+  return 0
+end
+local enrollment = cjson.decode(raw)
+if enrollment['state'] ~= 'active' or tostring(enrollment['generation']) ~= generation
+    or enrollment['step'] ~= step_id then
+  return 0
+end
+redis.call('HSET', enrollments_key, sequence_id, enrollment_json)
+if next_touch ~= '' then
+  redis.call('ZADD', schedule_key, next_due, next_touch)
+end
+return 1

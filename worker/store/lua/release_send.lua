@@ -1,0 +1,25 @@
+-- Undo a reservation after a failure that certainly did not send (429, 5xx,
+-- connection refused, render error): the ledger entry becomes the new state and
+-- the lead's frequency-cap clock goes back to what it was, unless another touch
+-- has moved it since.
+--
+-- Keys:
+--   <prefix>:lead:<lead>  hash  lead data and flags (last_touch: the cap's clock)
+--   <prefix>:sent:<lead>  hash  ledger field -> '<state>:<unix time>'
+-- Returns 1.
+local lead_key = KEYS[1]
+local ledger_key = KEYS[2]
+local ledger_field = ARGV[1]
+local new_state = ARGV[2]
+local reserved_at = ARGV[3]
+local previous_touch = ARGV[4]  -- '' when the lead had none
+
+redis.call('HSET', ledger_key, ledger_field, new_state)
+if redis.call('HGET', lead_key, 'last_touch') == reserved_at then
+  if previous_touch == '' then
+    redis.call('HDEL', lead_key, 'last_touch')
+  else
+    redis.call('HSET', lead_key, 'last_touch', previous_touch)
+  end
+end
+return 1

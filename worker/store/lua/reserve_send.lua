@@ -1,0 +1,75 @@
+-- Reserve the right to send one touch: the idempotency ledger and the frequency
+-- cap in one atomic step, so two workers can never both send the same touch, and
+-- two sequences can never both touch one lead inside the cap.
+--
+-- Keys:
+--   <prefix>:lead:<lead>   hash    lead data and flags (suppressed, last_touch)
+--   <prefix>:sent:<lead>   hash    ledger field -> '<state>:<unix time>'
+--   <prefix>:supp:<email>  string  why the address is suppressed
+--   <prefix>:enr:<lead>    hash    sequence id -> enrollment JSON
+-- Returns {'ok', previous last_touch} | {'busy'} | {'unknown'} | {'done', state}
+--       | {'suppressed', reason} | {'capped', until} | {'stale'}
+local lead_key = KEYS[1]
+local ledger_key = KEYS[2]
+local suppressed_key = KEYS[3]
+local enrollments_key = KEYS[4]
+local ledger_field = ARGV[1]
+local now_text = ARGV[2]
+local now = tonumber(now_text)
+local cap = tonumber(ARGV[3])            -- frequency cap in seconds (0 = off)
+local cap_applies = ARGV[4] == '1'
+local stale_after = tonumber(ARGV[5])    -- a 'sending' entry older than this: crash mid-request
+local sequence_id = ARGV[6]
+local generation = ARGV[7]
+local step_id = ARGV[8]
+
+-- The enrollment must still be waiting for exactly this step: checking it here,
+-- atomically with the reservation, is what makes an exit (reply, unsubscribe,
+-- disqualification) stop a touch that was already claimed or queued.
+local raw = redis.call('HGET', enrollments_key, sequence_id)
+if not raw then
+  return {'stale'}
+end
+local enrollment = cjson.decode(raw)
+if enrollment['state'] ~= 'active' or tostring(enrollment['generation']) ~= generation
+    or enrollment['step'] ~= step_id then
+  return {'stale'}
+end
+
+local state = redis.call('HGET', ledger_key, ledger_field)
+if state then
+  local kind, ts = string.match(state, '^(%a+):?([%d%.]*)')
+  if kind == 'sending' then
+    if now - tonumber(ts) > stale_after then
+      -- The worker that reserved it died mid-request: SendGrid may or may not
+      -- have the message. Record it for the operator; never resend blindly.
+      redis.call('HSET', ledger_key, ledger_field, 'unknown:' .. now_text)
+      return {'unknown'}
+    end
+    return {'busy'}
+  elseif kind ~= 'retry' then
+    return {'done', kind}
+  end
+end
+
+local suppressed = redis.call('HGET', lead_key, 'suppressed')
+if not suppressed then
+  suppressed = redis.call('GET', suppressed_key)
+end
+if suppressed then
+  return {'suppressed', suppressed}
+end
+
+local previous = redis.call('HGET', lead_key, 'last_touch') or ''
+if cap_applies and cap > 0 and previous ~= '' then
+  local free_at = tonumber(previous) + cap
+  if free_at > now then
+    return {'capped', tostring(free_at)}
+  end
+end
+
+redis.call('HSET', ledger_key, ledger_field, 'sending:' .. now_text)
+if cap_applies then
+  redis.call('HSET', lead_key, 'last_touch', now_text)
+end
+return {'ok', previous}
