@@ -138,7 +138,7 @@ def test_no_content_piece_twice_across_two_sequences(
     # What the worker remembers is exactly what was sent.
     library = h.rt.catalog.current.renderer.content
     assert library is not None
-    received = h.rt.store.received("lead-1")
+    received = h.rt.store.ledger.received("lead-1")
     assert {library.by_id[i].url for i in received} == set(seen)
 
 

@@ -52,7 +52,7 @@ def test_redis_failing_between_mark_and_queue_does_not_block_the_retry_for_days(
     h = make_harness()
 
     monkeypatch.setattr(h.rt.actors.process_events, "send", _down)
-    monkeypatch.setattr(h.rt.store, "forget_events", _down)
+    monkeypatch.setattr(h.rt.store.events, "forget", _down)
     with pytest.raises(StoreUnavailableError):
         h.emit(event("e1"))
     # The mark could not be undone; it expires soon, so the sender's retry gets through.
@@ -68,7 +68,7 @@ def test_guard_not_extended_still_accepts(
     """Queued but the guard could not be extended: the events are accepted all the same."""
     h = make_harness()
 
-    monkeypatch.setattr(h.rt.store, "confirm_events", _down)
+    monkeypatch.setattr(h.rt.store.events, "confirm", _down)
     assert h.emit(event("e1"), event("e2")).accepted == 2
     assert 0 < _ttl(h, "e1") <= EVENT_PENDING_SECONDS
     monkeypatch.undo()
