@@ -1,5 +1,14 @@
 """Shared fixtures: a real Redis of our own (never the developer's), settings pointing
-at the shipped sequences and a temporary outbox, and runtimes with a manual clock."""
+at the shipped sequences and a temporary outbox, and runtimes with a manual clock.
+
+Queue mode: a test module that sets ``INLINE_QUEUE = True`` gets harnesses on
+dramatiq's ``StubBroker`` whose messages run inline (no worker threads; see
+tests/harness.py); others get a ``RedisBroker`` and real workers.
+
+Speed: tests that run real worker threads, subprocesses, uvicorn or chaos are marked
+``slow`` here (see :func:`pytest_collection_modifyitems`), so ``pytest -m "not slow"``
+is the quick domain subset.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dramatiq.brokers.stub import StubBroker
 
 from tests.harness import Harness
 from worker.clock import ManualClock
@@ -22,10 +32,30 @@ ROOT = Path(__file__).resolve().parent.parent
 MONDAY_9AM = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 
+#: Folders and modules whose tests all start servers, subprocesses or chaos.
+SLOW_PLACES = ("chaos", "http", "test_cli.py", "test_benchmarks_smoke.py", "test_packaging.py")
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--chaos-full", action="store_true", help="run the chaos tests at their full size"
     )
+
+
+def _is_slow(item: pytest.Item) -> bool:
+    parts = item.path.relative_to(ROOT / "tests").parts
+    if any(part in SLOW_PLACES for part in parts):
+        return True
+    # A harness outside an INLINE_QUEUE module runs real dramatiq workers.
+    uses_harness = "make_harness" in getattr(item, "fixturenames", ())
+    return uses_harness and not getattr(getattr(item, "module", None), "INLINE_QUEUE", False)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the slow tests (see the module docstring)."""
+    for item in items:
+        if _is_slow(item):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -84,16 +114,19 @@ def make_settings(
 
 @pytest.fixture
 def make_harness(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., Harness]]:
+    """Make harnesses; inline queue in modules with ``INLINE_QUEUE = True``."""
     made: list[Harness] = []
+    inline = bool(getattr(request.module, "INLINE_QUEUE", False))
 
     def make(
         *, clock: ManualClock | None = None, tuning: Tuning | None = None, **overrides: Any
     ) -> Harness:
         settings = make_settings(**overrides)
         clock = clock or ManualClock(MONDAY_9AM)
-        runtime = Runtime(settings, clock=clock, tuning=tuning)
+        broker = StubBroker() if inline else None  # type: ignore[no-untyped-call]
+        runtime = Runtime(settings, clock=clock, tuning=tuning, broker=broker)
         harness = Harness(runtime, clock, settings.outbox_dir)
         made.append(harness)
         return harness

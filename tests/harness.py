@@ -1,5 +1,14 @@
-"""Test harness: a runtime on the test Redis with a manual clock, real dramatiq
-workers in threads, and a helper that runs the scheduler until all is quiet."""
+"""Test harness: a runtime on the test Redis with a manual clock, and a helper that runs
+the scheduler until all is quiet.
+
+Two ways to run the queue:
+
+- **workers** (end-to-end): a ``RedisBroker`` and real dramatiq worker threads
+  (started by :func:`running`);
+- **inline** (domain tests): dramatiq's ``StubBroker``; :meth:`Harness.settle` takes
+  each queued message and runs its actor's function in the test's thread, so no worker
+  threads run and nothing waits on polling. Redis is still the real one.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import dramatiq
+from dramatiq.brokers.stub import StubBroker
 
 from worker.actors import EVENTS_QUEUE, TOUCHES_QUEUE
 from worker.clock import ManualClock
@@ -52,9 +62,12 @@ class Harness:
         self.clock = clock
         self.outbox = outbox
         self.scheduler = runtime.scheduler()
+        self.inline = isinstance(runtime.broker, StubBroker)
         self._worker: dramatiq.Worker | None = None
 
     def start(self, threads: int = 4) -> None:
+        if self.inline:
+            return  # messages run in settle(), in this thread
         self._worker = dramatiq.Worker(self.rt.broker, worker_threads=threads, worker_timeout=50)
         self._worker.start()
 
@@ -71,8 +84,11 @@ class Harness:
         deadline = time.monotonic() + timeout
         while True:
             queued = self.scheduler.tick()
-            for queue in (EVENTS_QUEUE, TOUCHES_QUEUE):
-                self.rt.broker.join(queue, interval=10, timeout=int(timeout * 1000))
+            if self.inline:
+                self.run_queued()
+            else:
+                for queue in (EVENTS_QUEUE, TOUCHES_QUEUE):
+                    self.rt.broker.join(queue, interval=10, timeout=int(timeout * 1000))
             if self._worker is not None:
                 self._worker.join()
             # Claims still leased (e.g. a send another worker reserved) are not "due".
@@ -84,6 +100,29 @@ class Harness:
                     return
             if time.monotonic() > deadline:
                 raise TimeoutError("queue did not settle")
+
+    def run_queued(self) -> int:
+        """Inline mode: run every queued message (and those they queue) in this thread.
+
+        No middleware runs (no retries): an actor that raises fails the test.
+        """
+        assert isinstance(self.rt.broker, StubBroker)
+        ran = 0
+        while True:
+            pending = [
+                queue
+                for name in (EVENTS_QUEUE, TOUCHES_QUEUE)
+                if not (queue := self.rt.broker.queues[name]).empty()
+            ]
+            if not pending:
+                return ran
+            for queue in pending:
+                while not queue.empty():
+                    message = dramatiq.Message.decode(queue.get_nowait())
+                    actor = self.rt.broker.get_actor(message.actor_name)
+                    actor.fn(*message.args, **message.kwargs)
+                    queue.task_done()
+                    ran += 1
 
     def advance(self, delta: timedelta) -> None:
         """Move the clock and let everything now due happen."""

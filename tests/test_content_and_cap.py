@@ -24,6 +24,10 @@ from tests.harness import Harness, event, running
 from worker.clock import ManualClock
 from worker.enrollment import touch_id
 
+#: Messages run inline on dramatiq's StubBroker (see tests/harness.py): no worker threads.
+INLINE_QUEUE = True
+
+
 CPH = ZoneInfo("Europe/Copenhagen")
 DAY = 86400.0
 CAP = 48 * 3600.0

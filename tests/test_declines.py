@@ -23,6 +23,10 @@ from tests.harness import Harness, event, running
 from worker.enrollment import touch_id
 from worker.suppression import suppress_address
 
+#: Messages run inline on dramatiq's StubBroker (see tests/harness.py): no worker threads.
+INLINE_QUEUE = True
+
+
 CPH = ZoneInfo("Europe/Copenhagen")
 DAY = 86400.0
 

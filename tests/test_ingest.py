@@ -11,6 +11,9 @@ from tests.harness import Harness, event, running
 from worker.errors import StoreUnavailableError
 from worker.store import EVENT_DEDUP_SECONDS, EVENT_PENDING_SECONDS
 
+#: Messages run inline on dramatiq's StubBroker (see tests/harness.py): no worker threads.
+INLINE_QUEUE = True
+
 
 def _down(*_: object, **__: object) -> None:
     raise redis.ConnectionError("Redis went away")
@@ -23,6 +26,7 @@ def _ttl(h: Harness, event_id: str) -> int:
 def test_queued_event_is_guarded_for_the_whole_dedup_window(
     make_harness: Callable[..., Harness],
 ) -> None:
+
     h = make_harness()
     assert h.emit(event("e1")).accepted == 1
     assert _ttl(h, "e1") > 7 * 86400

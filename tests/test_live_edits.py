@@ -13,6 +13,9 @@ from tests.harness import Harness, event, running
 from tests.test_pipeline import INBOUND, steps_sent
 from worker.enrollment import touch_id
 
+#: Messages run inline on dramatiq's StubBroker (see tests/harness.py): no worker threads.
+INLINE_QUEUE = True
+
 
 def edit(path: Path, old: str, new: str) -> None:
     text = path.read_text()
@@ -28,6 +31,7 @@ def value_first(catalog_dirs: dict[str, Path]) -> Path:
 def test_invalid_edit_is_refused_and_the_last_good_version_keeps_running(
     make_harness: Callable[..., Harness], value_first: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+
     h = make_harness()
     version = h.rt.catalog.current.catalog.version
     edit(value_first, "wait: 3 business days", "wait: three business days")

@@ -9,6 +9,9 @@ import pytest
 
 from tests.harness import Harness, event, running
 
+#: Messages run inline on dramatiq's StubBroker (see tests/harness.py): no worker threads.
+INLINE_QUEUE = True
+
 INBOUND = {
     "first_name": "Ann",
     "company": "Berg ApS",
@@ -27,6 +30,7 @@ def steps_sent(h: Harness, lead: str = "lead-1") -> list[str]:
 def test_created_event_sends_every_step_in_order_at_its_time(
     make_harness: Callable[..., Harness],
 ) -> None:
+
     h = make_harness()
     with running(h):
         assert h.emit(event("e1", **INBOUND)).accepted == 1

@@ -17,6 +17,10 @@ import pytest
 
 from tests.harness import Harness, event, running
 
+#: Messages run inline on dramatiq's StubBroker (see tests/harness.py): no worker threads.
+INLINE_QUEUE = True
+
+
 DAY = 86400.0
 URL = re.compile(r"https://example\.com/\S+")
 OLE = {"name": "Ole Holm", "company": "Holm & Co"}
