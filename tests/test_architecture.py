@@ -1,0 +1,107 @@
+"""The layering the code promises (docs/architecture.md): no import cycle among the
+worker's modules, and no module outside ``worker/store/`` talking to Redis."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "worker"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(tree: ast.Module, modules: set[str]) -> set[str]:
+    """Every worker module imported anywhere in the file (function bodies too: an import
+    hidden in a function is still a cycle), except under ``if TYPE_CHECKING``."""
+    found: set[str] = set()
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            stack.extend(node.orelse)
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        stack.extend(ast.iter_child_nodes(node))
+    return {name for name in found if name in modules}
+
+
+def _graph() -> dict[str, set[str]]:
+    paths = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    modules = set(paths)
+    graph = {}
+    for name, path in paths.items():
+        deps = _imports(ast.parse(path.read_text()), modules)
+        # Importing a.b.c imports its packages a and a.b first: only edges between
+        # modules count, not a module and its own parent packages.
+        graph[name] = {d for d in deps if d != name and not name.startswith(d + ".")}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == 1:
+                return [*path[path.index(dep) :], dep]
+            if dep not in state and (found := visit(dep)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_worker_modules_import_no_cycle() -> None:
+    graph = _graph()
+    assert "worker.runtime" in graph["worker.worker_process"]  # the graph is real
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+
+
+def test_the_domain_does_not_know_the_runtime() -> None:
+    """The composition root imports the domain, never the other way round."""
+    graph = _graph()
+    for module in ("actors", "pipeline", "sending", "scheduler", "enrollment", "store"):
+        assert "worker.runtime" not in graph[f"worker.{module}"], module
+
+
+REDIS_USE = re.compile(
+    r"\.redis\.(?!close\()\w+\(|\.keys\.\w+|\bKeys\(|\b(?:register_script|pipeline|hset|hget|hgetall|"
+    r"zadd|zrem|zscore|zrange|zrangebyscore|xadd|llen|zcard|smembers|sadd)\("
+)
+
+
+def test_only_the_store_talks_to_redis() -> None:
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if relative.startswith("store/"):
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if REDIS_USE.search(line):
+                offenders.append(f"worker/{relative}:{number}: {line.strip()}")
+    assert offenders == []
