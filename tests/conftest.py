@@ -5,6 +5,11 @@ Queue mode: a test module that sets ``INLINE_QUEUE = True`` gets harnesses on
 dramatiq's ``StubBroker`` whose messages run inline (no worker threads; see
 tests/harness.py); others get a ``RedisBroker`` and real workers.
 
+Catalog: loading and checking the shipped catalog takes most of a domain test's time,
+so harnesses of inline modules share one loaded from a session copy of the shipped
+files, unless the test takes ``catalog_dirs`` itself (to edit it), its module sets
+``EDITS_CATALOG = True``, or it overrides a setting the catalog reads.
+
 Speed: tests that run real worker threads, subprocesses, uvicorn or chaos are marked
 ``slow`` here (see :func:`pytest_collection_modifyitems`), so ``pytest -m "not slow"``
 is the quick domain subset.
@@ -12,6 +17,7 @@ is the quick domain subset.
 
 from __future__ import annotations
 
+import inspect
 import shutil
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -22,6 +28,7 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 
 from tests.harness import Harness
+from worker.catalog import LiveCatalog
 from worker.clock import ManualClock
 from worker.redis_server import RedisProcess, start_redis
 from worker.runtime import Runtime, Tuning
@@ -112,13 +119,40 @@ def make_settings(
     return make
 
 
+#: Settings the catalog is loaded with: a test overriding one gets its own catalog.
+CATALOG_SETTINGS = frozenset({"sequences_dir", "templates_dir", "content_dir", "default_locale"})
+
+
+@pytest.fixture(scope="session")
+def shipped_catalog(tmp_path_factory: pytest.TempPathFactory) -> LiveCatalog:
+    """The shipped catalog, loaded once from a session copy nobody edits."""
+    root = tmp_path_factory.mktemp("shipped")
+    dirs = {name: root / name for name in ("sequences", "templates", "content")}
+    for name, target in dirs.items():
+        shutil.copytree(ROOT / name, target)
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        sequences_dir=dirs["sequences"],
+        templates_dir=dirs["templates"],
+        content_dir=dirs["content"],
+    )
+    return LiveCatalog(settings)
+
+
 @pytest.fixture
 def make_harness(
-    make_settings: Callable[..., Settings], request: pytest.FixtureRequest
+    make_settings: Callable[..., Settings],
+    request: pytest.FixtureRequest,
+    shipped_catalog: LiveCatalog,
 ) -> Iterator[Callable[..., Harness]]:
     """Make harnesses; inline queue in modules with ``INLINE_QUEUE = True``."""
     made: list[Harness] = []
     inline = bool(getattr(request.module, "INLINE_QUEUE", False))
+    may_share = (
+        inline
+        and "catalog_dirs" not in inspect.signature(request.function).parameters
+        and not getattr(request.module, "EDITS_CATALOG", False)
+    )
 
     def make(
         *, clock: ManualClock | None = None, tuning: Tuning | None = None, **overrides: Any
@@ -126,7 +160,14 @@ def make_harness(
         settings = make_settings(**overrides)
         clock = clock or ManualClock(MONDAY_9AM)
         broker = StubBroker() if inline else None  # type: ignore[no-untyped-call]
-        runtime = Runtime(settings, clock=clock, tuning=tuning, broker=broker)
+        shared = may_share and not CATALOG_SETTINGS & overrides.keys()
+        runtime = Runtime(
+            settings,
+            clock=clock,
+            tuning=tuning,
+            broker=broker,
+            catalog=shipped_catalog if shared else None,
+        )
         harness = Harness(runtime, clock, settings.outbox_dir)
         made.append(harness)
         return harness

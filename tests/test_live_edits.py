@@ -15,6 +15,8 @@ from worker.enrollment import touch_id
 
 #: Messages run inline on dramatiq's StubBroker (see tests/harness.py): no worker threads.
 INLINE_QUEUE = True
+#: Its tests edit their catalog copy: each harness loads its own.
+EDITS_CATALOG = True
 
 
 def edit(path: Path, old: str, new: str) -> None:

@@ -59,12 +59,15 @@ class Runtime:
         tuning: Tuning | None = None,
         load_catalog: bool = True,
         broker: dramatiq.Broker | None = None,
+        catalog: LiveCatalog | None = None,
     ) -> None:
         """Wire one process.
 
         Args:
             broker: The dramatiq broker; by default a ``RedisBroker`` on the same Redis
                 (tests of the domain pass a ``StubBroker`` and run messages inline).
+            catalog: A catalog loaded already (tests share one); by default loaded
+                from the settings' folders, now or (``load_catalog=False``) at first use.
         """
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
@@ -81,7 +84,7 @@ class Runtime:
             heartbeat_timeout=self.tuning.heartbeat_timeout_ms,
         )
         self._delivery = delivery
-        self._catalog = LiveCatalog(settings) if load_catalog else None
+        self._catalog = catalog or (LiveCatalog(settings) if load_catalog else None)
         self.processor = EventProcessor(
             self.store, self._current_catalog, self.clock, settings.default_timezone
         )
