@@ -311,7 +311,9 @@ def touch_anatomy(bench: Bench, count: int = 300, warmup: int = 20) -> dict[str,
         store = runtime.store
         for part_name, name in STORE_CALLS:
             part = getattr(store, part_name)
-            setattr(part, name, timings.wrap(f"Store.{part_name}.{name}", getattr(part, name)))
+            # Named like the round-trip counter names them (class qualname), so they match.
+            label = f"{type(part).__qualname__}.{name}"
+            setattr(part, name, timings.wrap(label, getattr(part, name)))
         delivery = runtime.delivery
         setattr(delivery, "send", timings.wrap("SendGridDelivery.send", delivery.send))  # noqa: B010
         renderer = runtime.catalog.current.renderer
