@@ -13,6 +13,7 @@ import logging
 from datetime import datetime
 from typing import Any, cast
 
+from worker.errors import PoisonEvent as PoisonEvent  # re-exported: actors import it from here
 from worker.events import Event
 from worker.keys import touch_id
 from worker.runtime import Runtime
@@ -31,10 +32,6 @@ SUPPRESSING_TYPES = frozenset({"lead.unsubscribed"})
 #: one of these may be the first the worker hears of a lead, before the event with its
 #: address: it is kept (a lead without an email) so the later event respects it.
 ENDING_TYPES = SUPPRESSING_TYPES | {"lead.disqualified", "lead.replied", "meeting.booked"}
-
-
-class PoisonEvent(Exception):
-    """Raised when an event can never be processed (kept as a dead letter)."""
 
 
 def merge_lead(stored: dict[str, Any] | None, event: Event) -> dict[str, Any]:

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from worker.errors import ApiError
 from worker.runtime import Runtime
 from worker.status import queue_depths
 
 log = logging.getLogger(__name__)
+_access_log = logging.getLogger("worker.http")  # the service's own lines: requests, refusals
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -174,3 +177,17 @@ class HttpMetrics:
     def render(self) -> bytes:
         """The Prometheus text exposition (reads Redis: call it off the event loop)."""
         return generate_latest(self.registry)
+
+    @contextmanager
+    def counting_refusals(self, source: str) -> Iterator[None]:
+        """Count and log each :class:`ApiError` leaving the block, then let it go on.
+
+        Args:
+            source: The event route's source label (native, hubspot, pipedrive, sendgrid).
+        """
+        try:
+            yield
+        except ApiError as exc:
+            self.events_refused.labels(source, exc.code).inc()
+            _access_log.info("%s refused: %s", source, exc.message, extra={"reason": exc.code})
+            raise
