@@ -92,8 +92,10 @@ class PermanentDeliveryError(DeliveryError):
 
 
 class OutcomeUnknownError(DeliveryError):
-    """Raised when the request may or may not have reached the provider (connection
-    dropped after the request was sent, timeout while waiting for the answer)."""
+    """Raised when the request may or may not have reached the provider.
+
+    The connection dropped after the request was sent, or the answer timed out.
+    """
 
 
 class StoreUnavailableError(NurtureError):
@@ -109,7 +111,7 @@ class PoisonEvent(NurtureError):
 
 
 class ContentCallError(NurtureError):
-    """Raised inside a template by a wrong ``content(...)`` call.
+    """Raised when a template calls ``content(...)`` with a kind that does not exist.
 
     Attributes:
         message: What is wrong with the call.
@@ -151,8 +153,11 @@ class ApiError(NurtureError):
 
 
 class BodyError(ApiError):
-    """Raised when a request body cannot be read as JSON: over the size limit (413), of the
-    wrong content type (415), or not UTF-8, empty, not JSON or nested too deeply (400)."""
+    """Raised when a request body is too large (413), not declared JSON (415) or bad JSON (400).
+
+    Bad JSON means not UTF-8 (``invalid_utf8``), empty (``empty_body``), not JSON
+    (``invalid_json``) or nested deeper than the limit (``too_deep``).
+    """
 
 
 class SignatureError(ApiError):
