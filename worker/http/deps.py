@@ -53,6 +53,11 @@ async def metrics(request: Request) -> HttpMetrics:
     return (await http_state(request)).metrics
 
 
+def unix_now(runtime: Runtime) -> float:
+    """The runtime's clock as Unix seconds (signature timestamps are checked against it)."""
+    return runtime.clock.now().timestamp()
+
+
 StateDep = Annotated[HttpState, Depends(http_state)]
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
 MetricsDep = Annotated[HttpMetrics, Depends(metrics)]

@@ -27,9 +27,8 @@ from worker.http.adapters import (
     translate,
 )
 from worker.http.body import decode_json, read_body, require_json
-from worker.http.deps import StateDep
+from worker.http.deps import StateDep, unix_now
 from worker.http.errors import unavailable
-from worker.http.routes.events import now
 from worker.http.schemas import CRM_BODY, AdapterAccepted, Problem, error_responses
 from worker.http.signatures import (
     HUBSPOT_SIGNATURE_HEADER,
@@ -57,7 +56,7 @@ def verify_crm(request: Request, body: bytes, crm: Crm, runtime: Runtime) -> Non
     settings = runtime.settings
     headers = request.headers
     if headers.get(SIGNATURE_HEADER):
-        verify(headers[SIGNATURE_HEADER], body, settings.webhook_secrets, now(runtime))
+        verify(headers[SIGNATURE_HEADER], body, settings.webhook_secrets, unix_now(runtime))
     elif (
         crm == "hubspot"
         and settings.hubspot_client_secret
@@ -70,12 +69,12 @@ def verify_crm(request: Request, body: bytes, crm: Crm, runtime: Runtime) -> Non
             uri=hubspot_uri(settings.public_url, request.url.path, request.url.query),
             body=body,
             client_secret=settings.hubspot_client_secret,
-            now=now(runtime),
+            now=unix_now(runtime),
         )
     elif crm == "pipedrive" and settings.pipedrive_webhook_auth and headers.get("authorization"):
         verify_basic_auth(headers.get("authorization"), settings.pipedrive_webhook_auth)
     else:
-        verify(None, body, settings.webhook_secrets, now(runtime))
+        verify(None, body, settings.webhook_secrets, unix_now(runtime))
 
 
 def read_crm_body(
@@ -183,6 +182,7 @@ async def post_hubspot(
     request: Request,
     state: StateDep,
     workflow: str | None = None,
+    # Declared for the OpenAPI document; verify_crm reads the signature headers itself.
     x_nurture_signature: str | None = Header(default=None, alias=SIGNATURE_HEADER),
 ) -> JSONResponse:
     return await handle_crm(request, state, "hubspot", workflow)
@@ -199,6 +199,7 @@ async def post_hubspot(
 async def post_pipedrive(
     request: Request,
     state: StateDep,
+    # Declared for the OpenAPI document; verify_crm reads the signature headers itself.
     x_nurture_signature: str | None = Header(default=None, alias=SIGNATURE_HEADER),
 ) -> JSONResponse:
     return await handle_crm(request, state, "pipedrive", None)

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from worker.errors import ApiError, EventError, StoreUnavailableError
 from worker.events import MAX_EVENTS_PER_BATCH, Event, validate_event
 from worker.http.body import decode_json, read_body, require_json
-from worker.http.deps import MetricsDep, RuntimeDep
+from worker.http.deps import MetricsDep, RuntimeDep, unix_now
 from worker.http.errors import unavailable
 from worker.http.schemas import EVENTS_BODY, Accepted, error_responses
 from worker.http.signatures import SIGNATURE_HEADER, verify
@@ -20,11 +20,6 @@ from worker.ingest import IngestResult, ingest
 from worker.runtime import Runtime
 
 router = APIRouter(tags=["events"])
-
-
-def now(runtime: Runtime) -> float:
-    """The runtime's clock as Unix seconds (signature timestamps are checked against it)."""
-    return runtime.clock.now().timestamp()
 
 
 def validate_batch(items: list[Any]) -> tuple[list[Event], list[tuple[int, str]]]:
@@ -94,7 +89,7 @@ async def post_events(
     with metrics.counting_refusals("native"):
         require_json(request)
         body = await read_body(request)
-        verify(x_nurture_signature, body, runtime.settings.webhook_secrets, now(runtime))
+        verify(x_nurture_signature, body, runtime.settings.webhook_secrets, unix_now(runtime))
         events = await run_in_threadpool(parse_lead_events, body)
         result = await run_in_threadpool(ingest_or_503, runtime, events)
     metrics.events_accepted.labels("native").inc(result.accepted)
