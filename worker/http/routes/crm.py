@@ -27,7 +27,7 @@ from worker.http.adapters import (
     translate,
 )
 from worker.http.body import decode_json, read_body, require_json
-from worker.http.deps import StateDep, unix_now
+from worker.http.deps import HttpState, StateDep, unix_now
 from worker.http.errors import unavailable
 from worker.http.schemas import CRM_BODY, AdapterAccepted, Problem, error_responses
 from worker.http.signatures import (
@@ -134,7 +134,7 @@ def keep_and_ingest(
 
 
 async def handle_crm(
-    request: Request, state: StateDep, crm: Crm, workflow: str | None
+    request: Request, state: HttpState, crm: Crm, workflow: str | None
 ) -> JSONResponse:
     """Both CRM routes: read, verify, map, keep; answer 202 with what became of each."""
     runtime, metrics = state.runtime, state.metrics
