@@ -16,9 +16,9 @@ import dramatiq
 import redis
 from dramatiq.middleware import Middleware, Retries
 
-from worker.errors import EventError
+from worker.errors import EventError, PoisonEvent
 from worker.events import validate_event
-from worker.pipeline import EventProcessor, PoisonEvent
+from worker.pipeline import EventProcessor
 from worker.sending import Touch, TouchSender
 from worker.store import Store
 

@@ -1,7 +1,10 @@
 """One error tree for the whole worker.
 
 Errors a marketer sees name the file, the line and the fix (:class:`Problem`);
-errors an operator sees name the setting or the service.
+errors an operator sees name the setting or the service. Errors the HTTP service
+answers with (:class:`ApiError` and its subclasses) carry their status, their
+machine-readable code and their headers; ``worker/http/errors.py`` shapes them into
+the JSON body every 4xx/5xx answer has.
 """
 
 from __future__ import annotations
@@ -89,9 +92,83 @@ class PermanentDeliveryError(DeliveryError):
 
 
 class OutcomeUnknownError(DeliveryError):
-    """Raised when the request may or may not have reached the provider (connection
-    dropped after the request was sent, timeout while waiting for the answer)."""
+    """Raised when the request may or may not have reached the provider.
+
+    The connection dropped after the request was sent, or the answer timed out.
+    """
 
 
 class StoreUnavailableError(NurtureError):
     """Raised when Redis cannot be reached."""
+
+
+class MappingError(NurtureError):
+    """Raised when a CRM mapping file is missing or invalid; the message names the file."""
+
+
+class PoisonEvent(NurtureError):
+    """Raised when an event can never be processed (kept as a dead letter)."""
+
+
+class ContentCallError(NurtureError):
+    """Raised when a template calls ``content(...)`` with a kind that does not exist.
+
+    Attributes:
+        message: What is wrong with the call.
+        fix: What to write instead.
+    """
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+
+class ApiError(NurtureError):
+    """Raised when an HTTP request is refused; carries the whole answer but its shape.
+
+    Attributes:
+        status: The HTTP status code (4xx or 5xx).
+        code: Machine-readable reason, e.g. ``invalid_json`` (also a metrics label).
+        message: What is wrong and how to fix it, for the sender's logs.
+        errors: (index, reason) of each bad item of a batch, when there are any.
+        headers: Extra response headers (``Retry-After``, ``WWW-Authenticate``).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        errors: list[tuple[int, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.errors = errors
+        self.headers = headers or {}
+
+
+class BodyError(ApiError):
+    """Raised when a request body is too large (413), not declared JSON (415) or bad JSON (400).
+
+    Bad JSON means not UTF-8 (``invalid_utf8``), empty (``empty_body``), not JSON
+    (``invalid_json``) or nested deeper than the limit (``too_deep``).
+    """
+
+
+class SignatureError(ApiError):
+    """Raised when a request's signature is missing, malformed, expired or wrong (401)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(401, code, message, headers={"WWW-Authenticate": "Signature"})
+
+
+class PayloadError(ApiError):
+    """Raised when a body is not the CRM's webhook shape at all (400 ``invalid_payload``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, "invalid_payload", message)

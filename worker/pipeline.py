@@ -22,7 +22,7 @@ from worker.enrollment import (
     ExitReason,
     touch_id,
 )
-from worker.errors import NurtureError
+from worker.errors import PoisonEvent
 from worker.events import Event
 from worker.sequences import Catalog, Sequence, condition_context
 from worker.sequences.conditions import lookup
@@ -40,10 +40,6 @@ SUPPRESSING_TYPES = frozenset({"lead.unsubscribed"})
 #: one of these may be the first the worker hears of a lead, before the event with its
 #: address: it is kept (a lead without an email) so the later event respects it.
 ENDING_TYPES = SUPPRESSING_TYPES | {"lead.disqualified", "lead.replied", "meeting.booked"}
-
-
-class PoisonEvent(NurtureError):
-    """Raised when an event can never be processed (kept as a dead letter)."""
 
 
 def merge_lead(stored: dict[str, Any] | None, event: Event) -> dict[str, Any]:

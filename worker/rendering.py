@@ -40,7 +40,7 @@ from jinja2.utils import missing
 from markupsafe import Markup, escape
 
 from worker.content import KINDS, ContentItem, ContentLibrary, locale_chain, normalize_locale
-from worker.errors import RenderError
+from worker.errors import ContentCallError, RenderError
 
 EMAIL_BLOCKS = ("subject", "text", "html")
 LAYOUT_BLOCKS = ("text_footer", "html_footer", "html_document")
@@ -104,20 +104,6 @@ class TemplateRenderError(RenderError):
         self.fix = fix
         where = f"{file}:{line}" if line else file
         super().__init__(f"{where}: {message}" + (f" — {fix}" if fix else ""))
-
-
-class ContentCallError(Exception):
-    """Raised inside a template by a wrong ``content(...)`` call.
-
-    Attributes:
-        message: What is wrong with the call.
-        fix: What to write instead.
-    """
-
-    def __init__(self, message: str, fix: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.fix = fix
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from worker.errors import MappingError, PayloadError
 from worker.events import EVENT_TYPE, describe_validation
 
 CRMS = ("hubspot", "pipedrive")
@@ -62,10 +63,6 @@ _PIPEDRIVE_CUSTOM_KEY = re.compile(r"^[0-9a-f]{40}$")
 
 _MISSING: Any = object()
 Scalar = str | int | float | bool
-
-
-class MappingError(Exception):
-    """Raised when a CRM mapping file is missing or invalid; the message names the file."""
 
 
 # -- the mapping file -------------------------------------------------------------------
@@ -257,10 +254,6 @@ class MappingFile:
 
 
 # -- reading CRM payloads ---------------------------------------------------------------
-
-
-class PayloadError(Exception):
-    """Raised when a body is not the CRM's webhook shape at all (the request gets a 400)."""
 
 
 @dataclass

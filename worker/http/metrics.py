@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from worker.errors import ApiError
 from worker.runtime import Runtime
 from worker.status import queue_depths
 
 log = logging.getLogger(__name__)
+_access_log = logging.getLogger("worker.http")  # the service's own lines: requests, refusals
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -50,29 +54,27 @@ class StoreCollector(Collector):
             return
         up.add_metric([], 1)
         yield up
-
-        touches = CounterMetricFamily(
-            "nurture_touches",
-            "Touches per sequence and step by outcome (sent, failed, retried, unknown, "
-            "skipped) and SendGrid feedback (delivered, open, click)",
-            labels=["sequence", "step", "outcome"],
+        yield _touches(stats)
+        yield _queue_depths(queues)
+        yield from self._schedule(schedule, counters)
+        yield GaugeMetricFamily(
+            "nurture_dead_letters", "Dead letters kept for the operator", value=float(dead)
         )
-        for sequence, steps in stats.items():
-            for step, values in steps.items():
-                for outcome, value in values.items():
-                    touches.add_metric([sequence, step, outcome], value)
-        yield touches
-
-        depth = GaugeMetricFamily(
-            "nurture_queue_messages",
-            "Messages in each dramatiq queue: ready, delayed, failed (dead-lettered)",
-            labels=["queue", "state"],
+        yield GaugeMetricFamily(
+            "nurture_suppressed_addresses",
+            "Addresses suppressed (unsubscribe, hard bounce, spam report)",
+            value=float(suppressed),
         )
-        for queue, states in queues.items():
-            for state, value in states.items():
-                depth.add_metric([queue, state], value)
-        yield depth
+        worker = GaugeMetricFamily(
+            "nurture_worker_counter",
+            "The workers' global counters (sent, lateness_sum, caught_up, ...)",
+            labels=["name"],
+        )
+        for name, amount in sorted(counters.items()):
+            worker.add_metric([name], amount)
+        yield worker
 
+    def _schedule(self, schedule: dict[str, Any], counters: dict[str, float]) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "nurture_scheduled_touches",
             "Touches waiting in the durable schedule",
@@ -96,22 +98,32 @@ class StoreCollector(Collector):
             "Lateness of the most overdue touch at the scheduler's last claim",
             value=float(counters.get("scheduler_lag_last", 0.0)),
         )
-        yield GaugeMetricFamily(
-            "nurture_dead_letters", "Dead letters kept for the operator", value=float(dead)
-        )
-        yield GaugeMetricFamily(
-            "nurture_suppressed_addresses",
-            "Addresses suppressed (unsubscribe, hard bounce, spam report)",
-            value=float(suppressed),
-        )
-        worker = GaugeMetricFamily(
-            "nurture_worker_counter",
-            "The workers' global counters (sent, lateness_sum, caught_up, ...)",
-            labels=["name"],
-        )
-        for name, amount in sorted(counters.items()):
-            worker.add_metric([name], amount)
-        yield worker
+
+
+def _touches(stats: dict[str, dict[str, dict[str, int]]]) -> Metric:
+    touches = CounterMetricFamily(
+        "nurture_touches",
+        "Touches per sequence and step by outcome (sent, failed, retried, unknown, "
+        "skipped) and SendGrid feedback (delivered, open, click)",
+        labels=["sequence", "step", "outcome"],
+    )
+    for sequence, steps in stats.items():
+        for step, values in steps.items():
+            for outcome, value in values.items():
+                touches.add_metric([sequence, step, outcome], value)
+    return touches
+
+
+def _queue_depths(queues: dict[str, dict[str, int]]) -> Metric:
+    depth = GaugeMetricFamily(
+        "nurture_queue_messages",
+        "Messages in each dramatiq queue: ready, delayed, failed (dead-lettered)",
+        labels=["queue", "state"],
+    )
+    for queue, states in queues.items():
+        for state, value in states.items():
+            depth.add_metric([queue, state], value)
+    return depth
 
 
 class HttpMetrics:
@@ -174,3 +186,17 @@ class HttpMetrics:
     def render(self) -> bytes:
         """The Prometheus text exposition (reads Redis: call it off the event loop)."""
         return generate_latest(self.registry)
+
+    @contextmanager
+    def counting_refusals(self, source: str) -> Iterator[None]:
+        """Count and log each :class:`ApiError` leaving the block, then let it go on.
+
+        Args:
+            source: The event route's source label (native, hubspot, pipedrive, sendgrid).
+        """
+        try:
+            yield
+        except ApiError as exc:
+            self.events_refused.labels(source, exc.code).inc()
+            _access_log.info("%s refused: %s", source, exc.message, extra={"reason": exc.code})
+            raise

@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 
+from worker.errors import SignatureError
+
 SIGNATURE_HEADER = "X-Nurture-Signature"
 TOLERANCE_SECONDS = 300
 # More than this many v1 values is not rotation but an attempt to make us compute a lot.
@@ -41,20 +43,6 @@ SENDGRID_TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _DIGITS = re.compile(r"^[0-9]{1,15}$")
-
-
-class SignatureError(Exception):
-    """Raised when a request's signature is missing, malformed, expired or wrong.
-
-    Attributes:
-        code: Short machine-readable reason (also the metrics label).
-        message: What is wrong and how to fix it, for the sender's logs.
-    """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def compute_signature(secret: str, timestamp: int, body: bytes) -> str:
