@@ -32,7 +32,7 @@ def test_env_and_dotenv_are_read(env: pytest.MonkeyPatch, tmp_path: object) -> N
     with open(".env", "w") as handle:
         handle.write("NURTURE_DEFAULT_LOCALE=da\nNURTURE_FROM_EMAIL=hej@example.dk\n")
     settings = load_settings()
-    assert settings.webhook_secrets == ["old-secret", "new-secret"]
+    assert [s.get_secret_value() for s in settings.webhook_secrets] == ["old-secret", "new-secret"]
     assert settings.frequency_cap == 0
     assert settings.default_locale == "da"
     assert settings.from_email == "hej@example.dk"

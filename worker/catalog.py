@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from worker.content import ContentLibrary
 from worker.errors import CatalogError, Problem
 from worker.rendering import Renderer
+from worker.rendering.check import check_templates
 from worker.sequences import Catalog, load_catalog
 from worker.settings import Settings
-from worker.template_check import check_templates
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from tests.conftest import ROOT
 from tests.harness import Harness
@@ -416,7 +417,10 @@ def test_live_crm_native_auth(
     make_settings: Callable[..., Any], serve: Callable[[Runtime], LiveServer], crm_dir: Path
 ) -> None:
     settings = make_settings(crm_dir=crm_dir).model_copy(
-        update={"hubspot_client_secret": "hs-secret", "pipedrive_webhook_auth": "pd:pw"}
+        update={
+            "hubspot_client_secret": SecretStr("hs-secret"),
+            "pipedrive_webhook_auth": SecretStr("pd:pw"),
+        }
     )
     runtime = Runtime(settings, load_catalog=False)
     try:

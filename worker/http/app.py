@@ -430,10 +430,18 @@ def create_app(runtime: Runtime) -> FastAPI:
             raise SettingsError(f"NURTURE_SENDGRID_WEBHOOK_PUBLIC_KEY {exc}") from None
     crm_dir = settings.crm_dir
     mappings = {crm: MappingFile(crm_dir / f"{crm}.yaml", crm) for crm in ("hubspot", "pipedrive")}
-    # Optional CRM-native auth; read with getattr until Settings declares them
-    # (NURTURE_HUBSPOT_CLIENT_SECRET, NURTURE_PIPEDRIVE_WEBHOOK_AUTH).
-    hubspot_secret: str | None = getattr(settings, "hubspot_client_secret", None)
-    pipedrive_auth: str | None = getattr(settings, "pipedrive_webhook_auth", None)
+    webhook_secrets = [secret.get_secret_value() for secret in settings.webhook_secrets]
+    # Optional CRM-native auth (NURTURE_HUBSPOT_CLIENT_SECRET, NURTURE_PIPEDRIVE_WEBHOOK_AUTH).
+    hubspot_secret = (
+        settings.hubspot_client_secret.get_secret_value()
+        if settings.hubspot_client_secret
+        else None
+    )
+    pipedrive_auth = (
+        settings.pipedrive_webhook_auth.get_secret_value()
+        if settings.pipedrive_webhook_auth
+        else None
+    )
     metrics = HttpMetrics(runtime)
     _install_record_factory()
 
@@ -529,7 +537,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             require_json(request)
             body = await read_body(request)
             try:
-                verify(x_nurture_signature, body, settings.webhook_secrets, now())
+                verify(x_nurture_signature, body, webhook_secrets, now())
             except SignatureError as exc:
                 raise signature_error(exc) from None
             events = await run_in_threadpool(parse_lead_events, body)
@@ -545,7 +553,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         """Our signature always works; the CRM's own scheme when configured."""
         try:
             if request.headers.get(SIGNATURE_HEADER):
-                verify(request.headers[SIGNATURE_HEADER], body, settings.webhook_secrets, now())
+                verify(request.headers[SIGNATURE_HEADER], body, webhook_secrets, now())
             elif (
                 crm == "hubspot"
                 and hubspot_secret
@@ -563,7 +571,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             elif crm == "pipedrive" and pipedrive_auth and request.headers.get("authorization"):
                 verify_basic_auth(request.headers.get("authorization"), pipedrive_auth)
             else:
-                verify(None, body, settings.webhook_secrets, now())
+                verify(None, body, webhook_secrets, now())
         except SignatureError as exc:
             raise signature_error(exc) from None
 

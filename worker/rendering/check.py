@@ -25,17 +25,15 @@ from jinja2 import TemplateSyntaxError, nodes
 from markupsafe import Markup
 
 from worker.content import ContentLibrary, normalize_locale
-from worker.errors import Problem
-from worker.rendering import (
+from worker.errors import Problem, did_you_mean
+from worker.rendering.explain import LEAD_FIELDS, explain, syntax_fix
+from worker.rendering.renderer import (
     EMAIL_BLOCKS,
     LAYOUT,
     LAYOUT_BLOCKS,
-    LEAD_FIELDS,
     Renderer,
     TemplateRenderError,
-    explain,
     is_locale_dir,
-    syntax_fix,
 )
 from worker.sequences import Catalog, Sequence, Step
 
@@ -182,10 +180,10 @@ def _missing_template(
     only_in = [
         loc for loc in locale_dirs if (renderer.templates_dir / loc / f"{name}.j2").is_file()
     ]
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.8)
+    close = did_you_mean(name, known, cutoff=0.8, n=3).strip()
     parts = []
     if close:
-        parts.append(f"did you mean {' or '.join(f'`{c}`' for c in close)}?")
+        parts.append(close)
     if only_in:
         parts.append(
             f"it exists only in {', '.join(only_in)}/; create {expected} too, since leads "
@@ -346,14 +344,13 @@ def _unknown_filters_and_tests(
             name = node.name
             if name in known:
                 continue
-            meant = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
             usage = f"{{{{ value | {name} }}}}" if kind == "filter" else f"value is {name}"
             problems.append(
                 Problem(
                     display,
                     node.lineno,
                     f"there is no {kind} named `{name}` (in `{usage}`)",
-                    (f"did you mean `{meant[0]}`? " if meant else "")
+                    did_you_mean(name, sorted(known))
                     + (
                         "the helpers and the usual Jinja filters are listed in "
                         "docs/templates.md (Helpers)"
@@ -598,8 +595,7 @@ def _check_layouts(renderer: Renderer, locale_dirs: list[str]) -> set[Problem]:
             try:
                 output = "".join(tpl.blocks[block](tpl.new_context({**variables, **extra})))
             except Exception as exc:
-                err = explain(exc, variables, [], display)
-                found.add(Problem(err.file, err.line, err.message, err.fix))
+                found.add(explain(exc, variables, [], display))
                 continue
             line = renderer.block_line(relative, block)
             if block in ("text_footer", "html_footer"):
