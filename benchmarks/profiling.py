@@ -205,7 +205,7 @@ HIGHLIGHTS: dict[str, Callable[[tuple[Frame, ...]], bool]] = {
     "opening the TCP connection (connect, getaddrinfo)": _calls("create_connection", "socket"),
     "redis-py, all commands": lambda frames: any("redis/" in f.file for f in frames),
     "Jinja2 rendering": lambda frames: any(
-        "jinja2/" in f.file or f.file.endswith("worker/rendering/") for f in frames
+        "jinja2/" in f.file or "worker/rendering/" in f.file for f in frames
     ),
 }
 

@@ -20,7 +20,6 @@ chooses the best fit for the lead.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,11 +27,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from worker.errors import Problem
+from worker.errors import Problem, did_you_mean
+from worker.yamlfile import read_yaml, yaml_line
 
 KINDS = ("case_study", "testimonial", "guide", "webinar", "outcome_story")
 REQUIRED = ("id", "kind", "title", "summary", "outcome", "url")
@@ -260,32 +258,11 @@ def _as_values(value: Any) -> set[str]:
     return {str(value).strip().lower()}
 
 
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"did you mean `{close[0]}`?" if close else ""
-
-
 def _load_file(path: Path, problems: list[Problem]) -> list[ContentItem]:
     """Parse one content file; append problems, return its valid items."""
     file = str(path)
-    yaml = YAML(typ="rt")
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        problems.append(Problem(file, 0, "file is not UTF-8 text", "save it as UTF-8"))
-        return []
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 0
-        what = exc.problem or str(exc)
-        fix = "check the indentation and that every `key: value` has a space after the colon"
-        if "duplicate key" in what:
-            fix = "remove one of the two keys"
-        problems.append(Problem(file, line, f"this is not valid YAML: {what}", fix))
-        return []
-    except YAMLError as exc:
-        problems.append(Problem(file, 0, f"this is not valid YAML: {exc}", "check the syntax"))
-        return []
+    data, found = read_yaml(path.read_bytes(), file, "see docs/templates.md")
+    problems.extend(found)
     if data is None:
         return []
     if isinstance(data, CommentedMap) and "items" in data:
@@ -294,7 +271,7 @@ def _load_file(path: Path, problems: list[Problem]) -> list[ContentItem]:
             problems.append(
                 Problem(
                     file,
-                    data.lc.key(key)[0] + 1,
+                    yaml_line(data, key, 1),
                     f"unknown top-level key `{key}`",
                     "a content file has only `items:` with a list of pieces under it",
                 )
@@ -312,7 +289,7 @@ def _load_file(path: Path, problems: list[Problem]) -> list[ContentItem]:
         return []
     items = []
     for index, raw in enumerate(data):
-        line = data.lc.item(index)[0] + 1
+        line = yaml_line(data, index, 1)
         if not isinstance(raw, CommentedMap):
             problems.append(
                 Problem(
@@ -335,21 +312,18 @@ def _item(raw: CommentedMap, file: str, line: int, problems: list[Problem]) -> C
     ok = True
 
     def at(key: str) -> int:
-        try:
-            return int(raw.lc.key(key)[0]) + 1
-        except (KeyError, TypeError):
-            return line
+        return yaml_line(raw, key, line)
 
     label = f"`{raw.get('id')}`" if isinstance(raw.get("id"), str) else f"at line {line}"
     for key in raw:
         if key not in REQUIRED and key not in OPTIONAL:
-            hint = _did_you_mean(str(key), REQUIRED + OPTIONAL)
             problems.append(
                 Problem(
                     file,
                     at(key),
                     f"unknown key `{key}` in content piece {label}",
-                    hint or f"the keys are {', '.join(REQUIRED + OPTIONAL)}",
+                    f"{did_you_mean(str(key), REQUIRED + OPTIONAL)}the keys are "
+                    + ", ".join(REQUIRED + OPTIONAL),
                 )
             )
             ok = False
@@ -386,13 +360,12 @@ def _item(raw: CommentedMap, file: str, line: int, problems: list[Problem]) -> C
         ok = False
     kind = str(raw["kind"]).strip()
     if kind not in KINDS:
-        hint = _did_you_mean(kind, KINDS)
         problems.append(
             Problem(
                 file,
                 at("kind"),
                 f"`{kind}` is not a kind of content",
-                (hint + " " if hint else "") + f"the kinds are {', '.join(KINDS)}",
+                f"{did_you_mean(kind, KINDS)}the kinds are {', '.join(KINDS)}",
             )
         )
         ok = False
