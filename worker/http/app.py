@@ -31,13 +31,12 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from worker.errors import EventError, SettingsError, StoreUnavailableError
+from worker.crm.mapping import Mapping, MappingError
+from worker.errors import CatalogError, EventError, SettingsError, StoreUnavailableError
 from worker.events import Event, decode_events, validate_event
 from worker.http import pages
 from worker.http.adapters import (
     WORKFLOW_NAME,
-    Mapping,
-    MappingFile,
     Notification,
     PayloadError,
     hubspot_notifications,
@@ -428,8 +427,6 @@ def create_app(runtime: Runtime) -> FastAPI:
             sendgrid_key = load_sendgrid_key(settings.sendgrid_webhook_public_key)
         except ValueError as exc:
             raise SettingsError(f"NURTURE_SENDGRID_WEBHOOK_PUBLIC_KEY {exc}") from None
-    crm_dir = settings.crm_dir
-    mappings = {crm: MappingFile(crm_dir / f"{crm}.yaml", crm) for crm in ("hubspot", "pipedrive")}
     webhook_secrets = [secret.get_secret_value() for secret in settings.webhook_secrets]
     # Optional CRM-native auth (NURTURE_HUBSPOT_CLIENT_SECRET, NURTURE_PIPEDRIVE_WEBHOOK_AUTH).
     hubspot_secret = (
@@ -627,19 +624,20 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def handle_adapter(
         request: Request, crm: Literal["hubspot", "pipedrive"], workflow: str | None
     ) -> JSONResponse:
-        mapping_file = mappings[crm]
         try:
             require_json(request)
             body = await read_body(request)
             verify_adapter(request, body, crm)
-            mapping = await run_in_threadpool(mapping_file.get)
-            if mapping is None:
+            try:
+                # The catalog (loaded on first use here) reloads edited mappings.
+                mapping = await run_in_threadpool(lambda: runtime.catalog.mapping(crm))
+            except (MappingError, CatalogError) as exc:
                 raise ApiError(
                     503,
                     "adapter_not_configured",
-                    f"the {crm} adapter has no valid mapping: {mapping_file.error}",
+                    f"the {crm} adapter has no valid mapping: {exc}",
                     headers={"Retry-After": "60"},
-                )
+                ) from None
             if workflow is not None and not WORKFLOW_NAME.match(workflow):
                 raise ApiError(
                     400, "bad_workflow", "workflow must be letters, digits, - or _ (max 64)"
