@@ -11,6 +11,7 @@ line of the mistake too.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,7 +20,8 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from worker.errors import Problem
+from worker.errors import Problem, did_you_mean
+from worker.events import BUILTIN_TYPES, EVENT_TYPE
 
 # Fragments of ruamel's parser messages, what they mean, and the fix.
 _YAML_HINTS = (
@@ -219,3 +221,23 @@ def plain(node: Any) -> Any:
         if isinstance(node, kind):
             return kind(node)
     return node
+
+
+def event_type_problem(value: Any) -> tuple[str, str] | None:
+    """``(message, fix)`` when ``value`` cannot be an event type, else None.
+
+    Shared by sequences (``trigger``, ``exit_on``) and CRM mappings (a rule's ``type``):
+    an event type is a lowercase dotted name; one very close to a built-in type
+    (``deal.wonn``) is taken for a typo, since no CRM would send it.
+    """
+    if isinstance(value, str) and EVENT_TYPE.match(value):
+        typo = difflib.get_close_matches(value, sorted(BUILTIN_TYPES), n=1, cutoff=0.88)
+        if value in BUILTIN_TYPES or not typo:
+            return None
+        return f"{value!r} looks like a typo of {typo[0]}", f"write {typo[0]}"
+    text = str(value).strip().lower().replace(" ", ".").replace("_", ".")
+    return (
+        f"{value!r} is not an event type",
+        f"{did_you_mean(text, sorted(BUILTIN_TYPES), code=False)}Event types are lowercase "
+        "dotted names such as lead.created, lead.replied or meeting.booked",
+    )

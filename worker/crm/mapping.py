@@ -12,6 +12,7 @@ good mapping stays in use.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -29,8 +30,15 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from worker.errors import NurtureError, Problem, did_you_mean
-from worker.events import BUILTIN_TYPES, EVENT_TYPE
-from worker.yamlfile import describe_node, display_path, node_line, path_line, plain, read_yaml
+from worker.yamlfile import (
+    describe_node,
+    display_path,
+    event_type_problem,
+    node_line,
+    path_line,
+    plain,
+    read_yaml,
+)
 
 CRMS = ("hubspot", "pipedrive")
 LEAD_FIELDS = ("email", "first_name", "last_name", "company", "locale", "timezone", "source")
@@ -61,12 +69,9 @@ def scalar_text(value: Scalar) -> str:
 
 
 def _event_type(value: str) -> str:
-    if not EVENT_TYPE.match(value):
-        hint = did_you_mean(value.strip().lower().replace(" ", "."), BUILTIN_TYPES, code=False)
-        raise ValueError(
-            f"{value!r} is not an event type; {hint}write a lowercase dotted name such as "
-            "lead.created"
-        )
+    found = event_type_problem(value)
+    if found is not None:
+        raise ValueError("; ".join(found))
     return value
 
 
@@ -233,20 +238,44 @@ def read_mapping(path: Path, crm: str | None = None) -> tuple[Mapping | None, li
                 f"start the file with `crm: {crm or 'hubspot'}`, then `events:`; {DOCS}",
             )
         ]
-    try:
-        mapping = Mapping.model_validate(plain(doc))
-    except ValidationError as exc:
-        return None, [_problem(file, doc, error) for error in exc.errors()]
-    if crm is not None and mapping.crm != crm:
+    named = doc.get("crm")
+    if crm is not None and named in CRMS and named != crm:
+        # Checked first: the rest of the file was written for the other CRM.
         return None, [
             Problem(
                 file,
                 path_line(doc, ("crm",)),
-                f"crm is {mapping.crm!r}, but this is the file for {crm}",
-                f"write `crm: {crm}`, or move the rules to crm/{mapping.crm}.yaml",
+                f"crm is {named!r}, but this is the file for {crm}",
+                f"write `crm: {crm}`, or move the rules to crm/{named}.yaml",
             )
         ]
+    try:
+        mapping = Mapping.model_validate(plain(doc))
+    except ValidationError as exc:
+        return None, _problems(file, doc, exc)
     return mapping, []
+
+
+def _problems(file: str, doc: Any, exc: ValidationError) -> list[Problem]:
+    """Pydantic's errors as problems; a key missing because it was misspelled is
+    reported once, as the misspelling (with its did-you-mean)."""
+    errors = exc.errors()
+    misspelled = {
+        (tuple(e["loc"][:-1]), meant)
+        for e in errors
+        if e["type"] == "extra_forbidden"
+        for meant in difflib.get_close_matches(str(e["loc"][-1]), _allowed(e["loc"]), n=1)
+    }
+    return [
+        _problem(file, doc, e)
+        for e in errors
+        if not (e["type"] == "missing" and (tuple(e["loc"][:-1]), e["loc"][-1]) in misspelled)
+    ]
+
+
+def _allowed(loc: tuple[int | str, ...]) -> tuple[str, ...]:
+    """The keys allowed where ``loc`` points (a key of the file, a rule or an attribute)."""
+    return _KEYS["file" if len(loc) == 1 else str(loc[0])]
 
 
 def _problem(file: str, doc: Any, error: ErrorDetails) -> Problem:
@@ -256,7 +285,7 @@ def _problem(file: str, doc: Any, error: ErrorDetails) -> Problem:
     where = ".".join(str(part) for part in loc) or "the file"
     kind = error["type"]
     if kind == "extra_forbidden":
-        allowed = _KEYS["file" if len(loc) == 1 else str(loc[0])]
+        allowed = _allowed(loc)
         key = str(loc[-1])
         return Problem(
             file,
@@ -267,6 +296,13 @@ def _problem(file: str, doc: Any, error: ErrorDetails) -> Problem:
         )
     if kind == "missing":
         return Problem(file, line, f"`{loc[-1]}` is missing", f"add `{loc[-1]}:`; {DOCS}")
+    if kind == "too_short" and loc == ("events",):
+        return Problem(
+            file,
+            line,
+            "`events` is empty, so no CRM event would become a lead event",
+            "add a rule, e.g. `- {event: contact.creation, type: lead.created}`; " + DOCS,
+        )
     message = error["msg"].removeprefix("Value error, ")
     if kind == "literal_error" and loc[-1] in ("crm", "type"):
         choices = CRMS if loc[-1] == "crm" else ATTRIBUTE_TYPES

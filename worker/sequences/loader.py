@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from worker.errors import CatalogError, Problem, did_you_mean
-from worker.events import BUILTIN_TYPES, EVENT_TYPE
 from worker.sequences.conditions import Condition, compile_when
 from worker.sequences.durations import parse_wait
 from worker.sequences.model import (
@@ -31,7 +30,14 @@ from worker.sequences.model import (
     default_kind,
 )
 from worker.sequences.windows import WINDOW_KEYS, SendWindow, parse_days, parse_hours
-from worker.yamlfile import describe_node, display_path, node_line, read_yaml, yaml_line
+from worker.yamlfile import (
+    describe_node,
+    display_path,
+    event_type_problem,
+    node_line,
+    read_yaml,
+    yaml_line,
+)
 
 FIT_STEMS = ("fit",)
 SEQUENCE_KEYS = ("id", "description", "kind", "trigger", "exit_on", "send_window", "steps")
@@ -225,22 +231,11 @@ class _Reader:
         return None
 
     def check_event(self, value: Any, line: int, where: str) -> str | None:
-        if isinstance(value, str) and EVENT_TYPE.match(value):
-            typo = get_close_matches(value, sorted(BUILTIN_TYPES), n=1, cutoff=0.88)
-            if value in BUILTIN_TYPES or not typo:
-                return value
-            self.problem(
-                line, f"{where} event {value!r} looks like a typo of {typo[0]}", f"write {typo[0]}"
-            )
-            return None
-        text = str(value).strip().lower().replace(" ", ".").replace("_", ".")
-        hint = did_you_mean(text, sorted(BUILTIN_TYPES), code=False)
-        self.problem(
-            line,
-            f"{where} event {value!r} is not an event type",
-            f"{hint}Event types are lowercase dotted names such as lead.created, "
-            "lead.replied or meeting.booked",
-        )
+        found = event_type_problem(value)
+        if found is None:
+            return str(value)
+        message, fix = found
+        self.problem(line, f"{where} event {message}", fix)
         return None
 
     def claim_id(self, claimed: dict[str, tuple[str, int]], doc: Any) -> bool:
