@@ -21,7 +21,7 @@ chooses the best fit for the lead.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -309,145 +309,142 @@ def _load_file(path: Path, problems: list[Problem]) -> list[ContentItem]:
 
 def _item(raw: CommentedMap, file: str, line: int, problems: list[Problem]) -> ContentItem | None:
     """Validate one piece; None (and problems) when it is unusable."""
-    ok = True
+    return _ItemCheck(raw, file, line, problems).item()
 
-    def at(key: str) -> int:
-        return yaml_line(raw, key, line)
 
-    label = f"`{raw.get('id')}`" if isinstance(raw.get("id"), str) else f"at line {line}"
-    for key in raw:
-        if key not in REQUIRED and key not in OPTIONAL:
-            problems.append(
-                Problem(
-                    file,
-                    at(key),
-                    f"unknown key `{key}` in content piece {label}",
-                    f"{did_you_mean(str(key), REQUIRED + OPTIONAL)}the keys are "
-                    + ", ".join(REQUIRED + OPTIONAL),
-                )
-            )
-            ok = False
-    for key in REQUIRED:
-        value = raw.get(key)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            problems.append(
-                Problem(
-                    file,
-                    line,
-                    f"content piece {label} has no `{key}`",
-                    f"add `{key}: ...`"
-                    + (" — the result the client got, in their words" if key == "outcome" else ""),
-                )
-            )
-            ok = False
-        elif not isinstance(value, str | int | float) or isinstance(value, bool):
-            problems.append(
-                Problem(file, at(key), f"`{key}` must be text", f"write `{key}: some text`")
-            )
-            ok = False
-    if not ok:
-        return None
-    ident = str(raw["id"]).strip()
-    if not _ID.match(ident):
-        problems.append(
-            Problem(
-                file,
-                at("id"),
-                f"content id `{ident}` has characters that are not allowed",
-                "use lowercase letters, digits, - and _, e.g. saas-churn-halved",
-            )
+class _ItemCheck:
+    """Checks one content piece, collecting every problem before giving up on it."""
+
+    def __init__(self, raw: CommentedMap, file: str, line: int, problems: list[Problem]) -> None:
+        self.raw = raw
+        self.file = file
+        self.line = line
+        self.problems = problems
+        self.ok = True
+        ident = raw.get("id")
+        self.label = f"`{ident}`" if isinstance(ident, str) else f"at line {line}"
+
+    def problem(self, line: int, message: str, fix: str) -> None:
+        self.problems.append(Problem(self.file, line, message, fix))
+        self.ok = False
+
+    def at(self, key: str) -> int:
+        return yaml_line(self.raw, key, self.line)
+
+    def item(self) -> ContentItem | None:
+        self.keys()
+        if not self.ok:
+            return None
+        raw = self.raw
+        ident = self.checked(
+            str(raw["id"]).strip(),
+            "id",
+            _ID.match,
+            "content id `{}` has characters that are not allowed",
+            "use lowercase letters, digits, - and _, e.g. saas-churn-halved",
         )
-        ok = False
-    kind = str(raw["kind"]).strip()
-    if kind not in KINDS:
-        problems.append(
-            Problem(
-                file,
-                at("kind"),
+        kind = str(raw["kind"]).strip()
+        if kind not in KINDS:
+            self.problem(
+                self.at("kind"),
                 f"`{kind}` is not a kind of content",
                 f"{did_you_mean(kind, KINDS)}the kinds are {', '.join(KINDS)}",
             )
+        url = self.checked(
+            str(raw["url"]).strip(),
+            "url",
+            _URL.match,
+            "`{}` is not a web address",
+            "write the full address starting with https://",
         )
-        ok = False
-    url = str(raw["url"]).strip()
-    if not _URL.match(url):
-        problems.append(
-            Problem(
-                file,
-                at("url"),
-                f"`{url}` is not a web address",
-                "write the full address starting with https://",
-            )
-        )
-        ok = False
-    locale = "en"
-    if raw.get("locale") is not None:
-        found = normalize_locale(str(raw["locale"]))
-        if found is None:
-            problems.append(
-                Problem(
-                    file,
-                    at("locale"),
-                    f"`{raw['locale']}` is not a language code",
-                    "write a code such as en, da, fi or da-DK",
-                )
-            )
-            ok = False
-        else:
-            locale = found
-    tags: dict[str, tuple[str, ...]] = {}
-    raw_tags = raw.get("tags")
-    if raw_tags is not None:
-        if not isinstance(raw_tags, Mapping):
-            problems.append(
-                Problem(
-                    file,
-                    at("tags"),
-                    "`tags` must be a set of `key: values` lines",
-                    "write e.g. `tags: {industry: [saas], problem: [churn]}`",
-                )
-            )
-            ok = False
-        else:
-            for key, value in raw_tags.items():
-                values = value if isinstance(value, list) else [value]
-                if not all(isinstance(v, str | int | float) for v in values):
-                    problems.append(
-                        Problem(
-                            file,
-                            at("tags"),
-                            f"tag `{key}` must be a word or a list of words",
-                            f"write e.g. `{key}: [saas, agency]`",
-                        )
-                    )
-                    ok = False
-                    continue
-                tags[str(key)] = tuple(sorted(_as_values(values)))
-    if kind == "testimonial":
-        for key in ("quote", "author"):
-            if not raw.get(key):
-                problems.append(
-                    Problem(
-                        file,
-                        line,
-                        f"testimonial {label} has no `{key}`",
+        locale = self.locale()
+        tags = self.tags()
+        if kind == "testimonial":
+            for key in ("quote", "author"):
+                if not raw.get(key):
+                    self.problem(
+                        self.line,
+                        f"testimonial {self.label} has no `{key}`",
                         f"add `{key}: ...` — a testimonial is the client's own words and name",
                     )
+        if not self.ok:
+            return None
+        return ContentItem(
+            id=ident,
+            kind=kind,
+            title=str(raw["title"]).strip(),
+            summary=str(raw["summary"]).strip(),
+            outcome=str(raw["outcome"]).strip(),
+            url=url,
+            tags=MappingProxyType(tags),
+            locale=locale,
+            extra=MappingProxyType({k: raw[k] for k in EXTRA_KEYS if raw.get(k) is not None}),
+            file=self.file,
+            line=self.line,
+        )
+
+    def keys(self) -> None:
+        """Unknown keys, and required keys that are missing or not text."""
+        for key in self.raw:
+            if key not in REQUIRED and key not in OPTIONAL:
+                self.problem(
+                    self.at(key),
+                    f"unknown key `{key}` in content piece {self.label}",
+                    f"{did_you_mean(str(key), REQUIRED + OPTIONAL)}the keys are "
+                    + ", ".join(REQUIRED + OPTIONAL),
                 )
-                ok = False
-    if not ok:
-        return None
-    extra = {key: raw[key] for key in EXTRA_KEYS if raw.get(key) is not None}
-    return ContentItem(
-        id=ident,
-        kind=kind,
-        title=str(raw["title"]).strip(),
-        summary=str(raw["summary"]).strip(),
-        outcome=str(raw["outcome"]).strip(),
-        url=url,
-        tags=MappingProxyType(tags),
-        locale=locale,
-        extra=MappingProxyType(extra),
-        file=file,
-        line=line,
-    )
+        for key in REQUIRED:
+            value = self.raw.get(key)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                self.problem(
+                    self.line,
+                    f"content piece {self.label} has no `{key}`",
+                    f"add `{key}: ...`"
+                    + (" — the result the client got, in their words" if key == "outcome" else ""),
+                )
+            elif not isinstance(value, str | int | float) or isinstance(value, bool):
+                self.problem(self.at(key), f"`{key}` must be text", f"write `{key}: some text`")
+
+    def checked(
+        self, value: str, key: str, valid: Callable[[str], object], message: str, fix: str
+    ) -> str:
+        """``value`` of ``key``, with a problem (``message`` formatted with it) if not valid."""
+        if not valid(value):
+            self.problem(self.at(key), message.format(value), fix)
+        return value
+
+    def locale(self) -> str:
+        if self.raw.get("locale") is None:
+            return "en"
+        found = normalize_locale(str(self.raw["locale"]))
+        if found is None:
+            self.problem(
+                self.at("locale"),
+                f"`{self.raw['locale']}` is not a language code",
+                "write a code such as en, da, fi or da-DK",
+            )
+        return found or "en"
+
+    def tags(self) -> dict[str, tuple[str, ...]]:
+        raw_tags = self.raw.get("tags")
+        if raw_tags is None:
+            return {}
+        if not isinstance(raw_tags, Mapping):
+            self.problem(
+                self.at("tags"),
+                "`tags` must be a set of `key: values` lines",
+                "write e.g. `tags: {industry: [saas], problem: [churn]}`",
+            )
+            return {}
+        tags: dict[str, tuple[str, ...]] = {}
+        for key, value in raw_tags.items():
+            values = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, str | int | float) for v in values):
+                self.problem(
+                    self.at("tags"),
+                    f"tag `{key}` must be a word or a list of words",
+                    f"write e.g. `{key}: [saas, agency]`",
+                )
+                continue
+            tags[str(key)] = tuple(sorted(_as_values(values)))
+        return tags

@@ -193,7 +193,17 @@ def describe_undefined(
             f"{did_you_mean(name, names)}templates can use {', '.join(CONTEXT_NAMES[:-1])} and "
             "content(...); write lead.first_name rather than first_name",
         )
-    path = _find_path(obj, variables)
+    return _describe_lookup(name, _find_path(obj, variables), type(obj).__name__)
+
+
+def _describe_lookup(name: str, path: str | None, kind: str) -> tuple[str, str]:
+    """Message and fix for ``<path>.<name>`` missing, by what ``path`` is in the context.
+
+    Args:
+        name: The attribute or key that was looked up.
+        path: Where the value it was looked up on sits (``lead``, ``event.data``...).
+        kind: The type of that value, for the message when the path is unknown.
+    """
     full = f"{path}.{name}" if path else name
     if path == "lead":
         if name in LEAD_FIELDS:
@@ -230,7 +240,6 @@ def describe_undefined(
     if path in ("sequence", "step"):
         known = "id, description" if path == "sequence" else "id"
         return (f"`{full}` does not exist — {path} has {known}", f"use {path}.id")
-    kind = type(obj).__name__
     return (
         f"`{full}` does not exist (it was looked up on a {kind} value)",
         "check the spelling, or guard it with {% if ... is defined %}",
