@@ -194,7 +194,9 @@ def cmd_preview(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nurture", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("validate", help="check every sequence, fit rule, content item and template")
+    sub.add_parser(
+        "validate", help="check every sequence, fit rule, content item, template and CRM mapping"
+    )
     p = sub.add_parser("preview", help="timeline of sends for a lead, and a step's email")
     p.add_argument("sequence")
     p.add_argument("--lead", required=True, help="JSON file with a lead (or an event)")
