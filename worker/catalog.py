@@ -44,6 +44,7 @@ class LoadedCatalog:
     fingerprint: str
     mappings: dict[str, CrmMapping] = field(default_factory=dict)
     crm_dir: Path = Path("crm")
+    crm_fingerprint: str = ""
 
     def mapping(self, crm: str) -> CrmMapping:
         """The mapping of ``crm``.
@@ -70,13 +71,13 @@ class LoadedCatalog:
 
 def fingerprint(settings: Settings) -> str:
     """A cheap digest of every file's name, size and mtime (to notice edits)."""
-    digest = hashlib.sha256()
-    directories = (
-        settings.sequences_dir,
-        settings.templates_dir,
-        settings.content_dir,
-        settings.crm_dir,
+    return _digest(
+        (settings.sequences_dir, settings.templates_dir, settings.content_dir, settings.crm_dir)
     )
+
+
+def _digest(directories: tuple[Path, ...]) -> str:
+    digest = hashlib.sha256()
     for directory in directories:
         if not directory.exists():
             digest.update(f"missing:{directory}".encode())
@@ -114,7 +115,10 @@ def load_and_check(settings: Settings) -> tuple[LoadedCatalog | None, list[Probl
     if problems:
         return None, sorted(set(problems))
     renderer = Renderer(settings.templates_dir, settings.default_locale, content)
-    return LoadedCatalog(catalog, content, renderer, print_, mappings, settings.crm_dir), []
+    crm_print = _digest((settings.crm_dir,))
+    return LoadedCatalog(
+        catalog, content, renderer, print_, mappings, settings.crm_dir, crm_print
+    ), []
 
 
 class LiveCatalog:
@@ -164,5 +168,8 @@ class LiveCatalog:
         Raises:
             MappingError: Naming the file when there is no mapping for ``crm``.
         """
-        self.reload_if_changed()
+        # Only the crm/ folder is looked at here (a few stat calls, on every webhook);
+        # a change there reloads the whole catalog, so mappings are checked like the rest.
+        if _digest((self._settings.crm_dir,)) != self._current.crm_fingerprint:
+            self.reload_if_changed()
         return self.current.mapping(crm)
