@@ -21,7 +21,7 @@ chooses the best fit for the lead.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -332,17 +332,18 @@ class _ItemCheck:
         return yaml_line(self.raw, key, self.line)
 
     def item(self) -> ContentItem | None:
+        """The piece, or None when any check failed (every problem is recorded)."""
         self.keys()
         if not self.ok:
             return None
         raw = self.raw
-        ident = self.checked(
-            str(raw["id"]).strip(),
-            "id",
-            _ID.match,
-            "content id `{}` has characters that are not allowed",
-            "use lowercase letters, digits, - and _, e.g. saas-churn-halved",
-        )
+        ident = str(raw["id"]).strip()
+        if not _ID.match(ident):
+            self.problem(
+                self.at("id"),
+                f"content id `{ident}` has characters that are not allowed",
+                "use lowercase letters, digits, - and _, e.g. saas-churn-halved",
+            )
         kind = str(raw["kind"]).strip()
         if kind not in KINDS:
             self.problem(
@@ -350,13 +351,13 @@ class _ItemCheck:
                 f"`{kind}` is not a kind of content",
                 f"{did_you_mean(kind, KINDS)}the kinds are {', '.join(KINDS)}",
             )
-        url = self.checked(
-            str(raw["url"]).strip(),
-            "url",
-            _URL.match,
-            "`{}` is not a web address",
-            "write the full address starting with https://",
-        )
+        url = str(raw["url"]).strip()
+        if not _URL.match(url):
+            self.problem(
+                self.at("url"),
+                f"`{url}` is not a web address",
+                "write the full address starting with https://",
+            )
         locale = self.locale()
         tags = self.tags()
         if kind == "testimonial":
@@ -404,14 +405,6 @@ class _ItemCheck:
                 )
             elif not isinstance(value, str | int | float) or isinstance(value, bool):
                 self.problem(self.at(key), f"`{key}` must be text", f"write `{key}: some text`")
-
-    def checked(
-        self, value: str, key: str, valid: Callable[[str], object], message: str, fix: str
-    ) -> str:
-        """``value`` of ``key``, with a problem (``message`` formatted with it) if not valid."""
-        if not valid(value):
-            self.problem(self.at(key), message.format(value), fix)
-        return value
 
     def locale(self) -> str:
         if self.raw.get("locale") is None:
