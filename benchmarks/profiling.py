@@ -106,7 +106,7 @@ def category(frames: tuple[Frame, ...]) -> str:
         return "Redis (redis-py: pack, send, wait, parse)"
     if has("python_http_client/", "urllib/", "http/client.py", "sendgrid/"):
         return "SendGrid HTTP (urllib: connect, send, wait, read)"
-    if has("jinja2/", "markupsafe/", "worker/rendering.py", "worker/content.py"):
+    if has("jinja2/", "markupsafe/", "worker/rendering/", "worker/content.py"):
         return "rendering (Jinja2, content library)"
     if has("json/"):
         return "JSON"
@@ -205,7 +205,7 @@ HIGHLIGHTS: dict[str, Callable[[tuple[Frame, ...]], bool]] = {
     "opening the TCP connection (connect, getaddrinfo)": _calls("create_connection", "socket"),
     "redis-py, all commands": lambda frames: any("redis/" in f.file for f in frames),
     "Jinja2 rendering": lambda frames: any(
-        "jinja2/" in f.file or f.file.endswith("worker/rendering.py") for f in frames
+        "jinja2/" in f.file or "worker/rendering/" in f.file for f in frames
     ),
 }
 

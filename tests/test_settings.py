@@ -32,7 +32,7 @@ def test_env_and_dotenv_are_read(env: pytest.MonkeyPatch, tmp_path: object) -> N
     with open(".env", "w") as handle:
         handle.write("NURTURE_DEFAULT_LOCALE=da\nNURTURE_FROM_EMAIL=hej@example.dk\n")
     settings = load_settings()
-    assert settings.webhook_secrets == ["old-secret", "new-secret"]
+    assert [s.get_secret_value() for s in settings.webhook_secrets] == ["old-secret", "new-secret"]
     assert settings.frequency_cap == 0
     assert settings.default_locale == "da"
     assert settings.from_email == "hej@example.dk"
@@ -76,3 +76,34 @@ def test_sending_needs_sender_address_and_key(env: pytest.MonkeyPatch) -> None:
 )
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration_seconds(text) == seconds
+
+
+def test_every_duration_setting_reads_units(env: pytest.MonkeyPatch) -> None:
+    env.setenv("NURTURE_CLAIM_LEASE", "5m")
+    env.setenv("NURTURE_SCHEDULER_INTERVAL", "200ms")
+    env.setenv("NURTURE_CATCHUP_AFTER", "2h")
+    env.setenv("NURTURE_SEND_TIMEOUT", "90")
+    settings = load_settings()
+    assert settings.claim_lease == 300
+    assert settings.scheduler_interval == pytest.approx(0.2)
+    assert settings.catchup_after == 7200
+    assert settings.send_timeout == 90
+    env.setenv("NURTURE_SEND_TIMEOUT", "soon")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert str(info.value).startswith("NURTURE_SEND_TIMEOUT: 'soon' is not a duration")
+
+
+def test_secrets_are_kept_out_of_reprs_and_logs(env: pytest.MonkeyPatch) -> None:
+    env.setenv("NURTURE_SENDGRID_API_KEY", "SG.very-secret")
+    env.setenv("NURTURE_UNSUBSCRIBE_SECRET", "unsub-very-secret")
+    env.setenv("NURTURE_HUBSPOT_CLIENT_SECRET", "hs-very-secret")
+    env.setenv("NURTURE_PIPEDRIVE_WEBHOOK_AUTH", "user:pd-very-secret")
+    env.setenv("NURTURE_WEBHOOK_SECRETS", "old-very-secret,new-very-secret")
+    settings = load_settings()
+    shown = repr(settings) + str(settings) + settings.model_dump_json()
+    assert "very-secret" not in shown
+    assert settings.sendgrid_api_key is not None
+    assert settings.sendgrid_api_key.get_secret_value() == "SG.very-secret"
+    assert settings.pipedrive_webhook_auth is not None
+    assert settings.pipedrive_webhook_auth.get_secret_value() == "user:pd-very-secret"

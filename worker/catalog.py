@@ -1,6 +1,7 @@
 """Everything marketing ops edit, loaded and checked together: sequences, fit rules,
-the content library and the templates. The worker runs only a catalog that passed
-``nurture validate``; a live edit that fails is refused and the last good one runs on.
+the content library, the templates and the CRM mappings. The worker and the HTTP
+service run only a catalog that passed ``nurture validate``; a live edit that fails is
+refused and the last good one runs on.
 """
 
 from __future__ import annotations
@@ -8,32 +9,76 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from worker.content import ContentLibrary
-from worker.errors import CatalogError, Problem
+from worker.crm.mapping import CRMS, load_mappings
+from worker.crm.mapping import Mapping as CrmMapping
+from worker.errors import CatalogError, MappingError, Problem
 from worker.rendering import Renderer
+from worker.rendering.check import check_templates
 from worker.sequences import Catalog, load_catalog
 from worker.settings import Settings
-from worker.template_check import check_templates
+from worker.yamlfile import display_path
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class LoadedCatalog:
-    """A checked catalog with the renderer for its templates."""
+    """A checked catalog with the renderer for its templates.
+
+    Attributes:
+        catalog: The sequences and fit rules.
+        content: The content library.
+        renderer: Renders the templates.
+        fingerprint: Names, sizes and times of the files it was loaded from.
+        mappings: The CRM mappings by CRM name (a CRM without a file has none).
+        crm_dir: Where the CRM mappings are (to name the missing file).
+    """
 
     catalog: Catalog
     content: ContentLibrary
     renderer: Renderer
     fingerprint: str
+    mappings: dict[str, CrmMapping] = field(default_factory=dict)
+    crm_dir: Path = Path("crm")
+    crm_fingerprint: str = ""
+
+    def mapping(self, crm: str) -> CrmMapping:
+        """The mapping of ``crm``.
+
+        Raises:
+            MappingError: Naming the file when there is no mapping for it.
+        """
+        found = self.mappings.get(crm)
+        if found is None:
+            file = display_path(self.crm_dir / f"{crm}.yaml")
+            raise MappingError(
+                [
+                    Problem(
+                        file,
+                        0,
+                        "the mapping file does not exist",
+                        "create it (copy it from the shipped crm/ folder) or set "
+                        "NURTURE_CRM_DIR; see docs/http.md",
+                    )
+                ]
+            )
+        return found
 
 
 def fingerprint(settings: Settings) -> str:
     """A cheap digest of every file's name, size and mtime (to notice edits)."""
+    return _digest(
+        (settings.sequences_dir, settings.templates_dir, settings.content_dir, settings.crm_dir)
+    )
+
+
+def _digest(directories: tuple[Path, ...]) -> str:
     digest = hashlib.sha256()
-    for directory in (settings.sequences_dir, settings.templates_dir, settings.content_dir):
+    for directory in directories:
         if not directory.exists():
             digest.update(f"missing:{directory}".encode())
             continue
@@ -65,10 +110,15 @@ def load_and_check(settings: Settings) -> tuple[LoadedCatalog | None, list[Probl
     else:
         content = ContentLibrary([], settings.default_locale)
     problems.extend(check_templates(catalog, settings.templates_dir, content))
+    mappings, found = load_mappings(settings.crm_dir, CRMS)
+    problems.extend(found)
     if problems:
         return None, sorted(set(problems))
     renderer = Renderer(settings.templates_dir, settings.default_locale, content)
-    return LoadedCatalog(catalog, content, renderer, print_), []
+    crm_print = _digest((settings.crm_dir,))
+    return LoadedCatalog(
+        catalog, content, renderer, print_, mappings, settings.crm_dir, crm_print
+    ), []
 
 
 class LiveCatalog:
@@ -106,5 +156,20 @@ class LiveCatalog:
                 return False
             self.last_problems = []
             self._current = loaded
-            log.info("reloaded sequences and templates (version %s)", loaded.catalog.version)
+            log.info(
+                "reloaded sequences, templates, content and CRM mappings (version %s)",
+                loaded.catalog.version,
+            )
             return True
+
+    def mapping(self, crm: str) -> CrmMapping:
+        """The mapping of ``crm`` in force, after picking up edits (for the HTTP adapters).
+
+        Raises:
+            MappingError: Naming the file when there is no mapping for ``crm``.
+        """
+        # Only the crm/ folder is looked at here (a few stat calls, on every webhook);
+        # a change there reloads the whole catalog, so mappings are checked like the rest.
+        if _digest((self._settings.crm_dir,)) != self._current.crm_fingerprint:
+            self.reload_if_changed()
+        return self.current.mapping(crm)

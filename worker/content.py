@@ -20,7 +20,6 @@ chooses the best fit for the lead.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,11 +27,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from worker.errors import Problem
+from worker.errors import Problem, did_you_mean
+from worker.yamlfile import read_yaml, yaml_line
 
 KINDS = ("case_study", "testimonial", "guide", "webinar", "outcome_story")
 REQUIRED = ("id", "kind", "title", "summary", "outcome", "url")
@@ -260,32 +258,11 @@ def _as_values(value: Any) -> set[str]:
     return {str(value).strip().lower()}
 
 
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"did you mean `{close[0]}`?" if close else ""
-
-
 def _load_file(path: Path, problems: list[Problem]) -> list[ContentItem]:
     """Parse one content file; append problems, return its valid items."""
     file = str(path)
-    yaml = YAML(typ="rt")
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        problems.append(Problem(file, 0, "file is not UTF-8 text", "save it as UTF-8"))
-        return []
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 0
-        what = exc.problem or str(exc)
-        fix = "check the indentation and that every `key: value` has a space after the colon"
-        if "duplicate key" in what:
-            fix = "remove one of the two keys"
-        problems.append(Problem(file, line, f"this is not valid YAML: {what}", fix))
-        return []
-    except YAMLError as exc:
-        problems.append(Problem(file, 0, f"this is not valid YAML: {exc}", "check the syntax"))
-        return []
+    data, found = read_yaml(path.read_bytes(), file, "see docs/templates.md")
+    problems.extend(found)
     if data is None:
         return []
     if isinstance(data, CommentedMap) and "items" in data:
@@ -294,7 +271,7 @@ def _load_file(path: Path, problems: list[Problem]) -> list[ContentItem]:
             problems.append(
                 Problem(
                     file,
-                    data.lc.key(key)[0] + 1,
+                    yaml_line(data, key, 1),
                     f"unknown top-level key `{key}`",
                     "a content file has only `items:` with a list of pieces under it",
                 )
@@ -312,7 +289,7 @@ def _load_file(path: Path, problems: list[Problem]) -> list[ContentItem]:
         return []
     items = []
     for index, raw in enumerate(data):
-        line = data.lc.item(index)[0] + 1
+        line = yaml_line(data, index, 1)
         if not isinstance(raw, CommentedMap):
             problems.append(
                 Problem(
@@ -332,149 +309,135 @@ def _load_file(path: Path, problems: list[Problem]) -> list[ContentItem]:
 
 def _item(raw: CommentedMap, file: str, line: int, problems: list[Problem]) -> ContentItem | None:
     """Validate one piece; None (and problems) when it is unusable."""
-    ok = True
+    return _ItemCheck(raw, file, line, problems).item()
 
-    def at(key: str) -> int:
-        try:
-            return int(raw.lc.key(key)[0]) + 1
-        except (KeyError, TypeError):
-            return line
 
-    label = f"`{raw.get('id')}`" if isinstance(raw.get("id"), str) else f"at line {line}"
-    for key in raw:
-        if key not in REQUIRED and key not in OPTIONAL:
-            hint = _did_you_mean(str(key), REQUIRED + OPTIONAL)
-            problems.append(
-                Problem(
-                    file,
-                    at(key),
-                    f"unknown key `{key}` in content piece {label}",
-                    hint or f"the keys are {', '.join(REQUIRED + OPTIONAL)}",
-                )
-            )
-            ok = False
-    for key in REQUIRED:
-        value = raw.get(key)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            problems.append(
-                Problem(
-                    file,
-                    line,
-                    f"content piece {label} has no `{key}`",
-                    f"add `{key}: ...`"
-                    + (" — the result the client got, in their words" if key == "outcome" else ""),
-                )
-            )
-            ok = False
-        elif not isinstance(value, str | int | float) or isinstance(value, bool):
-            problems.append(
-                Problem(file, at(key), f"`{key}` must be text", f"write `{key}: some text`")
-            )
-            ok = False
-    if not ok:
-        return None
-    ident = str(raw["id"]).strip()
-    if not _ID.match(ident):
-        problems.append(
-            Problem(
-                file,
-                at("id"),
+class _ItemCheck:
+    """Checks one content piece, collecting every problem before giving up on it."""
+
+    def __init__(self, raw: CommentedMap, file: str, line: int, problems: list[Problem]) -> None:
+        self.raw = raw
+        self.file = file
+        self.line = line
+        self.problems = problems
+        self.ok = True
+        ident = raw.get("id")
+        self.label = f"`{ident}`" if isinstance(ident, str) else f"at line {line}"
+
+    def problem(self, line: int, message: str, fix: str) -> None:
+        self.problems.append(Problem(self.file, line, message, fix))
+        self.ok = False
+
+    def at(self, key: str) -> int:
+        return yaml_line(self.raw, key, self.line)
+
+    def item(self) -> ContentItem | None:
+        """The piece, or None when any check failed (every problem is recorded)."""
+        self.keys()
+        if not self.ok:
+            return None
+        raw = self.raw
+        ident = str(raw["id"]).strip()
+        if not _ID.match(ident):
+            self.problem(
+                self.at("id"),
                 f"content id `{ident}` has characters that are not allowed",
                 "use lowercase letters, digits, - and _, e.g. saas-churn-halved",
             )
-        )
-        ok = False
-    kind = str(raw["kind"]).strip()
-    if kind not in KINDS:
-        hint = _did_you_mean(kind, KINDS)
-        problems.append(
-            Problem(
-                file,
-                at("kind"),
+        kind = str(raw["kind"]).strip()
+        if kind not in KINDS:
+            self.problem(
+                self.at("kind"),
                 f"`{kind}` is not a kind of content",
-                (hint + " " if hint else "") + f"the kinds are {', '.join(KINDS)}",
+                f"{did_you_mean(kind, KINDS)}the kinds are {', '.join(KINDS)}",
             )
-        )
-        ok = False
-    url = str(raw["url"]).strip()
-    if not _URL.match(url):
-        problems.append(
-            Problem(
-                file,
-                at("url"),
+        url = str(raw["url"]).strip()
+        if not _URL.match(url):
+            self.problem(
+                self.at("url"),
                 f"`{url}` is not a web address",
                 "write the full address starting with https://",
             )
-        )
-        ok = False
-    locale = "en"
-    if raw.get("locale") is not None:
-        found = normalize_locale(str(raw["locale"]))
-        if found is None:
-            problems.append(
-                Problem(
-                    file,
-                    at("locale"),
-                    f"`{raw['locale']}` is not a language code",
-                    "write a code such as en, da, fi or da-DK",
-                )
-            )
-            ok = False
-        else:
-            locale = found
-    tags: dict[str, tuple[str, ...]] = {}
-    raw_tags = raw.get("tags")
-    if raw_tags is not None:
-        if not isinstance(raw_tags, Mapping):
-            problems.append(
-                Problem(
-                    file,
-                    at("tags"),
-                    "`tags` must be a set of `key: values` lines",
-                    "write e.g. `tags: {industry: [saas], problem: [churn]}`",
-                )
-            )
-            ok = False
-        else:
-            for key, value in raw_tags.items():
-                values = value if isinstance(value, list) else [value]
-                if not all(isinstance(v, str | int | float) for v in values):
-                    problems.append(
-                        Problem(
-                            file,
-                            at("tags"),
-                            f"tag `{key}` must be a word or a list of words",
-                            f"write e.g. `{key}: [saas, agency]`",
-                        )
-                    )
-                    ok = False
-                    continue
-                tags[str(key)] = tuple(sorted(_as_values(values)))
-    if kind == "testimonial":
-        for key in ("quote", "author"):
-            if not raw.get(key):
-                problems.append(
-                    Problem(
-                        file,
-                        line,
-                        f"testimonial {label} has no `{key}`",
+        locale = self.locale()
+        tags = self.tags()
+        if kind == "testimonial":
+            for key in ("quote", "author"):
+                if not raw.get(key):
+                    self.problem(
+                        self.line,
+                        f"testimonial {self.label} has no `{key}`",
                         f"add `{key}: ...` — a testimonial is the client's own words and name",
                     )
+        if not self.ok:
+            return None
+        return ContentItem(
+            id=ident,
+            kind=kind,
+            title=str(raw["title"]).strip(),
+            summary=str(raw["summary"]).strip(),
+            outcome=str(raw["outcome"]).strip(),
+            url=url,
+            tags=MappingProxyType(tags),
+            locale=locale,
+            extra=MappingProxyType({k: raw[k] for k in EXTRA_KEYS if raw.get(k) is not None}),
+            file=self.file,
+            line=self.line,
+        )
+
+    def keys(self) -> None:
+        """Unknown keys, and required keys that are missing or not text."""
+        for key in self.raw:
+            if key not in REQUIRED and key not in OPTIONAL:
+                self.problem(
+                    self.at(key),
+                    f"unknown key `{key}` in content piece {self.label}",
+                    f"{did_you_mean(str(key), REQUIRED + OPTIONAL)}the keys are "
+                    + ", ".join(REQUIRED + OPTIONAL),
                 )
-                ok = False
-    if not ok:
-        return None
-    extra = {key: raw[key] for key in EXTRA_KEYS if raw.get(key) is not None}
-    return ContentItem(
-        id=ident,
-        kind=kind,
-        title=str(raw["title"]).strip(),
-        summary=str(raw["summary"]).strip(),
-        outcome=str(raw["outcome"]).strip(),
-        url=url,
-        tags=MappingProxyType(tags),
-        locale=locale,
-        extra=MappingProxyType(extra),
-        file=file,
-        line=line,
-    )
+        for key in REQUIRED:
+            value = self.raw.get(key)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                self.problem(
+                    self.line,
+                    f"content piece {self.label} has no `{key}`",
+                    f"add `{key}: ...`"
+                    + (" — the result the client got, in their words" if key == "outcome" else ""),
+                )
+            elif not isinstance(value, str | int | float) or isinstance(value, bool):
+                self.problem(self.at(key), f"`{key}` must be text", f"write `{key}: some text`")
+
+    def locale(self) -> str:
+        if self.raw.get("locale") is None:
+            return "en"
+        found = normalize_locale(str(self.raw["locale"]))
+        if found is None:
+            self.problem(
+                self.at("locale"),
+                f"`{self.raw['locale']}` is not a language code",
+                "write a code such as en, da, fi or da-DK",
+            )
+        return found or "en"
+
+    def tags(self) -> dict[str, tuple[str, ...]]:
+        raw_tags = self.raw.get("tags")
+        if raw_tags is None:
+            return {}
+        if not isinstance(raw_tags, Mapping):
+            self.problem(
+                self.at("tags"),
+                "`tags` must be a set of `key: values` lines",
+                "write e.g. `tags: {industry: [saas], problem: [churn]}`",
+            )
+            return {}
+        tags: dict[str, tuple[str, ...]] = {}
+        for key, value in raw_tags.items():
+            values = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, str | int | float) for v in values):
+                self.problem(
+                    self.at("tags"),
+                    f"tag `{key}` must be a word or a list of words",
+                    f"write e.g. `{key}: [saas, agency]`",
+                )
+                continue
+            tags[str(key)] = tuple(sorted(_as_values(values)))
+        return tags

@@ -9,6 +9,8 @@ the JSON body every 4xx/5xx answer has.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -31,6 +33,33 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
         return f"{where}: {self.message}" + (f" — {self.fix}" if self.fix else "")
+
+
+def did_you_mean(
+    word: str, choices: Iterable[str], *, cutoff: float = 0.6, n: int = 1, code: bool = True
+) -> str:
+    """The "did you mean ...? " start of a fix for a misspelled name, or "" when none is close.
+
+    The one home of did-you-mean for every file marketers and operators edit (sequences,
+    fit rules, content, templates, CRM mappings), so every suggestion reads the same.
+
+    Args:
+        word: What the user wrote.
+        choices: The names that exist.
+        cutoff: How close a choice must be (0..1, :func:`difflib.get_close_matches`);
+            0 suggests the closest choice whatever it is.
+        n: Up to how many choices to offer (joined with "or").
+        code: Put the choices in backticks; False for names the surrounding
+            message writes bare (event types such as lead.created, operators such as gte).
+
+    Returns:
+        ``"did you mean `x`? "`` (note the trailing space), or ``""``.
+    """
+    close = difflib.get_close_matches(word, list(choices), n=n, cutoff=cutoff)
+    if not close:
+        return ""
+    quoted = [f"`{c}`" if code else c for c in close]
+    return f"did you mean {' or '.join(quoted)}? "
 
 
 class NurtureError(Exception):
@@ -103,7 +132,15 @@ class StoreUnavailableError(NurtureError):
 
 
 class MappingError(NurtureError):
-    """Raised when a CRM mapping file is missing or invalid; the message names the file."""
+    """Raised when a CRM mapping file is missing or invalid.
+
+    Attributes:
+        problems: Every problem found, each naming the file, the line and the fix.
+    """
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
 
 
 class PoisonEvent(NurtureError):

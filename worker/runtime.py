@@ -144,7 +144,8 @@ class Runtime:
 
     @cached_property
     def unsubscribe_secret(self) -> str:
-        return self.store.unsubscribe_secret(self.settings.unsubscribe_secret)
+        configured = self.settings.unsubscribe_secret
+        return self.store.unsubscribe_secret(configured.get_secret_value() if configured else None)
 
     def unsubscribe_url(self, lead_id: str) -> str:
         """The signed one-click unsubscribe URL of a lead."""

@@ -6,12 +6,11 @@ Nothing else in the package reads the environment.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.errors import SettingsError
@@ -32,6 +31,22 @@ def parse_duration_seconds(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
+def _seconds(value: object) -> object:
+    return parse_duration_seconds(value) if isinstance(value, str) else value
+
+
+def _comma_list(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+#: Seconds, written in the environment as ``48h``, ``90s``, ``1.5m`` or a bare number.
+Duration = Annotated[float, BeforeValidator(_seconds)]
+#: Secrets, written in the environment comma-separated (``old-secret,new-secret``).
+SecretList = Annotated[list[SecretStr], NoDecode, BeforeValidator(_comma_list)]
+
+
 class Settings(BaseSettings):
     """Every setting of the worker, CLI and HTTP service."""
 
@@ -45,7 +60,7 @@ class Settings(BaseSettings):
     content_dir: Path = Path("./content")
     delivery: Literal["outbox", "sendgrid"] = "outbox"
     outbox_dir: Path = Path("./outbox")
-    sendgrid_api_key: str | None = None
+    sendgrid_api_key: SecretStr | None = None
     sendgrid_host: str = "https://api.sendgrid.com"
     # SendGrid Event Webhook verification key (base64 ECDSA public key).
     sendgrid_webhook_public_key: str | None = None
@@ -53,56 +68,34 @@ class Settings(BaseSettings):
     from_name: str | None = None
     postal_address: str | None = None
     public_url: str = "http://localhost:8000"
-    webhook_secrets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_secrets: SecretList = Field(default_factory=list)
     # Signs unsubscribe tokens; when unset a random one is made once and kept in Redis.
-    unsubscribe_secret: str | None = None
+    unsubscribe_secret: SecretStr | None = None
     default_timezone: str = "UTC"
     default_locale: str = "en"
-    frequency_cap: Annotated[float, NoDecode] = 48 * 3600.0
+    frequency_cap: Duration = 48 * 3600.0
     # Where the embedded Redis keeps its files when NURTURE_REDIS_URL is unset.
     state_dir: Path = Path("./.nurture")
     # Worker tuning.
     worker_threads: int = Field(default=8, ge=1, le=256)
-    scheduler_interval: Annotated[float, NoDecode] = 0.2
+    scheduler_interval: Duration = 0.2
     scheduler_batch: int = Field(default=50, ge=1, le=10_000)
     # Touches more overdue than this when found (e.g. after downtime) are re-spread
     # instead of fired at once; see README "Catch-up after downtime".
-    catchup_after: Annotated[float, NoDecode] = 3600.0
-    catchup_spread: Annotated[float, NoDecode] = 3600.0
+    catchup_after: Duration = 3600.0
+    catchup_spread: Duration = 3600.0
     # A claimed touch not finished within this lease is offered again (crash recovery).
-    claim_lease: Annotated[float, NoDecode] = 300.0
+    claim_lease: Duration = 300.0
     # A send reserved longer ago than this without an outcome was cut off by a crash:
     # it is recorded as outcome-unknown, never resent blindly.
-    send_timeout: Annotated[float, NoDecode] = 120.0
+    send_timeout: Duration = 120.0
     # Where the CRM webhook field mappings (crm/hubspot.yaml, ...) live.
     crm_dir: Path = Path("./crm")
     # Optional: accept HubSpot's own v3 signature / Pipedrive's basic auth (user:password).
-    hubspot_client_secret: str | None = None
-    pipedrive_webhook_auth: str | None = None
+    hubspot_client_secret: SecretStr | None = None
+    pipedrive_webhook_auth: SecretStr | None = None
     log_format: Literal["json", "text"] = "text"
     log_level: str = "INFO"
-
-    @field_validator("webhook_secrets", mode="before")
-    @classmethod
-    def _split_secrets(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator(
-        "frequency_cap",
-        "scheduler_interval",
-        "catchup_after",
-        "catchup_spread",
-        "claim_lease",
-        "send_timeout",
-        mode="before",
-    )
-    @classmethod
-    def _duration(cls, value: object) -> object:
-        if isinstance(value, str):
-            return parse_duration_seconds(value)
-        return value
 
     @field_validator("default_timezone")
     @classmethod
@@ -119,11 +112,6 @@ class Settings(BaseSettings):
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value.rstrip("/")
-
-    @property
-    def frequency_cap_delta(self) -> timedelta:
-        """The frequency cap as a timedelta (zero means off)."""
-        return timedelta(seconds=self.frequency_cap)
 
     def require_sending(self) -> None:
         """Check the settings a sending worker needs.

@@ -11,19 +11,18 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from tests.conftest import ROOT
 from tests.harness import Harness
 from tests.http.helpers import LiveServer, queued_events, signed_headers
+from worker.catalog import LiveCatalog
+from worker.crm.mapping import Mapping, check_mappings, load_mapping
+from worker.errors import MappingError
 from worker.events import validate_event
 from worker.http.adapters import (
-    Mapping,
-    MappingError,
-    MappingFile,
     PayloadError,
-    check_mappings,
     hubspot_notifications,
-    load_mapping,
     pipedrive_notifications,
     translate,
 )
@@ -330,17 +329,21 @@ def test_mapping_errors_name_file_and_field(tmp_path: Path, text: str, needle: s
     assert needle in str(info.value)
 
 
-def test_mapping_file_reloads_and_keeps_last_good(crm_dir: Path) -> None:
+def test_mapping_file_reloads_and_keeps_last_good(
+    make_settings: Callable[..., Any], crm_dir: Path
+) -> None:
+    """Mappings reload through the LiveCatalog, like sequences and templates."""
     path = crm_dir / "hubspot.yaml"
-    watched = MappingFile(path, "hubspot")
-    first = watched.get()
-    assert first is not None and watched.error is None
+    watched = LiveCatalog(make_settings(crm_dir=crm_dir))
+    first = watched.mapping("hubspot")
+    assert first is not None and watched.last_problems == []
     path.write_text("crm: hubspot\nevents: [{event: workflow, type: lead.replied}]\n")
-    second = watched.get()
+    second = watched.mapping("hubspot")
     assert second is not None and second.events[0].type == "lead.replied"
     path.write_text("crm: hubspot\nevents: oops\n")
-    assert watched.get() is second
-    assert watched.error is not None and "hubspot.yaml" in watched.error
+    assert watched.mapping("hubspot") is second
+    error = "\n".join(str(p) for p in watched.last_problems)
+    assert error and "hubspot.yaml" in error
 
 
 # -- through the live server -----------------------------------------------------------
@@ -416,7 +419,10 @@ def test_live_crm_native_auth(
     make_settings: Callable[..., Any], serve: Callable[[Runtime], LiveServer], crm_dir: Path
 ) -> None:
     settings = make_settings(crm_dir=crm_dir).model_copy(
-        update={"hubspot_client_secret": "hs-secret", "pipedrive_webhook_auth": "pd:pw"}
+        update={
+            "hubspot_client_secret": SecretStr("hs-secret"),
+            "pipedrive_webhook_auth": SecretStr("pd:pw"),
+        }
     )
     runtime = Runtime(settings, load_catalog=False)
     try:

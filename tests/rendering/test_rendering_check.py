@@ -10,8 +10,8 @@ import pytest
 
 from worker.content import ContentLibrary
 from worker.errors import Problem
+from worker.rendering.check import check_templates
 from worker.sequences import Catalog, load_catalog
-from worker.template_check import check_templates
 
 ROOT = Path(__file__).resolve().parents[2]
 

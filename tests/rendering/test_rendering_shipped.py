@@ -10,8 +10,8 @@ import pytest
 
 from worker.content import ContentLibrary
 from worker.rendering import Renderer
+from worker.rendering.check import check_templates
 from worker.sequences import load_catalog
-from worker.template_check import check_templates
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "templates"

@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI
 
 from worker.errors import SettingsError
-from worker.http.adapters import CRMS, MappingFile
 from worker.http.context import RequestContext, install_record_factory
 from worker.http.deps import HttpState
 from worker.http.errors import install_error_handlers
@@ -58,7 +57,6 @@ def create_app(runtime: Runtime) -> FastAPI:
         runtime=runtime,
         metrics=metrics,
         sendgrid_key=sendgrid_key,
-        mappings={name: MappingFile(settings.crm_dir / f"{name}.yaml", name) for name in CRMS},
     )
     app.add_middleware(RequestContext, metrics=metrics)
     install_error_handlers(app)

@@ -14,9 +14,9 @@ from typing import Annotated
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import Depends, Request
 
-from worker.http.adapters import MappingFile
 from worker.http.metrics import HttpMetrics
 from worker.runtime import Runtime
+from worker.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -28,13 +28,11 @@ class HttpState:
         metrics: The app's own Prometheus registry.
         sendgrid_key: The SendGrid Event Webhook verification key; None refuses the
             webhook (NURTURE_SENDGRID_WEBHOOK_PUBLIC_KEY unset).
-        mappings: The CRM mapping files by CRM name (``hubspot``, ``pipedrive``).
     """
 
     runtime: Runtime
     metrics: HttpMetrics
     sendgrid_key: ec.EllipticCurvePublicKey | None
-    mappings: dict[str, MappingFile]
 
 
 async def http_state(request: Request) -> HttpState:
@@ -51,6 +49,11 @@ async def runtime(request: Request) -> Runtime:
 async def metrics(request: Request) -> HttpMetrics:
     """The app's metrics."""
     return (await http_state(request)).metrics
+
+
+def webhook_secrets(settings: Settings) -> list[str]:
+    """The secrets our ``X-Nurture-Signature`` may be made with (several during rotation)."""
+    return [secret.get_secret_value() for secret in settings.webhook_secrets]
 
 
 def unix_now(runtime: Runtime) -> float:

@@ -28,7 +28,8 @@ from datetime import date, datetime
 from difflib import get_close_matches
 from typing import Any, Protocol, TypeAlias
 
-from worker.errors import Problem
+from worker.errors import Problem, did_you_mean
+from worker.yamlfile import yaml_line
 
 #: Lead fields a condition may name directly.
 FIELDS = ("id", "email", "first_name", "last_name", "company", "locale", "timezone", "source")
@@ -55,26 +56,6 @@ class LineLookup(Protocol):
     """Finds the 1-based line of ``key`` in a mapping (or index in a list) read from YAML."""
 
     def __call__(self, node: Any, key: Any, default: int) -> int: ...
-
-
-def yaml_line(node: Any, key: Any, default: int) -> int:
-    """The line of a mapping key or list item, from ruamel's line/column data.
-
-    Args:
-        node: A ruamel ``CommentedMap``/``CommentedSeq``, or anything else.
-        key: The mapping key or list index.
-        default: Returned when the node carries no position (e.g. a plain dict).
-    """
-    lc = getattr(node, "lc", None)
-    if lc is None:
-        return default
-    try:
-        position = lc.item(key) if isinstance(node, list) else lc.key(key)
-    except (KeyError, IndexError, TypeError, AttributeError):
-        return default
-    if not position:
-        return default
-    return int(position[0]) + 1
 
 
 class _Missing:
@@ -402,7 +383,7 @@ def _path_error(key: str) -> tuple[str, str] | None:
     if parts[0] in PREFIXES:
         return (f"{key!r} has an empty part between dots", f"write e.g. {parts[0]}.industry")
     suggestion = _suggest_path(key)
-    fix = f"did you mean {suggestion}? " if suggestion else ""
+    fix = did_you_mean(key, [suggestion], cutoff=0, code=False) if suggestion else ""
     return (f"unknown field {key!r}", f"{fix}Conditions can name {PATH_LIST}")
 
 
@@ -587,9 +568,8 @@ def _operator_hint(op: Any) -> str:
     if word in _NOT_EQUAL:
         return 'for "is not" write `not_in: [value]`. '
     if word in _OPERATOR_WORDS:
-        return f"did you mean {_OPERATOR_WORDS[word]}? "
-    near = get_close_matches(word, OPERATORS, n=1, cutoff=0.5)
-    return f"did you mean {near[0]}? " if near else ""
+        return did_you_mean(word, [_OPERATOR_WORDS[word]], cutoff=0, code=False)
+    return did_you_mean(word, OPERATORS, cutoff=0.5, code=False)
 
 
 def _kind(node: Any) -> str:

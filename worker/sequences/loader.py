@@ -15,12 +15,8 @@ from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-
-from worker.errors import CatalogError, Problem
-from worker.events import BUILTIN_TYPES, EVENT_TYPE
-from worker.sequences.conditions import Condition, compile_when, yaml_line
+from worker.errors import CatalogError, Problem, did_you_mean
+from worker.sequences.conditions import Condition, compile_when
 from worker.sequences.durations import parse_wait
 from worker.sequences.model import (
     DECLINE_TRIGGER,
@@ -34,6 +30,14 @@ from worker.sequences.model import (
     default_kind,
 )
 from worker.sequences.windows import WINDOW_KEYS, SendWindow, parse_days, parse_hours
+from worker.yamlfile import (
+    describe_node,
+    display_path,
+    event_type_problem,
+    node_line,
+    read_yaml,
+    yaml_line,
+)
 
 FIT_STEMS = ("fit",)
 SEQUENCE_KEYS = ("id", "description", "kind", "trigger", "exit_on", "send_window", "steps")
@@ -72,7 +76,7 @@ def load_catalog(sequences_dir: Path) -> tuple[Catalog, list[Problem]]:
         The catalog of everything that loaded cleanly, and every problem found
         (sorted by file and line). A sequence with any problem is left out.
     """
-    folder = _display(sequences_dir)
+    folder = display_path(sequences_dir)
     if not sequences_dir.is_dir():
         return Catalog(), [
             Problem(
@@ -95,7 +99,7 @@ def load_catalog(sequences_dir: Path) -> tuple[Catalog, list[Problem]]:
     if len(fit_files) > 1:
         problems.append(
             Problem(
-                _display(fit_files[1]),
+                display_path(fit_files[1]),
                 0,
                 "there are two fit rule files",
                 f"keep only {fit_files[0].name}; move its rules into one file",
@@ -106,7 +110,7 @@ def load_catalog(sequences_dir: Path) -> tuple[Catalog, list[Problem]]:
     for path in files:
         raw = path.read_bytes()
         digest.update(path.name.encode() + b"\0" + raw + b"\0")
-        reader = _Reader(_display(path))
+        reader = _Reader(display_path(path))
         doc = reader.parse(raw)
         if path in fit_files:
             if path == fit_files[0] and not reader.problems:
@@ -149,71 +153,8 @@ def require_catalog(sequences_dir: Path) -> Catalog:
     return catalog
 
 
-def _display(path: Path) -> str:
-    """The path as the user would type it: relative to the working directory if inside."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
 def _slug(text: str, sep: str = "-") -> str:
     return re.sub(r"[^a-z0-9]+", sep, text.lower()).strip(sep)
-
-
-def _kind(node: Any) -> str:
-    if node is None:
-        return "nothing"
-    if isinstance(node, Mapping):
-        return "a set of keys"
-    if isinstance(node, list):
-        return "a list"
-    return repr(node)
-
-
-_YAML_HINTS = (
-    (
-        "mapping values are not allowed",
-        "a ':' appears where YAML does not expect one",
-        "put quotes around text that contains ': ' (e.g. description: \"Note: read this\"), "
-        "and check the indentation of this line",
-    ),
-    (
-        "could not find expected ':'",
-        "a line is missing its ':' or is indented wrongly",
-        "write `key: value`, and indent lines of the same block by the same number of spaces",
-    ),
-    (
-        "expected <block end>",
-        "the indentation does not line up",
-        "keys of the same block must start in the same column; use spaces, not tabs",
-    ),
-    (
-        "expected a single document",
-        "the file holds more than one document (a second ---)",
-        "keep one sequence per file; move the rest into a new file",
-    ),
-    (
-        "expected ',' or '}'",
-        "a { ... } is not closed properly",
-        "check that every { has a matching } and that items are separated by commas",
-    ),
-    (
-        "expected ',' or ']'",
-        "a [ ... ] is not closed properly",
-        "check that every [ has a matching ] and that items are separated by commas",
-    ),
-    (
-        "that cannot start any token",
-        "a value starts with a character YAML reserves",
-        'put the value in quotes, e.g. template: "@special"',
-    ),
-    (
-        "found unexpected end of stream",
-        "a quote is not closed",
-        "close the quotes (\" or ') opened on this line",
-    ),
-)
 
 
 class _Reader:
@@ -229,57 +170,11 @@ class _Reader:
     def problem(self, line: int, message: str, fix: str) -> None:
         self.problems.append(Problem(self.file, line, message, fix))
 
-    # -- YAML ---------------------------------------------------------------------
-
     def parse(self, raw: bytes) -> Any:
         """The YAML document, or None with problems recorded."""
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            line = raw[: exc.start].count(b"\n") + 1
-            self.problem(line, "the file is not UTF-8 text", "save it as UTF-8 in your editor")
-            return None
-        for number, line_text in enumerate(text.splitlines(), start=1):
-            indent = line_text[: len(line_text) - len(line_text.lstrip(" \t"))]
-            if "\t" in indent:
-                self.problem(
-                    number,
-                    "this line is indented with a tab",
-                    "YAML needs spaces: replace the tab with spaces (2 per level)",
-                )
-        if self.problems:
-            return None
-        try:
-            return YAML(typ="rt").load(text)
-        except MarkedYAMLError as exc:
-            self.yaml_problem(exc, text)
-        except YAMLError as exc:  # no position known
-            self.problem(0, f"the file is not valid YAML: {exc}", f"check its syntax; {DOCS}")
-        return None
-
-    def yaml_problem(self, exc: MarkedYAMLError, source: str) -> None:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 0
-        text = f"{exc.context or ''} {exc.problem or ''}"
-        duplicate = re.search(r'found duplicate key "(.*?)"', text)
-        if duplicate and mark is not None:
-            key = duplicate.group(1)
-            self.problem(
-                line,
-                f"{key!r} appears twice in the same block",
-                f"keep only one{_earlier_key(source, key, mark.line, mark.column)}",
-            )
-            return
-        for needle, message, fix in _YAML_HINTS:
-            if needle in text:
-                self.problem(line, message, fix)
-                return
-        self.problem(
-            line,
-            f"the YAML could not be read ({(exc.problem or '').strip()})",
-            "check the indentation (spaces, same column for keys of one block) and put "
-            "quotes around values containing ':' or '#'",
-        )
+        doc, problems = read_yaml(raw, self.file, DOCS)
+        self.problems.extend(problems)
+        return doc
 
     # -- shared checks --------------------------------------------------------------
 
@@ -287,8 +182,7 @@ class _Reader:
         return yaml_line(node, key, default)
 
     def start(self, node: Any, default: int = 1) -> int:
-        lc = getattr(node, "lc", None)
-        return int(lc.line) + 1 if lc is not None and lc.line is not None else default
+        return node_line(node, default)
 
     def unknown_keys(
         self, node: Mapping[Any, Any], allowed: tuple[str, ...], where: str, line: int
@@ -299,17 +193,13 @@ class _Reader:
             key_line = self.line(node, key, line)
             text = str(key)
             normalized = re.sub(r"[\s-]+", "_", text.strip().lower())
-            near = (
-                [normalized]
-                if normalized in allowed
-                else get_close_matches(normalized, allowed, n=1, cutoff=0.6)
-            )
+            near = get_close_matches(normalized, allowed, n=1, cutoff=0.6)
             moved = _MOVED.get(where, {}).get(normalized)
             if moved:
                 fix = f"{moved}; {DOCS}"
             elif near:
                 self.suggested.add((line, near[0]))
-                fix = f"did you mean `{near[0]}`? Keys allowed here: {', '.join(allowed)}"
+                fix = f"{did_you_mean(normalized, near)}Keys allowed here: {', '.join(allowed)}"
             else:
                 fix = f"remove it, or use one of: {', '.join(allowed)}"
             self.problem(key_line, f"unknown key {text!r} in this {where}", fix)
@@ -341,23 +231,11 @@ class _Reader:
         return None
 
     def check_event(self, value: Any, line: int, where: str) -> str | None:
-        if isinstance(value, str) and EVENT_TYPE.match(value):
-            typo = get_close_matches(value, sorted(BUILTIN_TYPES), n=1, cutoff=0.88)
-            if value in BUILTIN_TYPES or not typo:
-                return value
-            self.problem(
-                line, f"{where} event {value!r} looks like a typo of {typo[0]}", f"write {typo[0]}"
-            )
-            return None
-        text = str(value).strip().lower().replace(" ", ".").replace("_", ".")
-        near = get_close_matches(text, sorted(BUILTIN_TYPES), n=1, cutoff=0.6)
-        hint = f"did you mean {near[0]}? " if near else ""
-        self.problem(
-            line,
-            f"{where} event {value!r} is not an event type",
-            f"{hint}Event types are lowercase dotted names such as lead.created, "
-            "lead.replied or meeting.booked",
-        )
+        found = event_type_problem(value)
+        if found is None:
+            return str(value)
+        message, fix = found
+        self.problem(line, f"{where} event {message}", fix)
         return None
 
     def claim_id(self, claimed: dict[str, tuple[str, int]], doc: Any) -> bool:
@@ -415,7 +293,7 @@ class _Reader:
     def sequence(self, doc: Any) -> Sequence | None:
         """Build the sequence of this file, or None with problems recorded."""
         if not isinstance(doc, Mapping):
-            what = "empty" if doc is None else f"{_kind(doc)}, not a sequence"
+            what = "empty" if doc is None else f"{describe_node(doc)}, not a sequence"
             self.problem(
                 self.start(doc),
                 f"the file is {what}",
@@ -467,7 +345,7 @@ class _Reader:
         if not isinstance(node, Mapping):
             self.problem(
                 line,
-                f"trigger must name an event, not {_kind(node)}",
+                f"trigger must name an event, not {describe_node(node)}",
                 "write `trigger: {event: lead.created}`",
             )
             return None
@@ -487,7 +365,7 @@ class _Reader:
             example = node if isinstance(node, str) else "lead.replied, meeting.booked"
             self.problem(
                 line,
-                f"exit_on must be a list of events, not {_kind(node)}",
+                f"exit_on must be a list of events, not {describe_node(node)}",
                 f"write `exit_on: [{example}]`",
             )
             return frozenset()
@@ -523,7 +401,7 @@ class _Reader:
         if not isinstance(node, Mapping) or not node:
             self.problem(
                 line,
-                f"send_window must give days and hours, not {_kind(node)}",
+                f"send_window must give days and hours, not {describe_node(node)}",
                 f"write {example}, or remove the line to send at any time",
             )
             return None
@@ -550,8 +428,7 @@ class _Reader:
         value = doc["kind"]
         line = self.line(doc, "kind", top)
         if value not in KINDS:
-            near = get_close_matches(str(value), KINDS, n=1, cutoff=0.6)
-            hint = f"did you mean {near[0]}? " if near else ""
+            hint = did_you_mean(str(value), KINDS, code=False)
             self.problem(
                 line,
                 f"kind {value!r} is not known",
@@ -586,7 +463,7 @@ class _Reader:
         if not isinstance(node, list):
             self.problem(
                 line,
-                f"steps must be a list of steps, not {_kind(node)}",
+                f"steps must be a list of steps, not {describe_node(node)}",
                 "start each step on its own line with `- id: ...`, indented under steps:",
             )
             return None
@@ -604,7 +481,7 @@ class _Reader:
         if not isinstance(node, Mapping):
             self.problem(
                 line,
-                f"a step must be a set of keys, not {_kind(node)}",
+                f"a step must be a set of keys, not {describe_node(node)}",
                 "write `- id: intro` and, indented below it, `wait:` and `template:`",
             )
             return None
@@ -669,7 +546,7 @@ class _Reader:
         if not isinstance(doc, Mapping):
             self.problem(
                 self.start(doc),
-                f"fit.yaml must start with `rules:`, not {_kind(doc)}",
+                f"fit.yaml must start with `rules:`, not {describe_node(doc)}",
                 "write `rules:` on the first line and indent the list of rules under it",
             )
             return ()
@@ -682,7 +559,7 @@ class _Reader:
         if not isinstance(node, list):
             self.problem(
                 line,
-                f"rules must be a list, not {_kind(node)}",
+                f"rules must be a list, not {describe_node(node)}",
                 "start each rule on its own line with `- id: ...`, indented under rules:",
             )
             return ()
@@ -700,7 +577,7 @@ class _Reader:
         if not isinstance(node, Mapping):
             self.problem(
                 line,
-                f"a rule must be a set of keys, not {_kind(node)}",
+                f"a rule must be a set of keys, not {describe_node(node)}",
                 "write `- id: my-rule` with `when:` and `reason:` indented below it",
             )
             return None
@@ -728,16 +605,6 @@ class _Reader:
         if len(self.problems) > before or rule_id is None or when is None or reason is None:
             return None
         return FitRule(id=rule_id, when=when, reason=reason, file=self.file, line=line)
-
-
-def _earlier_key(source: str, key: str, line: int, column: int) -> str:
-    """ ", the other is at line N" for the first ``key:`` at ``column`` above ``line``."""
-    lines = source.splitlines()
-    for number in range(min(line, len(lines)) - 1, -1, -1):
-        text = lines[number]
-        if text[:column].strip() == "" and re.match(rf"{re.escape(key)}\s*:", text[column:]):
-            return f"; the other is at line {number + 1}"
-    return ""
 
 
 def _split(exc: ValueError, fallback: str) -> tuple[str, str]:

@@ -18,10 +18,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from difflib import get_close_matches
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from worker.errors import did_you_mean
 from worker.sequences.durations import resolve_local
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -125,9 +125,8 @@ def _day(name: str) -> int:
     key = name.strip().lower()
     if key in _DAY_ALIASES:
         return _DAY_ALIASES[key]
-    near = get_close_matches(key, list(_DAY_ALIASES), n=1, cutoff=0.6)
-    hint = f" (did you mean {near[0]}?)" if near else ""
-    raise ValueError(f"{name!r} is not a weekday{hint}; write e.g. {DAYS_EXAMPLE}")
+    hint = did_you_mean(key, _DAY_ALIASES, code=False)
+    raise ValueError(f"{name!r} is not a weekday; {hint}write e.g. {DAYS_EXAMPLE}")
 
 
 def _days_of(part: str) -> frozenset[int]:

@@ -16,18 +16,18 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from worker.errors import ApiError, EventError, StoreUnavailableError
+from worker.crm.mapping import Mapping
+from worker.errors import ApiError, CatalogError, EventError, MappingError, StoreUnavailableError
 from worker.events import Event, validate_event
 from worker.http.adapters import (
     WORKFLOW_NAME,
-    Mapping,
     Notification,
     hubspot_notifications,
     pipedrive_notifications,
     translate,
 )
 from worker.http.body import decode_json, read_body, require_json
-from worker.http.deps import HttpState, StateDep, unix_now
+from worker.http.deps import HttpState, StateDep, unix_now, webhook_secrets
 from worker.http.errors import unavailable
 from worker.http.schemas import CRM_BODY, AdapterAccepted, Problem, error_responses
 from worker.http.signatures import (
@@ -55,8 +55,9 @@ def verify_crm(request: Request, body: bytes, crm: Crm, runtime: Runtime) -> Non
     """
     settings = runtime.settings
     headers = request.headers
+    secrets = webhook_secrets(settings)
     if headers.get(SIGNATURE_HEADER):
-        verify(headers[SIGNATURE_HEADER], body, settings.webhook_secrets, unix_now(runtime))
+        verify(headers[SIGNATURE_HEADER], body, secrets, unix_now(runtime))
     elif (
         crm == "hubspot"
         and settings.hubspot_client_secret
@@ -68,13 +69,15 @@ def verify_crm(request: Request, body: bytes, crm: Crm, runtime: Runtime) -> Non
             method=request.method,
             uri=hubspot_uri(settings.public_url, request.url.path, request.url.query),
             body=body,
-            client_secret=settings.hubspot_client_secret,
+            client_secret=settings.hubspot_client_secret.get_secret_value(),
             now=unix_now(runtime),
         )
     elif crm == "pipedrive" and settings.pipedrive_webhook_auth and headers.get("authorization"):
-        verify_basic_auth(headers.get("authorization"), settings.pipedrive_webhook_auth)
+        verify_basic_auth(
+            headers.get("authorization"), settings.pipedrive_webhook_auth.get_secret_value()
+        )
     else:
-        verify(None, body, settings.webhook_secrets, unix_now(runtime))
+        verify(None, body, secrets, unix_now(runtime))
 
 
 def read_crm_body(
@@ -138,19 +141,20 @@ async def handle_crm(
 ) -> JSONResponse:
     """Both CRM routes: read, verify, map, keep; answer 202 with what became of each."""
     runtime, metrics = state.runtime, state.metrics
-    mapping_file = state.mappings[crm]
     with metrics.counting_refusals(crm):
         require_json(request)
         body = await read_body(request)
         verify_crm(request, body, crm, runtime)
-        mapping = await run_in_threadpool(mapping_file.get)
-        if mapping is None:
+        try:
+            # The catalog (loaded on first use here) reloads edited mappings.
+            mapping = await run_in_threadpool(runtime.catalog.mapping, crm)
+        except (MappingError, CatalogError) as exc:
             raise ApiError(
                 503,
                 "adapter_not_configured",
-                f"the {crm} adapter has no valid mapping: {mapping_file.error}",
+                f"the {crm} adapter has no valid mapping: {exc}",
                 headers={"Retry-After": "60"},
-            )
+            ) from None
         if workflow is not None and not WORKFLOW_NAME.match(workflow):
             raise ApiError(400, "bad_workflow", "workflow must be letters, digits, - or _ (max 64)")
         ignored, good, bad = await run_in_threadpool(read_crm_body, crm, body, workflow, mapping)

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from worker.errors import ApiError, EventError, StoreUnavailableError
 from worker.events import MAX_EVENTS_PER_BATCH, Event, validate_event
 from worker.http.body import decode_json, read_body, require_json
-from worker.http.deps import MetricsDep, RuntimeDep, unix_now
+from worker.http.deps import MetricsDep, RuntimeDep, unix_now, webhook_secrets
 from worker.http.errors import unavailable
 from worker.http.schemas import EVENTS_BODY, Accepted, error_responses
 from worker.http.signatures import SIGNATURE_HEADER, verify
@@ -89,7 +89,7 @@ async def post_events(
     with metrics.counting_refusals("native"):
         require_json(request)
         body = await read_body(request)
-        verify(x_nurture_signature, body, runtime.settings.webhook_secrets, unix_now(runtime))
+        verify(x_nurture_signature, body, webhook_secrets(runtime.settings), unix_now(runtime))
         events = await run_in_threadpool(parse_lead_events, body)
         result = await run_in_threadpool(ingest_or_503, runtime, events)
     metrics.events_accepted.labels("native").inc(result.accepted)

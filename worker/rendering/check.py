@@ -21,21 +21,19 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from jinja2 import TemplateSyntaxError, nodes
+from jinja2 import Template, TemplateSyntaxError, nodes
 from markupsafe import Markup
 
 from worker.content import ContentLibrary, normalize_locale
-from worker.errors import Problem
-from worker.rendering import (
+from worker.errors import Problem, did_you_mean
+from worker.rendering.explain import LEAD_FIELDS, explain, syntax_fix
+from worker.rendering.renderer import (
     EMAIL_BLOCKS,
     LAYOUT,
     LAYOUT_BLOCKS,
-    LEAD_FIELDS,
     Renderer,
     TemplateRenderError,
-    explain,
     is_locale_dir,
-    syntax_fix,
 )
 from worker.sequences import Catalog, Sequence, Step
 
@@ -182,10 +180,10 @@ def _missing_template(
     only_in = [
         loc for loc in locale_dirs if (renderer.templates_dir / loc / f"{name}.j2").is_file()
     ]
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.8)
+    close = did_you_mean(name, known, cutoff=0.8, n=3).strip()
     parts = []
     if close:
-        parts.append(f"did you mean {' or '.join(f'`{c}`' for c in close)}?")
+        parts.append(close)
     if only_in:
         parts.append(
             f"it exists only in {', '.join(only_in)}/; create {expected} too, since leads "
@@ -225,6 +223,18 @@ def _structure(renderer: Renderer, relative: str) -> tuple[list[Problem], bool]:
                 syntax_fix(exc.message or ""),
             )
         ], False
+    problems, blocks, renderable = _top_level(display, tree)
+    missing = _missing_blocks(display, blocks)
+    problems += missing
+    problems += _unknown_filters_and_tests(renderer, display, tree)
+    if "html" in blocks:
+        problems += _document_tags(display, tree)
+    return problems, renderable and not missing
+
+
+def _top_level(display: str, tree: nodes.Template) -> tuple[list[Problem], dict[str, int], bool]:
+    """What sits at the top of an email template: its blocks (name -> line), problems
+    with anything else there, and whether it can be rendered (not with ``extends``)."""
     problems: list[Problem] = []
     blocks: dict[str, int] = {}
     renderable = True
@@ -282,6 +292,12 @@ def _structure(renderer: Renderer, relative: str) -> tuple[list[Problem], bool]:
                     "{% block html %}, {% block subject %})",
                 )
             )
+    return problems, blocks, renderable
+
+
+def _missing_blocks(display: str, blocks: dict[str, int]) -> list[Problem]:
+    """The required blocks (subject, text) a template lacks, pointing at a misnamed one."""
+    problems: list[Problem] = []
     for needed in ("subject", "text"):
         if needed not in blocks:
             meant = next(
@@ -306,28 +322,31 @@ def _structure(renderer: Renderer, relative: str) -> tuple[list[Problem], bool]:
                     + ("" if needed == "text" else "; the subject is one line of text"),
                 )
             )
-            renderable = False
-    problems += _unknown_filters_and_tests(renderer, display, tree)
-    if "html" in blocks:
-        for block in tree.find_all(nodes.Block):
-            if block.name != "html":
-                continue
-            for data in block.find_all(nodes.TemplateData):
-                match = _DOCUMENT_TAGS.search(data.data)
-                if match:
-                    problems.append(
-                        Problem(
-                            display,
-                            data.lineno + data.data[: match.start()].count("\n"),
-                            f"the html block writes its own <{match.group(1).lower()}>: it "
-                            "would bypass the layout's document and footer",
-                            "keep only the message itself in {% block html %} (paragraphs, "
-                            "links); the layout adds <html>, <body> and the footer with the "
-                            "unsubscribe link",
-                        )
+    return problems
+
+
+def _document_tags(display: str, tree: nodes.Template) -> list[Problem]:
+    """An html block that writes its own <html>/<body> (bypassing the layout's footer)."""
+    problems: list[Problem] = []
+    for block in tree.find_all(nodes.Block):
+        if block.name != "html":
+            continue
+        for data in block.find_all(nodes.TemplateData):
+            match = _DOCUMENT_TAGS.search(data.data)
+            if match:
+                problems.append(
+                    Problem(
+                        display,
+                        data.lineno + data.data[: match.start()].count("\n"),
+                        f"the html block writes its own <{match.group(1).lower()}>: it "
+                        "would bypass the layout's document and footer",
+                        "keep only the message itself in {% block html %} (paragraphs, "
+                        "links); the layout adds <html>, <body> and the footer with the "
+                        "unsubscribe link",
                     )
-                    break
-    return problems, renderable
+                )
+                break
+    return problems
 
 
 def _unknown_filters_and_tests(
@@ -346,14 +365,13 @@ def _unknown_filters_and_tests(
             name = node.name
             if name in known:
                 continue
-            meant = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
             usage = f"{{{{ value | {name} }}}}" if kind == "filter" else f"value is {name}"
             problems.append(
                 Problem(
                     display,
                     node.lineno,
                     f"there is no {kind} named `{name}` (in `{usage}`)",
-                    (f"did you mean `{meant[0]}`? " if meant else "")
+                    did_you_mean(name, sorted(known))
                     + (
                         "the helpers and the usual Jinja filters are listed in "
                         "docs/templates.md (Helpers)"
@@ -526,7 +544,19 @@ def _scenarios(
 # --------------------------------------------------------------------- layouts
 
 
+_LAYOUT_SAMPLE: dict[str, Any] = {
+    "lead": {"id": "sample-lead", "email": "sample@example.com", "attributes": {}},
+    "event": {"id": "e", "type": "lead.created", "data": {}},
+    "sequence": {"id": "sample", "description": ""},
+    "step": {"id": "sample"},
+    "unsubscribe_url": _URL_SENTINEL,
+    "postal_address": _ADDRESS_SENTINEL,
+    "content": lambda *a, **k: None,
+}
+
+
 def _check_layouts(renderer: Renderer, locale_dirs: list[str]) -> set[Problem]:
+    """Every layout (top level and per locale folder) and its footer blocks."""
     found: set[Problem] = set()
     relatives = [f"{LAYOUT}.j2"] + [
         f"{loc}/{LAYOUT}.j2"
@@ -545,91 +575,83 @@ def _check_layouts(renderer: Renderer, locale_dirs: list[str]) -> set[Problem]:
             )
         )
         relatives = relatives[1:]
-    variables: dict[str, Any] = {
-        "lead": {"id": "sample-lead", "email": "sample@example.com", "attributes": {}},
-        "event": {"id": "e", "type": "lead.created", "data": {}},
-        "sequence": {"id": "sample", "description": ""},
-        "step": {"id": "sample"},
-        "unsubscribe_url": _URL_SENTINEL,
-        "postal_address": _ADDRESS_SENTINEL,
-        "content": lambda *a, **k: None,
-    }
     for relative in relatives:
-        display = renderer.display(relative)
-        try:
-            text_tpl = renderer.text_env.get_template(relative)
-            html_tpl = renderer.html_env.get_template(relative)
-        except TemplateSyntaxError as exc:
-            found.add(
-                Problem(
-                    display,
-                    exc.lineno,
-                    f"template syntax error: {exc.message}",
-                    syntax_fix(exc.message or ""),
-                )
-            )
-            continue
-        missing = [b for b in LAYOUT_BLOCKS if b not in text_tpl.blocks]
-        for block in missing:
-            found.add(
-                Problem(
-                    display,
-                    1,
-                    f"the layout has no {block} block",
-                    f"add {{% block {block} %}}...{{% endblock %}}; see docs/templates.md",
-                )
-            )
-        if missing:
-            continue
-        parts = {
-            "text_footer": (text_tpl, {}),
-            "html_footer": (html_tpl, {}),
-            "html_document": (
-                html_tpl,
-                {
-                    "body": Markup(_BODY_SENTINEL),
-                    "footer": Markup(_FOOTER_SENTINEL),
-                    "subject": "Sample subject",
-                    "lang": relative.split("/")[0] if "/" in relative else "en",
-                },
-            ),
-        }
-        for block, (tpl, extra) in parts.items():
-            try:
-                output = "".join(tpl.blocks[block](tpl.new_context({**variables, **extra})))
-            except Exception as exc:
-                err = explain(exc, variables, [], display)
-                found.add(Problem(err.file, err.line, err.message, err.fix))
-                continue
-            line = renderer.block_line(relative, block)
-            if block in ("text_footer", "html_footer"):
-                for label, needle, var in (
-                    ("unsubscribe link", _URL_SENTINEL, "unsubscribe_url"),
-                    ("postal address", _ADDRESS_SENTINEL, "postal_address"),
-                ):
-                    if needle not in output:
-                        found.add(
-                            Problem(
-                                display,
-                                line,
-                                f"the {block} block does not show the {label}",
-                                f"add {{{{ {var} }}}} to it; every email must carry it",
-                            )
-                        )
-            else:
-                for needle, var in ((_BODY_SENTINEL, "body"), (_FOOTER_SENTINEL, "footer")):
-                    if needle not in output:
-                        found.add(
-                            Problem(
-                                display,
-                                line,
-                                f"the html_document block does not show {{{{ {var} }}}}",
-                                f"add {{{{ {var} }}}} inside <body>: it is "
-                                + (
-                                    "the email's html block"
-                                    if var == "body"
-                                    else "the html_footer with the unsubscribe link"
-                                ),
-                            )
-                        )
+        found.update(_check_layout(renderer, relative))
     return found
+
+
+def _check_layout(renderer: Renderer, relative: str) -> list[Problem]:
+    """One layout: it parses, has its blocks, and each block shows what it must."""
+    display = renderer.display(relative)
+    try:
+        text_tpl = renderer.text_env.get_template(relative)
+        html_tpl = renderer.html_env.get_template(relative)
+    except TemplateSyntaxError as exc:
+        message = f"template syntax error: {exc.message}"
+        return [Problem(display, exc.lineno, message, syntax_fix(exc.message or ""))]
+    missing = [b for b in LAYOUT_BLOCKS if b not in text_tpl.blocks]
+    if missing:
+        return [
+            Problem(
+                display,
+                1,
+                f"the layout has no {block} block",
+                f"add {{% block {block} %}}...{{% endblock %}}; see docs/templates.md",
+            )
+            for block in missing
+        ]
+    document = {
+        "body": Markup(_BODY_SENTINEL),
+        "footer": Markup(_FOOTER_SENTINEL),
+        "subject": "Sample subject",
+        "lang": relative.split("/")[0] if "/" in relative else "en",
+    }
+    parts: dict[str, tuple[Template, dict[str, Any]]] = {
+        "text_footer": (text_tpl, {}),
+        "html_footer": (html_tpl, {}),
+        "html_document": (html_tpl, document),
+    }
+    problems: list[Problem] = []
+    for block, (tpl, extra) in parts.items():
+        try:
+            output = "".join(tpl.blocks[block](tpl.new_context({**_LAYOUT_SAMPLE, **extra})))
+        except Exception as exc:
+            problems.append(explain(exc, _LAYOUT_SAMPLE, [], display))
+            continue
+        line = renderer.block_line(relative, block)
+        problems += _missing_in_layout_block(display, line, block, output)
+    return problems
+
+
+def _missing_in_layout_block(display: str, line: int, block: str, output: str) -> list[Problem]:
+    """What a rendered layout block fails to show: footers need the unsubscribe link and
+    the postal address, the document needs the email's body and the footer."""
+    if block in ("text_footer", "html_footer"):
+        return [
+            Problem(
+                display,
+                line,
+                f"the {block} block does not show the {label}",
+                f"add {{{{ {var} }}}} to it; every email must carry it",
+            )
+            for label, needle, var in (
+                ("unsubscribe link", _URL_SENTINEL, "unsubscribe_url"),
+                ("postal address", _ADDRESS_SENTINEL, "postal_address"),
+            )
+            if needle not in output
+        ]
+    return [
+        Problem(
+            display,
+            line,
+            f"the html_document block does not show {{{{ {var} }}}}",
+            f"add {{{{ {var} }}}} inside <body>: it is "
+            + (
+                "the email's html block"
+                if var == "body"
+                else "the html_footer with the unsubscribe link"
+            ),
+        )
+        for needle, var in ((_BODY_SENTINEL, "body"), (_FOOTER_SENTINEL, "footer"))
+        if needle not in output
+    ]
