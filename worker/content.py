@@ -30,7 +30,7 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from worker.errors import Problem, did_you_mean
-from worker.yamlfile import read_yaml, yaml_line
+from worker.yamlfile import display_path, read_yaml, yaml_line
 
 KINDS = ("case_study", "testimonial", "guide", "webinar", "outcome_story")
 REQUIRED = ("id", "kind", "title", "summary", "outcome", "url")
@@ -260,7 +260,7 @@ def _as_values(value: Any) -> set[str]:
 
 def _load_file(path: Path, problems: list[Problem]) -> list[ContentItem]:
     """Parse one content file; append problems, return its valid items."""
-    file = str(path)
+    file = display_path(path)
     data, found = read_yaml(path.read_bytes(), file, "see docs/templates.md")
     problems.extend(found)
     if data is None:
