@@ -23,8 +23,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import dramatiq
+import pika.exceptions
+from dramatiq.brokers import rabbitmq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import dq_name, q_name, xq_name
+from dramatiq.errors import ConnectionClosed
 
 from worker.errors import SettingsError
 
@@ -91,13 +95,15 @@ def make_broker(
             cannot run (its scripts touch keys of many slots).
 
     Raises:
-        SettingsError: On an unknown URL scheme, a Redis Cluster without a separate
-            broker, or RabbitMQ without its client library.
+        SettingsError: On an unknown URL scheme, or a Redis Cluster without a separate
+            broker.
     """
     kind = broker_kind(broker_url)
     if kind == "rabbitmq":
         assert broker_url is not None
-        return _rabbitmq_broker(broker_url, quorum_queues)
+        broker_class = QuorumRabbitmqBroker if quorum_queues else RabbitmqBroker
+        broker: dramatiq.Broker = broker_class(url=broker_url.strip(), confirm_delivery=True)
+        return broker
     if state_on_cluster and not broker_url:
         raise SettingsError(
             "NURTURE_REDIS_CLUSTER needs NURTURE_BROKER_URL: dramatiq's Redis broker cannot "
@@ -109,21 +115,7 @@ def make_broker(
     )
 
 
-def _rabbitmq_broker(broker_url: str, quorum_queues: bool) -> dramatiq.Broker:
-    try:
-        from dramatiq.brokers.rabbitmq import RabbitmqBroker
-    except ImportError:  # pragma: no cover - pika is a dependency of the package
-        raise SettingsError(
-            "NURTURE_BROKER_URL is a RabbitMQ URL but the RabbitMQ client is missing: "
-            "pip install 'dramatiq[rabbitmq]'"
-        ) from None
-    url = broker_url.strip()
-    if not quorum_queues:
-        return RabbitmqBroker(url=url, confirm_delivery=True)  # type: ignore[no-any-return]
-    return _quorum_broker_class(RabbitmqBroker)(url=url, confirm_delivery=True)  # type: ignore[no-any-return]
-
-
-def _quorum_broker_class(base: Any) -> Any:
+class QuorumRabbitmqBroker(RabbitmqBroker):
     """dramatiq's RabbitMQ broker declaring its three queues per queue as quorum queues.
 
     RabbitMQ fixes a queue's type when it is declared (no policy can change it), and
@@ -131,25 +123,18 @@ def _quorum_broker_class(base: Any) -> Any:
     arguments; everything else (dead-letter routing, the 7-day dead-letter TTL, which
     quorum queues support since RabbitMQ 3.10) is dramatiq's unchanged.
     """
-    from dramatiq.brokers import rabbitmq
 
-    class QuorumRabbitmqBroker(base):  # type: ignore[misc,valid-type]
-        def _build_queue_arguments(self, queue_name: str) -> dict[str, Any]:
-            arguments: dict[str, Any] = super()._build_queue_arguments(queue_name)
-            arguments["x-queue-type"] = "quorum"
-            return arguments
+    def _build_queue_arguments(self, queue_name: str) -> dict[str, Any]:
+        arguments: dict[str, Any] = super()._build_queue_arguments(queue_name)  # type: ignore[no-untyped-call]
+        arguments["x-queue-type"] = "quorum"
+        return arguments
 
-        def _declare_xq_queue(self, queue_name: str) -> Any:
-            return self.channel.queue_declare(
-                queue=xq_name(queue_name),
-                durable=True,
-                arguments={
-                    "x-queue-type": "quorum",
-                    "x-message-ttl": rabbitmq.DEAD_MESSAGE_TTL,
-                },
-            )
-
-    return QuorumRabbitmqBroker
+    def _declare_xq_queue(self, queue_name: str) -> Any:
+        return self.channel.queue_declare(
+            queue=xq_name(queue_name),
+            durable=True,
+            arguments={"x-queue-type": "quorum", "x-message-ttl": rabbitmq.DEAD_MESSAGE_TTL},
+        )
 
 
 def _canonical_queues(broker: dramatiq.Broker) -> list[str]:
@@ -192,9 +177,6 @@ def _redis_depths(broker: RedisBroker, queues: list[str]) -> dict[str, dict[str,
 
 
 def _rabbitmq_depth(broker: Any, queue: str) -> dict[str, int]:
-    import pika.exceptions
-    from dramatiq.errors import ConnectionClosed
-
     counts = []
     for name in (queue, dq_name(queue), xq_name(queue)):
         try:
@@ -206,9 +188,9 @@ def _rabbitmq_depth(broker: Any, queue: str) -> dict[str, int]:
             # closed the channel, so drop it and open a fresh one next time.
             del broker.channel
             if exc.reply_code != 404:
-                raise ConnectionClosed(exc) from None
+                raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
             counts.append(0)
         except pika.exceptions.AMQPError as exc:
             del broker.connection
-            raise ConnectionClosed(exc) from None
+            raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
     return {"ready": counts[0], "delayed": counts[1], "dead": counts[2]}
