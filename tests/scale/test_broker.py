@@ -10,10 +10,15 @@ https://www.rabbitmq.com/docs/quorum-queues.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dramatiq
 import pika
@@ -21,9 +26,11 @@ import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 
-from tests.rabbitmq import AmqpTarget, RabbitNode
+from tests.rabbitmq import AmqpTarget, RabbitNode, answers, start_rabbitmq
 from worker.broker import broker_kind, make_broker, queue_depths, redact_url
 from worker.errors import SettingsError
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
@@ -246,3 +253,93 @@ def test_queue_depths_of_undeclared_rabbitmq_queues_are_zero(amqp: AmqpTarget) -
         assert queue_depths(broker)[rig.queue]["ready"] == 1
     finally:
         broker.close()
+
+
+# -- a worker host dies mid-message -----------------------------------------------------
+
+WORKER_SCRIPT = """
+import os, sys, time, pathlib, dramatiq
+from worker.broker import make_broker
+
+url, queue, log = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
+broker = make_broker("redis://127.0.0.1:1/0", url)
+
+def slow(key):
+    with log.open("a") as f:
+        f.write(f"start {key} {os.getpid()}\\n")
+    if not (log.parent / "fast").exists():
+        time.sleep(60)
+    with log.open("a") as f:
+        f.write(f"done {key} {os.getpid()}\\n")
+
+dramatiq.Actor(slow, broker=broker, actor_name="slow", queue_name=queue, priority=0, options={})
+worker = dramatiq.Worker(broker, worker_threads=1)
+worker.start()
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_killed_worker_process_s_message_is_redelivered_to_another(
+    amqp: AmqpTarget, tmp_path: Path
+) -> None:
+    """RabbitMQ requeues the unacked message of a consumer whose connection dies (kill -9),
+    so another worker host runs it: nothing lost."""
+    script = tmp_path / "slow_worker.py"
+    script.write_text(WORKER_SCRIPT)
+    log = tmp_path / "runs.log"
+    queue = amqp.queue("slow")
+
+    def start() -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, str(script), amqp.url, queue, str(log)],
+            stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        )  # fmt: skip
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        return proc
+
+    first = start()
+    broker = make_broker("redis://127.0.0.1:1/0", amqp.url)
+    try:
+        dramatiq.Actor(
+            lambda key: None, broker=broker, actor_name="slow", queue_name=queue,
+            priority=0, options={},
+        ).send("m1")  # fmt: skip
+        wait_for(lambda: log.exists() and "start m1" in log.read_text(), what="first worker")
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        (tmp_path / "fast").touch()
+        second = start()
+        try:
+            wait_for(lambda: "done m1" in log.read_text(), timeout=60, what="redelivery")
+        finally:
+            second.kill()
+            second.wait()
+        lines = log.read_text().split()
+        runs = [lines[i : i + 3] for i in range(0, len(lines), 3)]
+        assert runs == [
+            ["start", "m1", str(first.pid)],
+            ["start", "m1", str(second.pid)],
+            ["done", "m1", str(second.pid)],
+        ]
+        assert queue_depths(broker)[queue] == {"ready": 0, "delayed": 0, "dead": 0}
+    finally:
+        broker.close()
+
+
+@pytest.mark.slow
+def test_a_rabbitmq_node_of_our_own_starts_where_none_runs(tmp_path: Path) -> None:
+    """The fallback of the ``rabbitmq_node`` fixture: Debian's rabbitmq-server on free
+    ports, with files under the test's directory, stopped afterwards."""
+    node = start_rabbitmq(tmp_path / "node")
+    try:
+        assert node.port != 5672 and answers(node.port)
+        broker = make_broker("redis://127.0.0.1:1/0", node.url("/"))
+        rig = declare(broker, "own-node")
+        rig.record.send("x")
+        assert queue_depths(broker)["own-node"]["ready"] == 1
+        broker.close()
+    finally:
+        node.stop()
+    assert node.process is not None and node.process.returncode is not None
+    assert not answers(node.port)
