@@ -18,10 +18,12 @@ nothing but the redis-server it starts on 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import tempfile
 import threading
+import zlib
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -98,6 +100,98 @@ def field_sizes(client: redis.Redis, lead_id: str) -> dict[str, int]:
     sizes["ledger (fields+values)"] = sum(len(k) + len(v) for k, v in ledger.items())
     sizes["ledger entries"] = len(ledger)
     return sizes
+
+
+def _compact_enrollment(raw: bytes) -> tuple[str, str]:
+    """An enrollment as ``gen|state|step|done,...|attempts|started|reason`` (what the Lua
+    scripts read sits first, plain to ``string.match``) and its trigger as a JSON array
+    without the default empty data."""
+    e = json.loads(raw)
+    trigger = e.get("trigger") or {}
+    occurred = trigger.get("occurred_at") or ""
+    with contextlib.suppress(ValueError):
+        occurred = int(datetime.fromisoformat(occurred).timestamp())
+    head = "|".join(
+        [
+            str(e["generation"]),
+            e["state"][0],
+            e.get("step") or "",
+            ",".join(e.get("done") or []),
+            str(e.get("attempts") or 0),
+            str(int(e.get("started") or 0)),
+            e.get("reason") or "",
+        ]
+    )
+    t = [trigger.get("id"), trigger.get("type"), occurred]
+    if trigger.get("data"):
+        t.append(trigger["data"])
+    return head, json.dumps(t, separators=(",", ":"), ensure_ascii=False)
+
+
+def _compact_ledger(value: bytes) -> str:
+    """``sent:1795424400.123`` -> ``s1795424400`` (state initial, whole seconds)."""
+    state, _, ts = value.decode().partition(":")
+    return state[0] + (str(int(float(ts))) if ts else "")
+
+
+def compact_prototype(
+    client: redis.Redis, lead_ids: list[str], buckets: int = 256, email_buckets: int = 16
+) -> dict[str, float]:
+    """Write each lead's state in the proposed compact layout (docs/scale-notes.md) under
+    the prefix ``c:`` and measure it: one hash per lead under its bucket's hash tag, the
+    email index in bucketed hashes, the schedule split in ``buckets`` shards."""
+    for lead_id in lead_ids:
+        tag = f"{{b{zlib.crc32(lead_id.encode()) % buckets}}}"
+        fields: dict[str, str | bytes] = {}
+        for name, value in client.hgetall(f"nurture:lead:{lead_id}").items():
+            fields["d" if name == b"data" else name.decode()] = value
+        for seq, raw in client.hgetall(f"nurture:enr:{lead_id}").items():
+            head, trigger = _compact_enrollment(raw)
+            fields[f"e:{seq.decode()}"] = head
+            fields[f"t:{seq.decode()}"] = trigger
+        for name, value in client.hgetall(f"nurture:sent:{lead_id}").items():
+            fields[f"l:{name.decode()}"] = _compact_ledger(value)
+        received = sorted(m.decode() for m in client.smembers(f"nurture:recv:{lead_id}"))
+        if received:
+            fields["r"] = ",".join(received)
+        client.hset(f"c:{tag}:L:{lead_id}", mapping=fields)  # type: ignore[arg-type]
+        email = json.loads(fields.get("d") or b"{}").get("email")
+        if email:
+            bucket = zlib.crc32(email.lower().encode()) % email_buckets
+            client.hset(f"c:{{e{bucket}}}:E", email.lower(), lead_id)
+    for member, score in client.zrange("nurture:sched", 0, -1, withscores=True):
+        lead_id = member.decode().rsplit("\x1f", 1)[-1]
+        tag = f"{{b{zlib.crc32(lead_id.encode()) % buckets}}}"
+        client.zadd(f"c:{tag}:S", {member: score})
+    sizes: dict[str, int] = defaultdict(int)
+    for key in client.scan_iter(match="c:*", count=1000):
+        kind = key.decode().split(":")[2]  # c:{tag}:KIND[:lead]
+        sizes[kind] += int(client.memory_usage(key, samples=0) or 0)
+    n = len(lead_ids)
+    out = {f"{kind} per lead": total / n for kind, total in sizes.items()}
+    out["total per lead"] = sum(sizes.values()) / n
+    for key in list(client.scan_iter(match="c:*", count=1000)):
+        client.delete(key)
+    return out
+
+
+def compact_layouts(client: redis.Redis, lead_ids: list[str]) -> dict[str, Any]:
+    """The compact layout with Redis's default small-hash limit (64-byte values) and with
+    ``hash-max-listpack-value 1024``, so a lead's hash stays one listpack."""
+    out = {}
+    for size in (64, 1024):
+        set_listpack_value(client, size)
+        out[f"listpack-value {size}"] = compact_prototype(client, lead_ids)
+    set_listpack_value(client, 64)
+    return out
+
+
+def set_listpack_value(client: redis.Redis, size: int) -> None:
+    """``hash-max-listpack-value`` (``hash-max-ziplist-value`` before Redis 7)."""
+    try:
+        client.config_set("hash-max-listpack-value", size)
+    except redis.ResponseError:
+        client.config_set("hash-max-ziplist-value", size)
 
 
 class CommandTap:
@@ -183,7 +277,7 @@ def run(copies: int) -> dict[str, Any]:
     runtime = Runtime(settings, clock=clock)
     harness = Harness(runtime, clock, settings.outbox_dir)
     client = server.client()
-    result: dict[str, Any] = {"copies": copies}
+    result: dict[str, Any] = {"copies": copies, "redis_version": client.info()["redis_version"]}
     try:
         harness.start(threads=4)
         events = [validate_event(doc) for doc in example_events(copies)]
@@ -199,6 +293,8 @@ def run(copies: int) -> dict[str, Any]:
             "fields_first_lead": field_sizes(client, events[0].lead.id),
             "scheduled": int(client.zcard("nurture:sched")),
         }
+        lead_ids = [e.lead.id for e in events]
+        result["enrolled"]["compact"] = compact_layouts(client, lead_ids)
         tap = CommandTap(server.url)
         tap.start()
         harness.run_until((MONDAY_9AM + timedelta(days=120)).timestamp())
@@ -210,6 +306,7 @@ def run(copies: int) -> dict[str, Any]:
             "fields_first_lead": field_sizes(client, events[0].lead.id),
             "sent": sent,
         }
+        result["done"]["compact"] = compact_layouts(client, lead_ids)
         result["commands"] = {
             "total": tap.total,
             "per_sent_touch": tap.total / max(sent, 1),
@@ -231,7 +328,9 @@ def run(copies: int) -> dict[str, Any]:
 
 def report(result: dict[str, Any]) -> str:
     leads = result["leads"]
-    lines = [f"leads: {leads} (shipped examples x {result['copies']})"]
+    lines = [
+        f"leads: {leads} (shipped examples x {result['copies']}), Redis {result['redis_version']}"
+    ]
     for stage in ("enrolled", "done"):
         data = result[stage]
         lines.append(f"\n== {stage}: used_memory/lead {data['used_memory_per_lead']:.0f} B")
@@ -245,6 +344,9 @@ def report(result: dict[str, Any]) -> str:
             )
         lines.append(f"  MEMORY USAGE per lead (per-lead keys + schedule): {per_lead_total:.0f} B")
         lines.append(f"  first lead's values: {data['fields_first_lead']}")
+        for name, sizes in data["compact"].items():
+            shown = ", ".join(f"{k} {v:.0f} B" for k, v in sorted(sizes.items()))
+            lines.append(f"  compact layout, {name}: {shown}")
     cmd = result["commands"]
     lines.append(
         f"\n== commands while sending: {cmd['total']} for {result['done']['sent']} sends "
