@@ -75,3 +75,25 @@ def test_keys_spread_over_every_primary(redis_cluster: ClusterProcess) -> None:
         assert min(counts) > 50  # about a third each
     finally:
         client.close()
+
+
+def test_a_transaction_on_one_hash_tag_commits_and_across_slots_is_refused(
+    redis_cluster: ClusterProcess,
+) -> None:
+    """MULTI/EXEC (what ``Store`` uses besides scripts) works on a cluster too, within
+    one slot: redis-py refuses a transaction spanning slots before sending it."""
+    client = redis_cluster.client()
+    try:
+        pipe = client.pipeline(transaction=True)
+        pipe.hset("nurture:{b7}:L:lead-1", "e:seq", "1|a|first")
+        pipe.zadd("nurture:{b7}:S", {"seq|1|first|lead-1": 100})
+        assert pipe.execute() == [1, 1]
+        assert client.zscore("nurture:{b7}:S", "seq|1|first|lead-1") == 100
+        pipe = client.pipeline(transaction=True)
+        pipe.hset("nurture:lead:lead-1", "e:seq", "x")
+        pipe.zadd("nurture:sched", {"m": 1})
+        with pytest.raises(redis.exceptions.RedisClusterException):
+            pipe.execute()
+        assert not client.exists("nurture:lead:lead-1")
+    finally:
+        client.close()
