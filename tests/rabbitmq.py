@@ -2,10 +2,10 @@
 or the one ``.ci/run`` starts), else a node of Debian's ``rabbitmq-server`` that the
 fixture starts on free ports and stops again.
 
-Each test gets a vhost of its own (``rabbitmqctl add_vhost``), deleted afterwards, so
-tests never see or delete anything they did not make. Where ``rabbitmqctl`` cannot reach
-the node, the test uses the default vhost with queue names of its own and deletes
-exactly those queues.
+The test session gets a vhost of its own (``rabbitmqctl add_vhost``), deleted afterwards,
+and each test queue names of its own, which it deletes: tests never see or delete
+anything they did not make. Where ``rabbitmqctl`` cannot reach the node, the tests use
+the default vhost, still with queue names of their own.
 """
 
 from __future__ import annotations
@@ -150,6 +150,7 @@ class AmqpTarget:
     url: str
     own_vhost: bool
     suffix: str
+    vhost: str = "/"
     queues: list[str] = field(default_factory=list)
 
     def queue(self, name: str) -> str:
@@ -173,19 +174,28 @@ class AmqpTarget:
             connection.close()
 
 
+@pytest.fixture(scope="session")
+def amqp_vhost(rabbitmq_node: RabbitNode) -> Iterator[str | None]:
+    """A vhost of this test session's own, deleted afterwards; None when ``rabbitmqctl``
+    cannot make one (the tests then share the default vhost, with queues of their own)."""
+    vhost = f"nurture-test-{uuid.uuid4().hex[:10]}"
+    if rabbitmq_node.ctl("add_vhost", vhost, check=False).returncode != 0:
+        yield None
+        return
+    rabbitmq_node.ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    yield vhost
+    rabbitmq_node.ctl("delete_vhost", vhost, check=False)
+
+
 @pytest.fixture
-def amqp(rabbitmq_node: RabbitNode) -> Iterator[AmqpTarget]:
-    """A vhost of this test's own on the session's RabbitMQ, deleted afterwards."""
-    suffix = uuid.uuid4().hex[:10]
-    vhost = f"nurture-test-{suffix}"
-    made = rabbitmq_node.ctl("add_vhost", vhost, check=False).returncode == 0
-    if made:
-        rabbitmq_node.ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        target = AmqpTarget(url=rabbitmq_node.url(vhost), own_vhost=True, suffix=suffix)
-    else:
-        target = AmqpTarget(url=rabbitmq_node.url("/"), own_vhost=False, suffix=suffix)
+def amqp(rabbitmq_node: RabbitNode, amqp_vhost: str | None) -> Iterator[AmqpTarget]:
+    """Where one test talks to RabbitMQ: the session's vhost and queue names of the test's
+    own, deleted (with their delay and dead-letter queues) afterwards."""
+    target = AmqpTarget(
+        url=rabbitmq_node.url(amqp_vhost or "/"),
+        own_vhost=amqp_vhost is not None,
+        suffix=uuid.uuid4().hex[:10],
+        vhost=amqp_vhost or "/",
+    )
     yield target
-    if made:
-        rabbitmq_node.ctl("delete_vhost", vhost, check=False)
-    else:
-        target.delete_queues(*target.queues)
+    target.delete_queues(*target.queues)

@@ -205,11 +205,10 @@ def test_rabbitmq_queues_are_quorum_queues(amqp: AmqpTarget, rabbitmq_node: Rabb
         rig = declare(broker, amqp.queue("typed"))
         rig.record.send("x")
         listed = rabbitmq_node.ctl(
-            "list_queues", "-p", amqp.url.rsplit("/", 1)[1].replace("%2F", "/"),
-            "name", "type", "arguments", "--no-table-headers", "--quiet",
+            "list_queues", "-p", amqp.vhost, "name", "type", "arguments",
+            "--no-table-headers", "--quiet",
         ).stdout  # fmt: skip
-        if not amqp.own_vhost:
-            listed = "\n".join(line for line in listed.splitlines() if amqp.suffix in line)
+        listed = "\n".join(line for line in listed.splitlines() if rig.queue in line)
         types = {line.split()[0]: line.split()[1] for line in listed.splitlines() if line}
         assert types == {
             rig.queue: "quorum",
