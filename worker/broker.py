@@ -137,6 +137,24 @@ class QuorumRabbitmqBroker(RabbitmqBroker):
         )
 
 
+def join_queue(broker: dramatiq.Broker, queue: str, timeout_ms: int) -> None:
+    """Wait until ``queue`` and its delay queue are empty (tests and benchmarks).
+
+    The two brokers' ``join`` take different arguments; this is the one call for both.
+    Messages a worker has taken but not finished are not waited for: join the
+    ``dramatiq.Worker`` too.
+
+    Raises:
+        dramatiq.errors.QueueJoinTimeout: When the queue is not empty in time.
+    """
+    if isinstance(broker, RedisBroker):
+        broker.join(queue, interval=10, timeout=timeout_ms)
+    elif isinstance(broker, RabbitmqBroker):
+        broker.join(queue, min_successes=2, idle_time=20, timeout=timeout_ms)
+    else:
+        broker.join(queue, timeout=timeout_ms)
+
+
 def _canonical_queues(broker: dramatiq.Broker) -> list[str]:
     return sorted({q_name(name) for name in broker.get_declared_queues()})
 

@@ -27,7 +27,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 
 from tests.rabbitmq import AmqpTarget, RabbitNode, answers, start_rabbitmq
-from worker.broker import broker_kind, make_broker, queue_depths, redact_url
+from worker.broker import broker_kind, join_queue, make_broker, queue_depths, redact_url
 from worker.errors import SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,6 +187,8 @@ def test_workers_run_delayed_retried_and_dead_lettered_messages(rig: Rig) -> Non
         wait_for(lambda: probe.count("flaky") == 3, what="the retried message")
         wait_for(lambda: probe.count("doomed") == 2, what="the doomed message's retry")
         wait_for(lambda: queue_depths(rig.broker)[queue]["dead"] == 1, what="the dead letter")
+        join_queue(rig.broker, queue, timeout_ms=10_000)
+        worker.join()
         time.sleep(0.5)  # nothing more runs: no extra retry, no duplicate
         assert {k: len(v) for k, v in probe.runs.items()} == {
             "now": 1, "later": 1, "flaky": 3, "doomed": 2,
