@@ -1,0 +1,374 @@
+"""What one lead costs in Redis today, key by key, and which keys the commands hit.
+
+Runs the shipped example leads (``examples/events.jsonl``, each copied ``--copies``
+times under new ids and addresses) through the real pipeline, the way the tests do
+(tests/harness.py: a runtime on a Redis of its own, real dramatiq workers in threads,
+a manual clock jumped through every due time), and reports:
+
+* ``MEMORY USAGE`` of every key of each lead, by kind, at two moments: enrolled (first
+  touch pending) and after every sequence has run its course;
+* the shared keys (schedule, claimed, stats, counters...) and ``used_memory`` per lead;
+* during the sends, every command Redis ran (``MONITOR``): commands per sent touch and
+  the share of the busiest keys, the figures a Redis Cluster design must spread.
+
+Usage: ``python -m benchmarks.lead_memory --copies 250 [--json out.json]``. Talks to
+nothing but the redis-server it starts on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import tempfile
+import threading
+import zlib
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from tests.harness import Harness
+from worker.clock import ManualClock
+from worker.events import validate_event
+from worker.redis_server import start_redis
+from worker.runtime import Runtime
+from worker.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+MONDAY_9AM = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+#: Key kinds by the part after the prefix; a kind per lead unless listed as shared.
+PER_LEAD = ("lead", "enr", "sent", "recv", "email", "evt", "lock", "supp", "sgevt")
+#: Commands only the test harness sends (dramatiq's join polls queue sizes; settle and
+#: run_until look for due touches): left out of the per-touch counts.
+HARNESS_ONLY = ("HLEN", "SCARD", "ZCOUNT", "ZRANGE")
+
+
+def example_events(copies: int) -> list[dict[str, Any]]:
+    """The shipped example events, each copied under new lead ids, addresses and ids."""
+    lines = (ROOT / "examples" / "events.jsonl").read_text().splitlines()
+    base = [json.loads(line) for line in lines if line.strip()]
+    out = []
+    for n in range(copies):
+        for doc in base:
+            copy = json.loads(json.dumps(doc))
+            copy["id"] = f"{doc['id']}-{n}"
+            copy["lead"]["id"] = f"{doc['lead']['id']}-{n}"
+            user, domain = doc["lead"]["email"].split("@")
+            copy["lead"]["email"] = f"{user}+{n}@{domain}"
+            out.append(copy)
+    return out
+
+
+def kind_of(key: str) -> str:
+    """``lead``, ``enr``, ``sched``, ... or ``dramatiq`` for the broker's keys."""
+    if key.startswith("dramatiq"):
+        return "dramatiq"
+    parts = key.split(":")
+    return parts[1] if len(parts) > 1 else key
+
+
+def memory_by_kind(client: redis.Redis) -> dict[str, dict[str, int]]:
+    """kind -> {keys, bytes}: ``MEMORY USAGE`` (SAMPLES 0: exact) of every key."""
+    out: dict[str, dict[str, int]] = defaultdict(lambda: {"keys": 0, "bytes": 0})
+    keys = [k.decode() for k in client.scan_iter(count=1000)]
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.memory_usage(key, samples=0)
+    for key, used in zip(keys, pipe.execute(), strict=True):
+        kind = kind_of(key)
+        out[kind]["keys"] += 1
+        out[kind]["bytes"] += int(used or 0)
+    return dict(out)
+
+
+def field_sizes(client: redis.Redis, lead_id: str) -> dict[str, int]:
+    """Bytes of the stored values of one lead (what a compact encoding would shrink)."""
+    sizes = {}
+    lead = client.hgetall(f"nurture:lead:{lead_id}")
+    sizes["lead.data JSON"] = len(lead.get(b"data", b""))
+    sizes["lead flags (names+values)"] = sum(
+        len(k) + len(v) for k, v in lead.items() if k != b"data"
+    )
+    enr = client.hgetall(f"nurture:enr:{lead_id}")
+    sizes["enrollments JSON"] = sum(len(v) for v in enr.values())
+    sizes["enrollments count"] = len(enr)
+    ledger = client.hgetall(f"nurture:sent:{lead_id}")
+    sizes["ledger (fields+values)"] = sum(len(k) + len(v) for k, v in ledger.items())
+    sizes["ledger entries"] = len(ledger)
+    return sizes
+
+
+def _compact_enrollment(raw: bytes) -> tuple[str, str]:
+    """An enrollment as ``gen|state|step|done,...|attempts|started|reason`` (what the Lua
+    scripts read sits first, plain to ``string.match``) and its trigger as a JSON array
+    without the default empty data."""
+    e = json.loads(raw)
+    trigger = e.get("trigger") or {}
+    occurred = trigger.get("occurred_at") or ""
+    with contextlib.suppress(ValueError):
+        occurred = int(datetime.fromisoformat(occurred).timestamp())
+    head = "|".join(
+        [
+            str(e["generation"]),
+            e["state"][0],
+            e.get("step") or "",
+            ",".join(e.get("done") or []),
+            str(e.get("attempts") or 0),
+            str(int(e.get("started") or 0)),
+            e.get("reason") or "",
+        ]
+    )
+    t = [trigger.get("id"), trigger.get("type"), occurred]
+    if trigger.get("data"):
+        t.append(trigger["data"])
+    return head, json.dumps(t, separators=(",", ":"), ensure_ascii=False)
+
+
+def _compact_ledger(value: bytes) -> str:
+    """``sent:1795424400.123`` -> ``s1795424400`` (state initial, whole seconds)."""
+    state, _, ts = value.decode().partition(":")
+    return state[0] + (str(int(float(ts))) if ts else "")
+
+
+def compact_prototype(
+    client: redis.Redis, lead_ids: list[str], buckets: int = 256, email_buckets: int = 16
+) -> dict[str, float]:
+    """Write each lead's state in the proposed compact layout (docs/scale-notes.md) under
+    the prefix ``c:`` and measure it: one hash per lead under its bucket's hash tag, the
+    email index in bucketed hashes, the schedule split in ``buckets`` shards."""
+    for lead_id in lead_ids:
+        tag = f"{{b{zlib.crc32(lead_id.encode()) % buckets}}}"
+        fields: dict[str, str | bytes] = {}
+        for name, value in client.hgetall(f"nurture:lead:{lead_id}").items():
+            fields["d" if name == b"data" else name.decode()] = value
+        for seq, raw in client.hgetall(f"nurture:enr:{lead_id}").items():
+            head, trigger = _compact_enrollment(raw)
+            fields[f"e:{seq.decode()}"] = head
+            fields[f"t:{seq.decode()}"] = trigger
+        for name, value in client.hgetall(f"nurture:sent:{lead_id}").items():
+            fields[f"l:{name.decode()}"] = _compact_ledger(value)
+        received = sorted(m.decode() for m in client.smembers(f"nurture:recv:{lead_id}"))
+        if received:
+            fields["r"] = ",".join(received)
+        client.hset(f"c:{tag}:L:{lead_id}", mapping=fields)  # type: ignore[arg-type]
+        email = json.loads(fields.get("d") or b"{}").get("email")
+        if email:
+            bucket = zlib.crc32(email.lower().encode()) % email_buckets
+            client.hset(f"c:{{e{bucket}}}:E", email.lower(), lead_id)
+    for member, score in client.zrange("nurture:sched", 0, -1, withscores=True):
+        lead_id = member.decode().rsplit("\x1f", 1)[-1]
+        tag = f"{{b{zlib.crc32(lead_id.encode()) % buckets}}}"
+        client.zadd(f"c:{tag}:S", {member: score})
+    sizes: dict[str, int] = defaultdict(int)
+    for key in client.scan_iter(match="c:*", count=1000):
+        kind = key.decode().split(":")[2]  # c:{tag}:KIND[:lead]
+        sizes[kind] += int(client.memory_usage(key, samples=0) or 0)
+    n = len(lead_ids)
+    out = {f"{kind} per lead": total / n for kind, total in sizes.items()}
+    out["total per lead"] = sum(sizes.values()) / n
+    for key in list(client.scan_iter(match="c:*", count=1000)):
+        client.delete(key)
+    return out
+
+
+def compact_layouts(client: redis.Redis, lead_ids: list[str]) -> dict[str, Any]:
+    """The compact layout with Redis's default small-hash limit (64-byte values) and with
+    ``hash-max-listpack-value 1024``, so a lead's hash stays one listpack."""
+    out = {}
+    for size in (64, 1024):
+        set_listpack_value(client, size)
+        out[f"listpack-value {size}"] = compact_prototype(client, lead_ids)
+    set_listpack_value(client, 64)
+    return out
+
+
+def set_listpack_value(client: redis.Redis, size: int) -> None:
+    """``hash-max-listpack-value`` (``hash-max-ziplist-value`` before Redis 7)."""
+    try:
+        client.config_set("hash-max-listpack-value", size)
+    except redis.ResponseError:
+        client.config_set("hash-max-ziplist-value", size)
+
+
+class CommandTap:
+    """``MONITOR`` in a thread: every command with its keys, while it runs."""
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url)
+        self.commands: Counter[str] = Counter()
+        self.keys: Counter[str] = Counter()
+        self.total = 0
+        self.by_owner: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._monitor = self.client.monitor()
+
+    def start(self) -> None:
+        self._monitor.connection.send_command("MONITOR")
+        self._monitor.connection.read_response()
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                raw = self._monitor.connection.read_response()
+            except (redis.RedisError, OSError, ValueError):
+                return
+            text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+            self._record(text)
+
+    def _record(self, text: str) -> None:
+        # A MONITOR line: <time> [<db> <client>] "CMD" "arg" ...; Lua's own commands
+        # come with client "lua", so each command a script runs counts once.
+        parts = re.findall(r'"(.*?)(?<!\\)"', text.split("] ", 1)[-1])
+        if not parts:
+            return
+        name = parts[0].upper()
+        if name in HARNESS_ONLY or name in ("MONITOR", "EVALSHA", "EVAL", "SCRIPT"):
+            # Scripts' own commands are reported one by one (client "lua"); the test
+            # harness's polling (queue sizes, "anything due?") is not the worker's.
+            return
+        if name in ("PING", "INFO", "MULTI", "EXEC", "CLIENT") or len(parts) < 2:
+            return
+        self.total += 1
+        self.commands[name] += 1
+        self.keys[_key_class(parts[1])] += 1
+        self.by_owner["dramatiq" if parts[1].startswith("dramatiq") else "state"] += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.client.ping()  # wakes the monitor thread with one more line
+        self._thread.join(timeout=5)
+        self._monitor.connection.disconnect()
+        self.client.close()
+
+
+def _key_class(key: str) -> str:
+    """Shared keys by name; per-lead keys as ``<kind>:<lead>`` (one class per lead)."""
+    if key.startswith("dramatiq"):
+        return re.sub(r"\.[0-9a-f-]{36}.*$", ".<worker>", key)
+    return key
+
+
+def run(copies: int) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="lead-memory-"))
+    server = start_redis(work / "redis", appendonly=False)
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        redis_url=server.url,
+        sequences_dir=ROOT / "sequences",
+        templates_dir=ROOT / "templates",
+        content_dir=ROOT / "content",
+        outbox_dir=work / "outbox",
+        from_email="hello@nurture.example",
+        from_name="Nurture Team",
+        postal_address="Vesterbrogade 1, 1620 København V, Denmark",
+        public_url="https://nurture.example",
+        webhook_secrets=["bench-secret"],
+        unsubscribe_secret="bench-unsubscribe-secret",
+        frequency_cap=0.0,
+        state_dir=work / ".nurture",
+    )
+    clock = ManualClock(MONDAY_9AM)
+    runtime = Runtime(settings, clock=clock)
+    harness = Harness(runtime, clock, settings.outbox_dir)
+    client = server.client()
+    result: dict[str, Any] = {"copies": copies, "redis_version": client.info()["redis_version"]}
+    try:
+        harness.start(threads=4)
+        events = [validate_event(doc) for doc in example_events(copies)]
+        leads = len(events)
+        result["leads"] = leads
+        base = int(client.info("memory")["used_memory"])
+        for i in range(0, leads, 100):
+            harness.emit(*events[i : i + 100])
+        harness.settle(timeout=120)
+        result["enrolled"] = {
+            "by_kind": memory_by_kind(client),
+            "used_memory_per_lead": (int(client.info("memory")["used_memory"]) - base) / leads,
+            "fields_first_lead": field_sizes(client, events[0].lead.id),
+            "scheduled": int(client.zcard("nurture:sched")),
+        }
+        lead_ids = [e.lead.id for e in events]
+        result["enrolled"]["compact"] = compact_layouts(client, lead_ids)
+        tap = CommandTap(server.url)
+        tap.start()
+        harness.run_until((MONDAY_9AM + timedelta(days=120)).timestamp())
+        tap.stop()
+        sent = len(list(settings.outbox_dir.glob("*.eml")))
+        result["done"] = {
+            "by_kind": memory_by_kind(client),
+            "used_memory_per_lead": (int(client.info("memory")["used_memory"]) - base) / leads,
+            "fields_first_lead": field_sizes(client, events[0].lead.id),
+            "sent": sent,
+        }
+        result["done"]["compact"] = compact_layouts(client, lead_ids)
+        result["commands"] = {
+            "total": tap.total,
+            "per_sent_touch": tap.total / max(sent, 1),
+            "state_per_sent_touch": tap.by_owner["state"] / max(sent, 1),
+            "dramatiq_per_sent_touch": tap.by_owner["dramatiq"] / max(sent, 1),
+            "by_name": dict(tap.commands.most_common(25)),
+            "busiest_keys": [
+                {"key": k.replace("\x1f", "|"), "calls": c, "share": c / max(tap.total, 1)}
+                for k, c in tap.keys.most_common(12)
+            ],
+        }
+    finally:
+        harness.stop()
+        runtime.close()
+        client.close()
+        server.stop()
+    return result
+
+
+def report(result: dict[str, Any]) -> str:
+    leads = result["leads"]
+    lines = [
+        f"leads: {leads} (shipped examples x {result['copies']}), Redis {result['redis_version']}"
+    ]
+    for stage in ("enrolled", "done"):
+        data = result[stage]
+        lines.append(f"\n== {stage}: used_memory/lead {data['used_memory_per_lead']:.0f} B")
+        per_lead_total = 0.0
+        for kind, v in sorted(data["by_kind"].items(), key=lambda kv: -kv[1]["bytes"]):
+            per = v["bytes"] / leads
+            if kind in PER_LEAD or kind in ("sched", "claimed"):
+                per_lead_total += per
+            lines.append(
+                f"  {kind:10} keys {v['keys']:6}  bytes {v['bytes']:9}  per lead {per:7.1f}"
+            )
+        lines.append(f"  MEMORY USAGE per lead (per-lead keys + schedule): {per_lead_total:.0f} B")
+        lines.append(f"  first lead's values: {data['fields_first_lead']}")
+        for name, sizes in data["compact"].items():
+            shown = ", ".join(f"{k} {v:.0f} B" for k, v in sorted(sizes.items()))
+            lines.append(f"  compact layout, {name}: {shown}")
+    cmd = result["commands"]
+    lines.append(
+        f"\n== commands while sending: {cmd['total']} for {result['done']['sent']} sends "
+        f"({cmd['per_sent_touch']:.1f} per sent touch: state {cmd['state_per_sent_touch']:.1f}, "
+        f"dramatiq's queues {cmd['dramatiq_per_sent_touch']:.1f})"
+    )
+    lines.append(f"  by name: {cmd['by_name']}")
+    for row in cmd["busiest_keys"]:
+        lines.append(f"  {row['share']:6.1%}  {row['calls']:6}  {row['key']}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--copies", type=int, default=250)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    result = run(args.copies)
+    print(report(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
