@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.errors import SettingsError
@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     crm_dir: Path = Path("./crm")
     # Optional: accept HubSpot's own v3 signature / Pipedrive's basic auth (user:password).
     hubspot_client_secret: str | None = None
+    # HubSpot's CRM API: a private-app or service-key token with crm.objects.contacts.read,
+    # and the API base URL (a stand-in's in tests).
+    hubspot_token: SecretStr | None = None
+    hubspot_api_url: str = "https://api.hubapi.com"
     pipedrive_webhook_auth: str | None = None
     log_format: Literal["json", "text"] = "text"
     log_level: str = "INFO"
@@ -113,7 +117,7 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown IANA time zone {value!r}, e.g. Europe/Copenhagen") from exc
         return value
 
-    @field_validator("sendgrid_host", "public_url")
+    @field_validator("sendgrid_host", "public_url", "hubspot_api_url")
     @classmethod
     def _url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value):

@@ -1,0 +1,1 @@
+"""CRM integrations: reading records back from the CRMs' APIs."""
