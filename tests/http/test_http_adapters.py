@@ -405,8 +405,9 @@ def test_pipedrive_deleted_person_uses_previous(pipedrive: Mapping) -> None:
 # Pipedrive persons: webhooks v2 send ``emails`` as a list of {label, value, primary}
 # (https://pipedrive.readme.io/docs/guide-for-webhooks-v2,
 # https://pipedrive.readme.io/docs/webhooks-v2-migration-guide); v1 sends ``email`` in
-# the same shape, with one blank primary entry for a person without an address
-# (https://pipedrive.readme.io/docs/guide-for-webhooks).
+# the same shape (https://pipedrive.readme.io/docs/guide-for-webhooks). A v1 person
+# without an address is read both as an empty list and as one blank primary entry (the
+# pages give no example; docs/crm-notes.md).
 
 
 def test_pipedrive_person_without_email_is_a_lead_without_address(pipedrive: Mapping) -> None:
