@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from tests.conftest import ROOT
 from tests.hubspot_standin import HubSpotStandIn, Scripted
 from worker.crm.hubspot_api import (
     Found,
@@ -29,7 +30,10 @@ from worker.crm.hubspot_api import (
     HubSpotUnavailableError,
     retry_after_seconds,
 )
+from worker.crm.hubspot_fetch import contact_events, mapped_properties
 from worker.errors import NurtureError, SettingsError
+from worker.events import validate_event
+from worker.http.adapters import load_mapping
 from worker.settings import load_settings
 
 PROPS = ["email", "firstname", "lastname"]
@@ -208,3 +212,44 @@ def test_limiter_spaces_threads_to_the_limit(redis_url: str, hs: HubSpotStandIn)
     assert len(hs.requests) == 12
     # 12 requests at 4 per 0.5 s need at least two more windows after the first.
     assert elapsed >= 1.0, elapsed
+
+
+# -- from the reader to lead events (the shipped crm/hubspot.yaml) ---------------------
+
+
+def test_read_contacts_become_lead_events_through_the_mapping(hs: HubSpotStandIn) -> None:
+    mapping = load_mapping(ROOT / "crm" / "hubspot.yaml", "hubspot")
+    props = mapped_properties(mapping)
+    assert {"email", "firstname", "annualrevenue", "hs_lead_status"} <= set(props)
+    hs.add_contact("1042", annualrevenue="5000", hs_language="da", industry="saas")
+    hs.add_contact("1050", email="cy@example.com", annualrevenue="a lot")
+    reader = HubSpotContacts(token=hs.token, api_url=hs.url)
+    results = reader.read_contacts(["1042", "1043", "1050", "9999"], props)
+    hs.delete_contact("1043")
+    results.update(reader.read_contacts(["1043"], props))
+    events, problems = contact_events(mapping, results)
+    for doc in events:
+        validate_event(doc)  # every event is a valid lead event
+    by_lead = {doc["lead"]["id"]: doc for doc in events}
+    ann = by_lead["1042"]
+    assert ann["type"] == "lead.updated"
+    assert ann["lead"] == {
+        "id": "1042",
+        "email": "ann@example.com",
+        "first_name": "Ann",
+        "locale": "da",
+        # Unset in HubSpot (null): the attribute is removed, as for an emptied value.
+        "attributes": {
+            "industry": "saas",
+            "budget": 5000,
+            "employees": None,
+            "lifecycle_stage": None,
+        },
+    }
+    assert ann["id"].startswith("hubspot-fetch:1042:") and ann["occurred_at"].endswith("Z")
+    for gone in ("1043", "9999"):
+        assert by_lead[gone]["type"] == "lead.deleted"
+        assert by_lead[gone]["lead"] == {"id": gone}
+    # A value the mapping cannot read is reported for a dead letter, not dropped.
+    assert problems == [("1050", "property annualrevenue: 'a lot' is not a number")]
+    assert "1050" not in by_lead
