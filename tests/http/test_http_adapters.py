@@ -475,6 +475,20 @@ def test_pipedrive_deletions_v1_and_v2_are_lead_deleted(pipedrive: Mapping) -> N
     assert docs[0]["type"] == "lead.deleted" and docs[0]["lead"] == {"id": "44"}
 
 
+def test_pipedrive_v2_merge_is_not_a_deletion(pipedrive: Mapping) -> None:
+    # https://pipedrive.readme.io/docs/webhooks-v2-migration-guide: v2 has no merged
+    # action; the merged-away object's delete names the survivor in meta.merged_to_id.
+    merged = _pd_v2("delete", "person", None, {"id": 45, "first_name": "Ann"}, uid="u11")
+    merged["meta"]["merged_to_id"] = "42"
+    (note,) = pipedrive_notifications(merged)
+    assert note.kind == "merge.person"
+    assert note.record == {"merged_to_id": "42"}
+    result = translate(pipedrive, [note])
+    # The shipped mapping has no rule for it: ignored, never a lead.deleted that would
+    # suppress an address the surviving person still has.
+    assert result.events == [] and result.ignored == [(0, "no rule maps merge.person")]
+
+
 def test_pipedrive_not_a_webhook() -> None:
     with pytest.raises(PayloadError):
         pipedrive_notifications({"hello": "world"})

@@ -26,6 +26,8 @@ Shapes read (see docs/http.md for examples):
   ``deleted``→``delete``; ``email``→``emails``; custom-field keys → ``custom_fields``).
   A person's ``emails`` keep only non-blank addresses, the primary one first; a person
   with none has no ``emails`` at all (the lead has no address yet).
+  A v2 ``delete`` whose ``meta`` names ``merged_to_id`` is a merge: ``merge.<object>``,
+  with ``merged_to_id`` in the record.
 - HubSpot ``contact.merge``: the lead is the surviving record (``newObjectId``, else
   ``primaryObjectId``); ``mergedObjectIds``, ``primaryObjectId``, ``newObjectId`` and every
   notification's ``objectId`` are in the record, for rules' ``data_from``.
@@ -460,6 +462,12 @@ def _pipedrive_one(index: int, item: dict[str, Any]) -> Notification:
         record = item.get("data") if isinstance(item.get("data"), dict) else {}
         previous = item.get("previous") if isinstance(item.get("previous"), dict) else None
         entity_id = meta.get("entity_id")
+        merged_to = _id_text(meta.get("merged_to_id"))
+        if action == "delete" and merged_to:
+            # v2 reports a merge as a delete of the merged-away object that names the
+            # survivor: not a deletion of the person (whose address lives on).
+            action = "merge"
+            record = {**(record or {}), "merged_to_id": merged_to}
         stamp = meta.get("timestamp")
         event_id = (
             f"pipedrive:{meta['id']}"
