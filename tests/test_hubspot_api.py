@@ -214,6 +214,20 @@ def test_limiter_spaces_threads_to_the_limit(redis_url: str, hs: HubSpotStandIn)
     assert elapsed >= 1.0, elapsed
 
 
+def test_a_429_pauses_every_worker(redis_url: str, hs: HubSpotStandIn) -> None:
+    shared = [HubSpotRateLimiter(redis.Redis.from_url(redis_url), max_wait=5.0) for _ in range(2)]
+    first = HubSpotContacts(token=hs.token, api_url=hs.url, limiter=shared[0])
+    second = HubSpotContacts(token=hs.token, api_url=hs.url, limiter=shared[1])
+    hs.script([Scripted(status=429, headers={"Retry-After": "1"})])
+    with pytest.raises(HubSpotRateLimitedError):
+        first.read_contacts(["1042"], PROPS)
+    # The other worker's next read waits out HubSpot's Retry-After before calling.
+    started = time.monotonic()
+    assert isinstance(second.read_contacts(["1042"], PROPS)["1042"], Found)
+    assert 0.7 <= time.monotonic() - started < 3.0
+    assert len(hs.requests) == 1  # only the successful read reached the batch endpoint
+
+
 # -- from the reader to lead events (the shipped crm/hubspot.yaml) ---------------------
 
 

@@ -39,6 +39,7 @@ from worker.settings import Settings
 
 BATCH_SIZE = 100  # HubSpot's limit of inputs per batch read
 KEY_PREFIX = "nurture:hubspot:"
+PAUSE_KEY = f"{KEY_PREFIX}pause"
 # Properties always read: HubSpot's own id and the ids merged into the record.
 ALWAYS_READ = ("hs_object_id", "hs_merged_object_ids")
 
@@ -206,7 +207,13 @@ class HubSpotContacts:
             finally:
                 response.release_conn()
         except ApiException as exc:
-            return _from_error(exc, ids)
+            try:
+                return _from_error(exc, ids)
+            except HubSpotRateLimitedError as limited:
+                # HubSpot counts per account: every worker waits, not only this one.
+                if self.limiter is not None:
+                    self.limiter.pause(limited.retry_after)
+                raise
         except urllib3.exceptions.HTTPError as exc:
             raise HubSpotUnavailableError(
                 f"HubSpot API at {self.api_url} did not answer ({_network_reason(exc)}); will retry"
@@ -378,6 +385,10 @@ def _network_reason(exc: BaseException) -> str:
 # there is one, else say how long until the oldest stamp leaves. Atomic in Redis, so every
 # worker process shares the same window; Redis's clock, so workers' clocks do not matter.
 _TAKE = """
+local paused = redis.call('PTTL', KEYS[3])
+if paused > 0 then
+  return paused
+end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local window = tonumber(ARGV[1])
@@ -402,6 +413,8 @@ class HubSpotRateLimiter:
     HubSpot's usage guidelines give private apps 100 requests per 10 seconds on Free and
     Starter accounts (190 on Professional and Enterprise), counted per account across all
     its apps; the default keeps a margin under the smallest. One batch read is one request.
+    After a 429 the reader calls :meth:`pause`, and every worker waits out HubSpot's
+    ``Retry-After`` (``nurture:hubspot:pause``) before its next request.
 
     Attributes:
         redis: A redis-py client (the worker's).
@@ -421,9 +434,19 @@ class HubSpotRateLimiter:
 
     def try_acquire(self) -> float:
         """Take a place in the window; 0 when taken, else seconds until one frees up."""
-        keys = [f"{KEY_PREFIX}window", f"{KEY_PREFIX}window:seq"]
+        keys = [f"{KEY_PREFIX}window", f"{KEY_PREFIX}window:seq", PAUSE_KEY]
         wait_ms = int(self._script(keys=keys, args=[int(self.window * 1000), self.max_requests]))
         return wait_ms / 1000
+
+    def pause(self, seconds: float) -> None:
+        """Hold every worker back for ``seconds`` (after HubSpot answered 429), unless a
+        longer pause is already set."""
+        if seconds <= 0:
+            return
+        millis = max(1, int(seconds * 1000))
+        current = int(self.redis.pttl(PAUSE_KEY))
+        if current < millis:
+            self.redis.set(PAUSE_KEY, b"429", px=millis)
 
     def wait(self) -> None:
         """Block until a place is free.
