@@ -597,6 +597,17 @@ def test_live_pipedrive_person_without_email_is_accepted(
     assert response.json()["accepted"] == 1 and response.json()["refused"] == []
 
 
+def test_live_hubspot_deletions_are_queued(live: LiveServer, harness: Harness) -> None:
+    batch = [
+        {**DOC_CREATION, "eventId": 11, "subscriptionType": "contact.deletion"},
+        {**DOC_CREATION, "eventId": 12, "subscriptionType": "contact.privacyDeletion"},
+    ]
+    response = _post(live, harness.rt, "/events/hubspot", batch)
+    assert response.status_code == 202, response.text
+    assert response.json() == {"accepted": 2, "duplicates": 0, "ignored": 0, "refused": []}
+    assert queued_events(harness.rt) == 2
+
+
 def test_live_adapters_need_a_signature(live: LiveServer, harness: Harness) -> None:
     for path in ("/events/hubspot", "/events/pipedrive"):
         response = live.client.post(path, json=WORKFLOW)
