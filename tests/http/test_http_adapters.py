@@ -448,6 +448,11 @@ def test_pipedrive_primary_address_first_blank_ones_dropped(pipedrive: Mapping) 
         "ann.other@example.com",
     ]
     assert _events(pipedrive, [note])[0]["lead"]["email"] == "ann@example.com"
+    # Plain strings are addresses too.
+    plain = _pd_v2("create", "person", {**PERSON_V2, "emails": ["", "ann@example.com"]})
+    assert _events(pipedrive, pipedrive_notifications(plain))[0]["lead"]["email"] == (
+        "ann@example.com"
+    )
     # No primary flagged: the first non-blank one.
     v1 = {**PERSON_V1, "current": {**PERSON_V1["current"], "email": emails[:2]}}
     assert _events(pipedrive, pipedrive_notifications(v1))[0]["lead"]["email"] == (

@@ -534,9 +534,10 @@ def _primary_first(record: dict[str, Any]) -> dict[str, Any]:
         return record
     out = dict(record)
     if isinstance(emails, list):
+        entries = [{"value": e} if isinstance(e, str) else e for e in emails]
         kept = [
             e
-            for e in emails
+            for e in entries
             if isinstance(e, dict) and isinstance(e.get("value"), str) and e["value"].strip()
         ]
         kept.sort(key=lambda e: e.get("primary") is not True)  # stable: primary first
