@@ -170,6 +170,7 @@ def test_settings_build_the_reader(hs: HubSpotStandIn) -> None:
     reader = HubSpotContacts.from_settings(settings)
     assert reader.api_url == hs.url
     assert hs.token not in repr(settings)  # SecretStr: never in logs
+    assert hs.token not in repr(reader)
     assert isinstance(reader.read_contacts(["1043"], PROPS)["1043"], Found)
     with pytest.raises(SettingsError, match="NURTURE_HUBSPOT_TOKEN"):
         HubSpotContacts.from_settings(load_settings())

@@ -129,7 +129,7 @@ class HubSpotContacts:
         limiter: Shared rate limiter, waited on before each request (None: no limit).
     """
 
-    token: str
+    token: str = field(repr=False)  # never in logs
     api_url: str = "https://api.hubapi.com"
     timeout: float = 10.0
     limiter: HubSpotRateLimiter | None = None
