@@ -92,6 +92,19 @@ def test_emit_refuses_a_bad_file_whole_naming_each_bad_event(
     assert "queued 0 event(s), 1 duplicate(s)" in result.stdout
 
 
+def test_emit_prints_an_error_line_for_an_unsendable_address(
+    env: dict[str, str], tmp_path: Path, redis_url: str
+) -> None:
+    doc = {"id": "x1", "type": "lead.created", "lead": {"id": "l1", "email": "jörg@exämple.de"}}
+    result = run(["emit", "-"], env, tmp_path, stdin=json.dumps(doc, ensure_ascii=False))
+    assert result.returncode == 1
+    assert "nurture emit: -: event 0: lead.email: 'jörg@exämple.de' cannot be sent" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    assert redis.Redis.from_url(redis_url).exists("nurture:evt:x1") == 0
+
+
 def test_preview_shows_the_timeline_and_renders_a_step(env: dict[str, str], tmp_path: Path) -> None:
     result = run(
         [

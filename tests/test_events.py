@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.events import parse_events
+from worker.events import BUILTIN_TYPES, parse_events
 from worker.tokens import make_token, read_token
 
 GOOD = {
@@ -61,12 +62,71 @@ def test_naive_time_bad_zone_and_bad_email_are_refused() -> None:
     assert "occurred_at" in reason and "lead.email" in reason and "lead.timezone" in reason
 
 
-def test_unicode_email_is_accepted_and_invalid_utf8_refused() -> None:
-    ok = {**GOOD, "lead": {"id": "x", "email": "søren@æble.dk"}}
-    events, errors = parse_events(json.dumps(ok, ensure_ascii=False).encode())
-    assert errors == [] and events[0].lead.email == "søren@æble.dk"
+def test_invalid_utf8_is_refused() -> None:
     _, errors = parse_events(b'{"id": "\xff"}')
     assert "UTF-8" in errors[0].reason
+
+
+# The address rule: SendGrid's "Invalid email addresses" page
+# (https://www.twilio.com/docs/sendgrid/ui/sending-email/invalid-emails) and its
+# maintainers on Unicode local parts (https://github.com/sendgrid/sendgrid-python/pull/119):
+# ASCII local parts only; IDN domains (RFC 5890) are sent in their ASCII form.
+@pytest.mark.parametrize(
+    ("address", "stored"),
+    [
+        ("ann@example.com", "ann@example.com"),
+        ("Ann.Berg+nurture@Example.COM", "Ann.Berg+nurture@Example.COM"),
+        ("o'brien@example.ie", "o'brien@example.ie"),
+        ("soren@æble.dk", "soren@xn--ble-xla.dk"),
+        ("jorg@exämple.de", "jorg@xn--exmple-cua.de"),
+        ("user@例子.广告", "user@xn--fsqu00a.xn--4rr70v"),
+    ],
+)
+def test_sendable_addresses_are_accepted_idn_domains_in_ascii_form(
+    address: str, stored: str
+) -> None:
+    events, errors = parse_events(
+        json.dumps({**GOOD, "lead": {"id": "x", "email": address}}, ensure_ascii=False).encode()
+    )
+    assert errors == []
+    assert events[0].lead.email == stored
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("jörg@exämple.de", "non-ASCII character ('ö')"),
+        ("søren@æble.dk", "non-ASCII character ('ø')"),
+        ("用户@例子.广告", "SendGrid does not send to"),
+        ("ann@@example.com", "exactly one @"),
+        ("ann", "exactly one @"),
+        ("@example.com", "nothing before the @"),
+        ("ann@", "nothing after the @"),
+        (".ann@example.com", "a dot at the start"),
+        ("ann..berg@example.com", "two dots in a row"),
+        ("ann berg@example.com", "' ' before the @"),
+        ('"ann"@example.com', "quoted local parts"),
+        ("ann@localhost", "such as example.com"),
+        ("ann@ex_ample.com", "such as example.com"),
+        ("ann@-example.com", "such as example.com"),
+        ("ann@[192.0.2.1]", "IP address literal"),
+        ("ann@10.0.0.1", "ends in a number"),
+        ("ann@☃.net", "not a valid internationalised domain name"),
+        ("a" * 65 + "@example.com", "more than 64 characters"),
+        ("a" * 64 + "@" + ("b" * 60 + ".") * 4 + "com", "longer than 254"),
+    ],
+)
+def test_unsendable_addresses_are_refused_with_the_reason(address: str, reason: str) -> None:
+    _, errors = parse_events(
+        json.dumps({**GOOD, "lead": {"id": "x", "email": address}}, ensure_ascii=False).encode()
+    )
+    assert len(errors) == 1
+    assert errors[0].reason.startswith("lead.email: ")
+    assert reason in errors[0].reason, errors[0].reason
+
+
+def test_new_event_types_are_builtin() -> None:
+    assert {"lead.deleted", "crm.changed"} <= BUILTIN_TYPES
 
 
 def test_absurd_numbers_and_deep_nesting_are_clear_errors() -> None:

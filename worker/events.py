@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from worker.addresses import sendable_address
 from worker.errors import EventError
 
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
@@ -27,6 +28,10 @@ BUILTIN_TYPES = frozenset(
         "lead.requalified",
         "lead.replied",
         "lead.unsubscribed",
+        # The person left the CRM (deleted, or erased on request): stop and forget.
+        "lead.deleted",
+        # A CRM record changed; its properties are read from the CRM's API in the queue.
+        "crm.changed",
         "meeting.booked",
         "deal.won",
         "deal.lost",
@@ -62,11 +67,9 @@ class Lead(BaseModel):
     def _email(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        # Deliberately loose: one @, something on each side, a dot in the domain,
-        # no spaces. Unicode local parts and IDN domains are allowed (RFC 6531).
-        if not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", value):
-            raise ValueError(f"{value!r} is not an email address")
-        return value
+        # Only addresses SendGrid can send to get past the door (worker/addresses.py),
+        # so a 202 never hides a dead letter at send time.
+        return sendable_address(value)
 
     @field_validator("locale")
     @classmethod

@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 LEAD_FIELDS = ("email", "first_name", "last_name", "company", "locale", "timezone", "source")
 
 # Reasons a lead leaves every sequence, whatever the sequence's exit_on says.
-SUPPRESSING_TYPES = frozenset({"lead.unsubscribed"})
+# lead.deleted: until erasure lands, a deleted contact is at least never mailed again.
+SUPPRESSING_TYPES = frozenset({"lead.unsubscribed", "lead.deleted"})
 #: Events that can only end things. A CRM's webhooks arrive in no guaranteed order, so
 #: one of these may be the first the worker hears of a lead, before the event with its
 #: address: it is kept (a lead without an email) so the later event respects it.

@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     crm_dir: Path = Path("./crm")
     # Optional: accept HubSpot's own v3 signature / Pipedrive's basic auth (user:password).
     hubspot_client_secret: SecretStr | None = None
+    # HubSpot's CRM API: a private-app or service-key token with crm.objects.contacts.read,
+    # and the API base URL (a stand-in's in tests).
+    hubspot_token: SecretStr | None = None
+    hubspot_api_url: str = "https://api.hubapi.com"
     pipedrive_webhook_auth: SecretStr | None = None
     log_format: Literal["json", "text"] = "text"
     log_level: str = "INFO"
@@ -106,7 +110,7 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown IANA time zone {value!r}, e.g. Europe/Copenhagen") from exc
         return value
 
-    @field_validator("sendgrid_host", "public_url")
+    @field_validator("sendgrid_host", "public_url", "hubspot_api_url")
     @classmethod
     def _url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value):

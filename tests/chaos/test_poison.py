@@ -39,11 +39,12 @@ from worker.store import LeadRecord
 from worker.store.keys import Keys
 
 KEYS = Keys()
+# Sendable: ASCII local parts, internationalised domains (see worker/addresses.py).
 UNICODE_EMAILS = [
-    "anné.bérg@exämple.dk",
-    "用户@例子.广告",
-    "θσερ@παράδειγμα.δοκιμή",
-    "pelé+tag@example.com",
+    "anne.berg@exämple.dk",
+    "user@例子.广告",
+    "theta@παράδειγμα.δοκιμή",
+    "pele+tag@exämple.com",
 ]
 
 

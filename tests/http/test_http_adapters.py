@@ -186,11 +186,119 @@ def test_hubspot_webhooks_api_batch(hubspot: Mapping) -> None:
     assert docs[2]["data"] == {"reason": "unqualified"}
     assert docs[4]["type"] == "lead.updated"
     assert docs[4]["lead"]["attributes"] == {"budget": 1200000}
-    assert docs[5]["type"] == "lead.unsubscribed"
+    assert docs[5]["type"] == "lead.deleted"
+    assert docs[5]["data"] == {"reason": "privacy-deletion"}
     assert len({d["id"] for d in docs.values()}) == 4
     # HubSpot's retry of the same batch yields the same ids (replays are detected).
     again = translate(hubspot, hubspot_notifications(batch, None, hubspot))
     assert [d["id"] for _, d in again.events] == [d["id"] for d in docs.values()]
+
+
+# HubSpot Webhooks API notifications, fields as in
+# https://developers.hubspot.com/docs/api-reference/webhooks-webhooks-v3/guide and the
+# example body of https://developers.hubspot.com/docs/faq/v1-request-validation; merge
+# fields (primaryObjectId, mergedObjectIds, newObjectId, numberOfPropertiesMoved) from
+# https://developers.hubspot.com/changelog/new-subscription-types-for-webhooks.
+DOC_CREATION = {
+    "eventId": 1,
+    "subscriptionId": 12345,
+    "portalId": 62515,
+    "occurredAt": 1564113600000,
+    "subscriptionType": "contact.creation",
+    "attemptNumber": 0,
+    "objectId": 123,
+    "changeSource": "CRM",
+    "changeFlag": "NEW",
+    "appId": 54321,
+}
+
+# The rules for reading contacts back through HubSpot's API (docs/crm-notes.md): every
+# change of a contact becomes crm.changed naming the contact; the worker fetches it.
+API_MODE = """
+crm: hubspot
+events:
+  - event: contact.deletion
+    type: lead.deleted
+    data: {reason: deleted-in-crm}
+  - event: contact.privacyDeletion
+    type: lead.deleted
+    data: {reason: privacy-deletion}
+  - event: contact.merge
+    type: crm.changed
+    data: {crm: hubspot, fetch: true}
+    data_from: {object_id: objectId, merged_ids: mergedObjectIds}
+  - event: contact.creation
+    type: crm.changed
+    data: {crm: hubspot, fetch: true}
+    data_from: {object_id: objectId}
+  - event: contact.propertyChange
+    type: crm.changed
+    data: {crm: hubspot, fetch: true}
+    data_from: {object_id: objectId}
+fields: {email: email, firstname: first_name}
+"""
+
+
+def test_hubspot_deletions_are_lead_deleted(hubspot: Mapping) -> None:
+    batch = [
+        {**DOC_CREATION, "eventId": 2, "subscriptionType": "contact.deletion", "objectId": 123},
+        {**DOC_CREATION, "eventId": 3, "subscriptionType": "contact.privacyDeletion"},
+        {
+            **DOC_CREATION,
+            "eventId": 4,
+            "subscriptionType": "object.deletion",
+            "objectTypeId": "0-1",
+            "objectId": 124,
+        },
+    ]
+    docs = _events(hubspot, hubspot_notifications(batch, None, hubspot))
+    assert [d["type"] for d in docs] == ["lead.deleted"] * 3
+    assert [d["lead"] for d in docs] == [{"id": "123"}, {"id": "123"}, {"id": "124"}]
+    assert [d["data"]["reason"] for d in docs] == [
+        "deleted-in-crm",
+        "privacy-deletion",
+        "deleted-in-crm",
+    ]
+
+
+def test_hubspot_api_mode_changes_name_the_contact_to_fetch(tmp_path: Path) -> None:
+    path = tmp_path / "hubspot.yaml"
+    path.write_text(API_MODE)
+    mapping = load_mapping(path, "hubspot")
+    merge = {
+        **DOC_CREATION,
+        "eventId": 5,
+        "subscriptionType": "contact.merge",
+        "objectId": 123,
+        "primaryObjectId": 123,
+        "mergedObjectIds": [122, 121],
+        "newObjectId": None,
+        "numberOfPropertiesMoved": 4,
+    }
+    change = _change(6, "firstname", "Ann", object_id=123)
+    unmapped = _change(7, "notes_last_updated", "1700000000", object_id=123)
+    result = translate(
+        mapping, hubspot_notifications([DOC_CREATION, merge, change, unmapped], None, mapping)
+    )
+    assert result.ignored == [(3, "property notes_last_updated is not mapped")]
+    docs = [doc for _, doc in result.events]
+    for doc in docs:
+        validate_event(doc)
+    assert [d["type"] for d in docs] == ["crm.changed"] * 3
+    assert docs[0]["lead"] == {"id": "123"}
+    assert docs[0]["data"] == {"crm": "hubspot", "fetch": True, "object_id": "123"}
+    assert docs[1]["data"] == {
+        "crm": "hubspot",
+        "fetch": True,
+        "object_id": "123",
+        "merged_ids": ["122", "121"],
+    }
+    # The changed value still comes along (a lead field), the fetch brings the rest.
+    assert docs[2]["lead"] == {"id": "123", "first_name": "Ann"}
+    # A merge that made a new record: the lead is the new record.
+    made_new = {**merge, "eventId": 8, "newObjectId": 130}
+    (doc,) = _events(mapping, hubspot_notifications(made_new, None, mapping))
+    assert doc["lead"]["id"] == "130" and doc["data"]["object_id"] == "130"
 
 
 def test_hubspot_workflow_webhook(hubspot: Mapping) -> None:
@@ -289,8 +397,100 @@ def test_pipedrive_v1_is_read_as_v2(pipedrive: Mapping) -> None:
 def test_pipedrive_deleted_person_uses_previous(pipedrive: Mapping) -> None:
     deleted = _pd_v2("delete", "person", None, {"id": 42, "first_name": "Ann"}, uid="u9")
     docs = _events(pipedrive, pipedrive_notifications(deleted))
-    assert docs[0]["type"] == "lead.unsubscribed"
+    assert docs[0]["type"] == "lead.deleted"
     assert docs[0]["lead"]["id"] == "42"
+
+
+# Pipedrive persons: webhooks v2 send ``emails`` as a list of {label, value, primary}
+# (https://pipedrive.readme.io/docs/guide-for-webhooks-v2,
+# https://pipedrive.readme.io/docs/webhooks-v2-migration-guide); v1 sends ``email`` in
+# the same shape (https://pipedrive.readme.io/docs/guide-for-webhooks). A v1 person
+# without an address is read both as an empty list and as one blank primary entry (the
+# pages give no example; docs/crm-notes.md).
+
+
+def test_pipedrive_person_without_email_is_a_lead_without_address(pipedrive: Mapping) -> None:
+    nameless = {**PERSON_V2, "emails": []}
+    docs = _events(pipedrive, pipedrive_notifications(_pd_v2("create", "person", nameless)))
+    assert docs[0]["type"] == "lead.created"
+    assert "email" not in docs[0]["lead"]
+    assert docs[0]["lead"]["first_name"] == "Ann"
+    v1 = {
+        **PERSON_V1,
+        "current": {**PERSON_V1["current"], "email": [{"value": "", "primary": True}]},
+    }
+    docs = _events(pipedrive, pipedrive_notifications(v1))
+    assert docs[0]["type"] == "lead.created" and "email" not in docs[0]["lead"]
+    # The address added later arrives as change.person with the address.
+    added = _pd_v2(
+        "change",
+        "person",
+        {**PERSON_V2, "emails": [{"label": "work", "value": "ann@example.com", "primary": True}]},
+        {"emails": []},
+        uid="u7",
+    )
+    docs = _events(pipedrive, pipedrive_notifications(added))
+    assert docs[0]["type"] == "lead.updated"
+    assert docs[0]["lead"]["email"] == "ann@example.com"
+
+
+def test_pipedrive_primary_address_first_blank_ones_dropped(pipedrive: Mapping) -> None:
+    emails = [
+        {"label": "home", "value": "", "primary": False},
+        {"label": "other", "value": "ann.other@example.com", "primary": False},
+        {"label": "work", "value": "ann@example.com", "primary": True},
+    ]
+    v2 = _pd_v2("create", "person", {**PERSON_V2, "emails": emails})
+    (note,) = pipedrive_notifications(v2)
+    assert [e["value"] for e in note.record["emails"]] == [
+        "ann@example.com",
+        "ann.other@example.com",
+    ]
+    assert _events(pipedrive, [note])[0]["lead"]["email"] == "ann@example.com"
+    # Plain strings are addresses too.
+    plain = _pd_v2("create", "person", {**PERSON_V2, "emails": ["", "ann@example.com"]})
+    assert _events(pipedrive, pipedrive_notifications(plain))[0]["lead"]["email"] == (
+        "ann@example.com"
+    )
+    # No primary flagged: the first non-blank one.
+    v1 = {**PERSON_V1, "current": {**PERSON_V1["current"], "email": emails[:2]}}
+    assert _events(pipedrive, pipedrive_notifications(v1))[0]["lead"]["email"] == (
+        "ann.other@example.com"
+    )
+
+
+def test_pipedrive_deletions_v1_and_v2_are_lead_deleted(pipedrive: Mapping) -> None:
+    v1 = {
+        **PERSON_V1,
+        "meta": {**PERSON_V1["meta"], "action": "deleted"},
+        "current": None,
+        "previous": PERSON_V1["current"],
+        "event": "deleted.person",
+    }
+    docs = _events(pipedrive, pipedrive_notifications(v1))
+    assert docs[0]["type"] == "lead.deleted"
+    # The person is named by the previous values; no personal data rides along.
+    assert docs[0]["lead"] == {"id": "43"}
+    assert docs[0]["data"] == {"reason": "deleted-in-crm"}
+    # v2 with neither data nor previous: the person is named by meta.entity_id.
+    bare = _pd_v2("delete", "person", None, None, uid="u10")
+    bare["meta"]["entity_id"] = "44"
+    docs = _events(pipedrive, pipedrive_notifications(bare))
+    assert docs[0]["type"] == "lead.deleted" and docs[0]["lead"] == {"id": "44"}
+
+
+def test_pipedrive_v2_merge_is_not_a_deletion(pipedrive: Mapping) -> None:
+    # https://pipedrive.readme.io/docs/webhooks-v2-migration-guide: v2 has no merged
+    # action; the merged-away object's delete names the survivor in meta.merged_to_id.
+    merged = _pd_v2("delete", "person", None, {"id": 45, "first_name": "Ann"}, uid="u11")
+    merged["meta"]["merged_to_id"] = "42"
+    (note,) = pipedrive_notifications(merged)
+    assert note.kind == "merge.person"
+    assert note.record == {"merged_to_id": "42"}
+    result = translate(pipedrive, [note])
+    # The shipped mapping has no rule for it: ignored, never a lead.deleted that would
+    # suppress an address the surviving person still has.
+    assert result.events == [] and result.ignored == [(0, "no rule maps merge.person")]
 
 
 def test_pipedrive_not_a_webhook() -> None:
@@ -394,6 +594,26 @@ def test_live_pipedrive(live: LiveServer, harness: Harness) -> None:
     response = _post(live, harness.rt, "/events/pipedrive", {"not": "pipedrive"})
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_payload"
+
+
+def test_live_pipedrive_person_without_email_is_accepted(
+    live: LiveServer, harness: Harness
+) -> None:
+    nameless = _pd_v2("create", "person", {**PERSON_V2, "emails": []}, uid="u-noemail")
+    response = _post(live, harness.rt, "/events/pipedrive", nameless)
+    assert response.status_code == 202, response.text
+    assert response.json()["accepted"] == 1 and response.json()["refused"] == []
+
+
+def test_live_hubspot_deletions_are_queued(live: LiveServer, harness: Harness) -> None:
+    batch = [
+        {**DOC_CREATION, "eventId": 11, "subscriptionType": "contact.deletion"},
+        {**DOC_CREATION, "eventId": 12, "subscriptionType": "contact.privacyDeletion"},
+    ]
+    response = _post(live, harness.rt, "/events/hubspot", batch)
+    assert response.status_code == 202, response.text
+    assert response.json() == {"accepted": 2, "duplicates": 0, "ignored": 0, "refused": []}
+    assert queued_events(harness.rt) == 2
 
 
 def test_live_adapters_need_a_signature(live: LiveServer, harness: Harness) -> None:

@@ -73,6 +73,25 @@ def test_bad_batch_is_refused_whole_with_each_index(live: LiveServer, harness: H
     assert _post(live, harness.rt, json.dumps(good).encode()).json()["accepted"] == 1
 
 
+def test_unsendable_address_is_a_400_naming_the_reason(live: LiveServer, harness: Harness) -> None:
+    # SendGrid sends no non-ASCII local part (docs/http.md "Addresses"): refused at the
+    # door, so a 202 never turns into a dead letter at send time.
+    doc = _event("u1")
+    doc["lead"]["email"] = "jörg@exämple.de"
+    response = _post(live, harness.rt, json.dumps(doc, ensure_ascii=False).encode())
+    assert response.status_code == 400
+    (error,) = response.json()["errors"]
+    assert error["index"] == 0
+    assert error["reason"].startswith("lead.email: 'jörg@exämple.de' cannot be sent")
+    assert "non-ASCII" in error["reason"]
+    assert queued_events(harness.rt) == 0
+    # The same person with an ASCII local part is accepted, the IDN domain in ASCII form.
+    doc["lead"]["email"] = "jorg@exämple.de"
+    response = _post(live, harness.rt, json.dumps(doc, ensure_ascii=False).encode())
+    assert response.status_code == 202, response.text
+    assert queued_events(harness.rt) == 1
+
+
 def test_bad_line_of_json_lines_names_its_index(live: LiveServer, harness: Harness) -> None:
     body = json.dumps(_event("x1")).encode() + b"\n{not json}\n{also not}\n"
     response = _post(live, harness.rt, body, content_type="application/x-ndjson")

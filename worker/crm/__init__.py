@@ -1,3 +1,3 @@
-"""CRM field mappings (``crm/hubspot.yaml``, ``crm/pipedrive.yaml``): how a CRM's
-webhooks become lead events. Loaded and checked here; applied by
-:mod:`worker.http.adapters`."""
+"""CRM integrations: the field mappings (``crm/hubspot.yaml``, ``crm/pipedrive.yaml``) that
+turn a CRM's webhooks into lead events (applied by :mod:`worker.http.adapters`), and
+reading records back from the CRMs' APIs."""

@@ -24,6 +24,13 @@ Shapes read (see docs/http.md for examples):
   v1 (``meta.action``/``meta.object``, ``current``, ``previous``); v1 names are turned
   into v2's (``added``→``create``, ``updated``/``merged``→``change``,
   ``deleted``→``delete``; ``email``→``emails``; custom-field keys → ``custom_fields``).
+  A person's ``emails`` keep only non-blank addresses, the primary one first; a person
+  with none has no ``emails`` at all (the lead has no address yet).
+  A v2 ``delete`` whose ``meta`` names ``merged_to_id`` is a merge: ``merge.<object>``,
+  with ``merged_to_id`` in the record.
+- HubSpot ``contact.merge``: the lead is the surviving record (``newObjectId``, else
+  ``primaryObjectId``); ``mergedObjectIds``, ``primaryObjectId``, ``newObjectId`` and every
+  notification's ``objectId`` are in the record, for rules' ``data_from``.
 """
 
 from __future__ import annotations
@@ -156,9 +163,25 @@ def _hubspot_api(index: int, item: dict[str, Any]) -> Notification:
         kind = f"{obj}.{action}"
     object_id = _id_text(item.get("objectId"))
     prop = item.get("propertyName")
-    record: dict[str, Any] = {}
+    # The ids go in the record too, so a rule's data_from can copy them into event.data
+    # (the worker reads the record back from HubSpot's API by this id).
+    record: dict[str, Any] = {"objectId": object_id}
     if isinstance(prop, str) and prop:
         record[prop] = item.get("propertyValue")
+    lead_id = object_id
+    if action == "merge":
+        # The merged records become one lead: the surviving record (a new one when HubSpot
+        # made one), with the ids merged into it.
+        merged = item.get("mergedObjectIds")
+        record["mergedObjectIds"] = [
+            text
+            for text in (_id_text(i) for i in (merged if isinstance(merged, list) else []))
+            if text
+        ]
+        record["primaryObjectId"] = _id_text(item.get("primaryObjectId"))
+        record["newObjectId"] = _id_text(item.get("newObjectId"))
+        lead_id = record["newObjectId"] or record["primaryObjectId"] or object_id
+        record["objectId"] = lead_id
     parts = [
         item.get("portalId"),
         kind,
@@ -171,7 +194,7 @@ def _hubspot_api(index: int, item: dict[str, Any]) -> Notification:
         index=index,
         kind=kind,
         object_type=obj,
-        lead_id=object_id,
+        lead_id=lead_id,
         event_id="hubspot:" + ":".join("" if p is None else str(p) for p in parts)[:180],
         occurred_at=_iso_from_ms(item.get("occurredAt")),
         record=record,
@@ -234,6 +257,13 @@ def _pipedrive_one(index: int, item: dict[str, Any]) -> Notification:
         entity = str(meta.get("entity") or "")
         record = item.get("data") if isinstance(item.get("data"), dict) else {}
         previous = item.get("previous") if isinstance(item.get("previous"), dict) else None
+        entity_id = meta.get("entity_id")
+        merged_to = _id_text(meta.get("merged_to_id"))
+        if action == "delete" and merged_to:
+            # v2 reports a merge as a delete of the merged-away object that names the
+            # survivor: not a deletion of the person (whose address lives on).
+            action = "merge"
+            record = {**(record or {}), "merged_to_id": merged_to}
         stamp = meta.get("timestamp")
         event_id = (
             f"pipedrive:{meta['id']}"
@@ -250,12 +280,16 @@ def _pipedrive_one(index: int, item: dict[str, Any]) -> Notification:
             if isinstance(item.get("previous"), dict)
             else None
         )
+        entity_id = meta.get("id")  # v1's meta.id is the object's id
         stamp = meta.get("timestamp")
         micro = meta.get("timestamp_micro") or stamp
         event_id = f"pipedrive:v1:{entity}:{meta.get('id')}:{raw_action}:{micro}"
     if not action or not entity:
         raise PayloadError(f"item {index}: meta has no action/entity")
     assert isinstance(record, dict)
+    if action == "delete" and not record and not previous and _id_text(entity_id):
+        # A deletion must always name its object, even when no field values came with it.
+        previous = {"id": entity_id}
     return Notification(
         index=index,
         kind=f"{action}.{entity}",
@@ -263,8 +297,8 @@ def _pipedrive_one(index: int, item: dict[str, Any]) -> Notification:
         lead_id=None,  # filled in from the mapping's lead_id
         event_id=event_id[:200],
         occurred_at=_iso_from_text(stamp),
-        record=record,
-        previous=previous,
+        record=_primary_first(record),
+        previous=_primary_first(previous) if previous is not None else None,
     )
 
 
@@ -285,6 +319,31 @@ def _pipedrive_v1_record(current: Any) -> dict[str, Any]:
     if custom:
         record["custom_fields"] = custom
     return record
+
+
+def _primary_first(record: dict[str, Any]) -> dict[str, Any]:
+    """A person's ``emails`` with blank entries dropped and the primary one first; no
+    ``emails`` key at all when none is left, so a person without an address is a lead
+    without an email (never the text "[]")."""
+    emails = record.get("emails")
+    if "emails" not in record or not isinstance(emails, list | str | type(None)):
+        return record
+    out = dict(record)
+    if isinstance(emails, list):
+        entries = [{"value": e} if isinstance(e, str) else e for e in emails]
+        kept = [
+            e
+            for e in entries
+            if isinstance(e, dict) and isinstance(e.get("value"), str) and e["value"].strip()
+        ]
+        kept.sort(key=lambda e: e.get("primary") is not True)  # stable: primary first
+        if kept:
+            out["emails"] = kept
+            return out
+    elif isinstance(emails, str) and emails.strip():
+        return out
+    del out["emails"]
+    return out
 
 
 # -- applying the mapping -----------------------------------------------------------------
