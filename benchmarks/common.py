@@ -263,6 +263,14 @@ class StandIn:
     def reset(self) -> None:
         self._call("POST", "/_standin/reset", {})
 
+    def latency(self, median: float, p95: float | None = None, seed: int | None = None) -> None:
+        """Delay every mail-send answer (see ``SendGridStandIn.latency``)."""
+        self._call("POST", "/_standin/latency", {"median": median, "p95": p95, "seed": seed})
+
+    def rate_limit(self, limit: int | None, period: float = 1.0) -> None:
+        """SendGrid's X-RateLimit-* window (see ``SendGridStandIn.rate_limit``)."""
+        self._call("POST", "/_standin/rate_limit", {"limit": limit, "period": period})
+
     def messages(self, since: int = 0) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call(
             "GET", f"/_standin/messages?since={since}", timeout=300

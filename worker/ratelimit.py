@@ -12,7 +12,9 @@ they all slow down together:
   ``Retry-After``, else one second);
 * ``X-RateLimit-Remaining`` becomes a shared budget for the period, counted down by
   each request taken and never raised by a late answer from the same period; at zero
-  every process waits for ``X-RateLimit-Reset``;
+  every process waits for ``X-RateLimit-Reset``. When the period is over, the next one
+  is assumed to allow ``X-RateLimit-Limit`` requests within :data:`ASSUMED_PERIOD`
+  until an answer from it says better, so the processes do not all rush at once;
 * an optional fixed rate (``max_rate`` requests per second, for accounts with an agreed
   rate) paces all processes together with a GCRA (the "leaky bucket as a meter").
 
@@ -45,10 +47,13 @@ MAX_BLOCK = 3600.0
 #: already reported, are not written to Redis (saves a round trip per send; the shared
 #: budget is counted down by :meth:`RateLimiter.try_acquire` anyway).
 LOW_WATER = 0.2
+#: Length assumed for a new rate-limit period until one of its answers names its reset.
+ASSUMED_PERIOD = 1.0
 
 # KEYS[1] state hash. ARGV[1] max rate per second (0: none), ARGV[2] burst (requests),
-# ARGV[3] ttl ms. Returns "0" when a request may go now (and takes it), else the
-# seconds to wait, as a string (Redis would truncate a Lua number to an integer).
+# ARGV[3] ttl ms, ARGV[4] assumed period (s). Returns "0" when a request may go now
+# (and takes it), else the seconds to wait, as a string (Redis would truncate a Lua
+# number to an integer).
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -57,6 +62,15 @@ local blocked = tonumber(s[1]) or 0
 if blocked > now then return tostring(blocked - now) end
 local remaining = tonumber(s[2])
 local reset = tonumber(s[3]) or 0
+if remaining ~= nil and reset <= now then
+  -- A new period began; until one of its answers arrives assume the known limit.
+  local limit = tonumber(redis.call('HGET', KEYS[1], 'limit'))
+  if limit then
+    remaining, reset = limit, now + tonumber(ARGV[4])
+    redis.call('HSET', KEYS[1], 'remaining', remaining, 'reset', tostring(reset),
+      'provisional', 1)
+  end
+end
 local budget = remaining ~= nil and reset > now
 if budget and remaining <= 0 then return tostring(reset - now) end
 local rate = tonumber(ARGV[1])
@@ -81,10 +95,11 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local limit, remaining, reset = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 if reset and reset > now + tonumber(ARGV[8]) then reset = nil end
 if remaining and reset then
-  local s = redis.call('HMGET', KEYS[1], 'remaining', 'reset')
+  local s = redis.call('HMGET', KEYS[1], 'remaining', 'reset', 'provisional')
   local known_reset = tonumber(s[2]) or 0
-  if reset > known_reset then
+  if s[3] or reset > known_reset then
     redis.call('HSET', KEYS[1], 'remaining', remaining, 'reset', reset)
+    redis.call('HDEL', KEYS[1], 'provisional')
   elseif reset == known_reset then
     -- Answers of one period arrive out of order: the lowest count is the latest.
     redis.call('HSET', KEYS[1], 'remaining', math.min(tonumber(s[1]) or remaining, remaining))
@@ -175,7 +190,9 @@ class RateLimiter:
             0.0 when the request may go (it is counted), else the seconds to wait
             before asking again (nothing is counted).
         """
-        wait = self._acquire(keys=[self.key], args=[self.max_rate or 0, self.burst, STATE_TTL_MS])
+        wait = self._acquire(
+            keys=[self.key], args=[self.max_rate or 0, self.burst, STATE_TTL_MS, ASSUMED_PERIOD]
+        )
         return max(0.0, float(cast(bytes, wait)))
 
     def acquire(self, max_wait: float, stop: threading.Event | None = None) -> float | None:
