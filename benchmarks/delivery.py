@@ -44,7 +44,7 @@ from typing import Any
 
 from benchmarks.common import API_KEY, StandIn, median
 from worker.delivery.base import Message
-from worker.delivery.sendgrid import SendGridDelivery, build_payload
+from worker.delivery.sendgrid import DEFAULT_CONCURRENCY, SendGridDelivery, build_payload
 
 MODES = ("send x threads", "send_many (pool)", "httpx async (pool)")
 
@@ -181,7 +181,7 @@ def latency_table(
     runs: int,
     threads: int = 8,
     batch: int = 20,
-    concurrency: int = 64,
+    concurrency: int = DEFAULT_CONCURRENCY,
     modes: Sequence[str] = MODES,
     say: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--batch", type=int, default=20)
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     latencies = [int(v) for v in args.latencies.split(",")]

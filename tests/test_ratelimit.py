@@ -223,6 +223,7 @@ def test_processes_sharing_the_limiter_slow_down_together(redis_url: str, tmp_pa
         standin.reset()
         standin.rate_limit(20, period=1)
         alone = _run_senders(standin, redis_url, False, tmp_path)
+    print(f"RATELIMIT-RESULT 429s shared={shared} alone={alone}")
     # Shared: 429s only while the first period is discovered (at most what is in flight).
     assert shared <= 24, (shared, alone)
     assert alone > 2 * shared, (shared, alone)

@@ -95,7 +95,7 @@ MAX_IDLE_REUSE = 4.0
 #: Requests in flight at once per process in :meth:`SendGridDelivery.send_many`: enough
 #: to keep the CPU busy while SendGrid takes ~150 ms per answer (see
 #: benchmarks/delivery.py), few enough to stay well inside the file-descriptor limit.
-DEFAULT_CONCURRENCY = 64
+DEFAULT_CONCURRENCY = 128
 #: Longest wait for a rate-limiter turn before the message is given back to the queue.
 DEFAULT_LIMITER_WAIT = 5.0
 
