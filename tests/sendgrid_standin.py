@@ -38,8 +38,11 @@ Control endpoints for a stand-in in another process (no authorization):
 ``GET /_standin/stats``, ``GET /_standin/messages?since=N``, ``POST /_standin/reset``,
 ``POST /_standin/script`` (JSON list, as :meth:`SendGridStandIn.script`),
 ``POST /_standin/faults`` (JSON object, as :meth:`SendGridStandIn.faults`),
-``POST /_standin/latency`` (JSON object, as :meth:`SendGridStandIn.latency`) and
-``POST /_standin/rate_limit`` (JSON object, as :meth:`SendGridStandIn.rate_limit`).
+``POST /_standin/latency`` (JSON object, as :meth:`SendGridStandIn.latency`),
+``POST /_standin/rate_limit`` (JSON object, as :meth:`SendGridStandIn.rate_limit`),
+``GET /_standin/receipts?since=N`` (``[lead_id, received_at]`` pairs, kept even when
+recording is off) and ``POST /_standin/record`` (``{"messages": false}`` keeps only
+receipts, for long benchmarks).
 
 Latency: a real account answers a mail send in roughly 100-300 ms. ``latency(median)``
 delays every mail-send answer by that many seconds; with ``p95`` the delay is drawn
@@ -817,6 +820,12 @@ class _Handler(BaseHTTPRequestHandler):
                     {"message_id": m.message_id, "received_at": m.received_at, "payload": m.payload}
                     for m in standin.messages[since:]
                 ]
+            elif method == "GET" and path == "/_standin/receipts":
+                since = int(parse_qs(query).get("since", ["0"])[0])
+                result = [list(row) for row in standin.receipts[since:]]
+            elif method == "POST" and path == "/_standin/record":
+                standin.record = bool((data or {}).get("messages", True))
+                result = {"ok": True}
             elif method == "POST" and path == "/_standin/reset":
                 standin.reset()
                 result = {"ok": True}
@@ -916,6 +925,7 @@ class SendGridStandIn:
         self._auth = f"Bearer {api_key}"
         self._lock = threading.Lock()
         self._messages: list[Received] = []
+        self._receipts: list[tuple[str, float]] = []
         self._requests = 0
         self._accepted = 0
         self._script: deque[Reply] = deque()
@@ -1023,6 +1033,13 @@ class SendGridStandIn:
             return self._requests
 
     @property
+    def receipts(self) -> list[tuple[str, float]]:
+        """(``custom_args.lead_id``, receive time) of every accepted message, in
+        arrival order; kept even when ``record`` is off (for long benchmarks)."""
+        with self._lock:
+            return list(self._receipts)
+
+    @property
     def accepted(self) -> int:
         """How many messages were accepted (counted even when ``record`` is off)."""
         with self._lock:
@@ -1096,6 +1113,7 @@ class SendGridStandIn:
         """Forget messages, counts, the script, the faults, the latency and the rate limit."""
         with self._lock:
             self._messages.clear()
+            self._receipts.clear()
             self._requests = 0
             self._accepted = 0
             self._script.clear()
@@ -1197,8 +1215,11 @@ class SendGridStandIn:
             if sender not in self.verified_senders:
                 return 403, _errors_body(403, [_err(_UNVERIFIED_SENDER, "from")]), None
         message_id = secrets.token_urlsafe(16)
+        custom_args = payload.get("custom_args")
+        lead = str(custom_args.get("lead_id", "")) if isinstance(custom_args, dict) else ""
         with self._lock:
             self._accepted += 1
+            self._receipts.append((lead, time.time()))
             if self.record:
                 self._messages.append(
                     Received(payload, message_id, time.time(), dict(headers.items()))
