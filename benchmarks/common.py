@@ -420,7 +420,9 @@ class Bench:
         client = self.redis
         client.delete(f"{PREFIX}:schedulers")
         proc = self.spawn("worker-default", [*nurture_command(), "worker"], env=env)
-        expected = os.cpu_count() or 1
+        from worker.worker_process import default_processes
+
+        expected = default_processes()
 
         def ready() -> bool:
             if not proc.alive():

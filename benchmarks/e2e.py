@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from typing import Any
 from benchmarks.common import Bench, bench_world, nurture_command, wait_until
 from benchmarks.ingest import write_jsonl
 from benchmarks.pipeline import noop_run
+from worker.worker_process import default_processes
 
 
 def _emails_out(bench: Bench, delivery: str, outbox: Path) -> int:
@@ -67,7 +67,7 @@ def e2e_run(bench: Bench, count: int, delivery: str, latency: float = 0.0) -> di
         "leads": count,
         "delivery": delivery,
         "latency_s": latency,
-        "processes": os.cpu_count() or 1,
+        "processes": default_processes(),
         "seconds": seconds,
         "emit_seconds": emitted - started,
         "leads_per_s": count / seconds,
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     latencies = tuple(int(v) / 1000 for v in args.latencies.split(","))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="nurture-bench-e2e-"))
-    with bench_world(workdir, os.cpu_count() or 1, 8) as bench:
+    with bench_world(workdir, default_processes(), 8) as bench:
         result = e2e_suite(bench, args.count, latencies, args.runs)
     print(render_e2e(result))
     print(json.dumps(result), file=sys.stderr)

@@ -96,7 +96,11 @@ def run_worker(
 
 
 def default_processes() -> int:
-    """One worker process per CPU, as dramatiq's own CLI starts."""
+    """One worker process per CPU this process may run on (as dramatiq's own CLI starts
+    one per CPU); the affinity mask, not the host's count, so a container pinned to two
+    CPUs starts two."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
 
 
