@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latencies", default="0,150", help="stand-in latencies, ms")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     latencies = tuple(int(v) / 1000 for v in args.latencies.split(","))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="nurture-bench-e2e-"))
@@ -120,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         result = e2e_suite(bench, args.count, latencies, args.runs)
     print(render_e2e(result))
     print(json.dumps(result), file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1), encoding="utf-8")
     return 0
 
 

@@ -26,8 +26,6 @@ SECTIONS = (
     "## 3. Scheduler at scale",
     "## 4. How the figures grow",
     "## 5. Delivery layer over SendGrid latency",
-    "## 6. Monday 09:00 burst",
-    "## 7. End to end",
 )
 
 
@@ -92,10 +90,6 @@ def test_benchmark_suite_runs_at_tiny_size(tmp_path: Path) -> None:
     assert results["anatomy"]["round_trips_total"] > 0
     for row in results["delivery"]["rows"]:
         assert all(row[mode] > 0 for mode in results["delivery"]["modes"])
-    monday = results["monday_burst"]
-    assert monday["received"] == monday["touches"] and monday["duplicates"] == 0
-    for run in results["e2e"]["rows"]:
-        assert run["emails_out"] == run["leads"] and run["leads_per_s"] > 0
     for level in results["levels"]:
         assert 0 < level["schedule"][0]["schedule_bytes"] < level["state_bytes"]
         for burst in level["spread"] + level["instant"]:
