@@ -263,6 +263,23 @@ class StandIn:
     def reset(self) -> None:
         self._call("POST", "/_standin/reset", {})
 
+    def latency(self, median: float, p95: float | None = None, seed: int | None = None) -> None:
+        """Delay every mail-send answer (see ``SendGridStandIn.latency``)."""
+        self._call("POST", "/_standin/latency", {"median": median, "p95": p95, "seed": seed})
+
+    def rate_limit(self, limit: int | None, period: float = 1.0) -> None:
+        """SendGrid's X-RateLimit-* window (see ``SendGridStandIn.rate_limit``)."""
+        self._call("POST", "/_standin/rate_limit", {"limit": limit, "period": period})
+
+    def receipts(self, since: int = 0) -> list[tuple[str, float]]:
+        """(lead_id, received_at) of every accepted message, in arrival order."""
+        rows = self._call("GET", f"/_standin/receipts?since={since}", timeout=300)
+        return [(str(lead), float(at)) for lead, at in rows]
+
+    def record(self, messages: bool) -> None:
+        """Keep whole messages (True) or only receipts (False: long benchmarks)."""
+        self._call("POST", "/_standin/record", {"messages": messages})
+
     def messages(self, since: int = 0) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call(
             "GET", f"/_standin/messages?since={since}", timeout=300
@@ -381,11 +398,10 @@ class Bench:
         count = count or self.workers
         client = self.redis
         client.delete(f"{PREFIX}:schedulers")
+        # One process each (``--processes 1``): the benchmark sets the process count.
+        command = [*nurture_command(), "worker", "--processes", "1", "--threads"]
         procs = [
-            self.spawn(
-                f"worker-{index}", [*nurture_command(), "worker", "--threads", str(self.threads)]
-            )
-            for index in range(count)
+            self.spawn(f"worker-{index}", [*command, str(self.threads)]) for index in range(count)
         ]
 
         def ready() -> bool:
@@ -397,6 +413,25 @@ class Bench:
         wait_until(ready, 60, "the nurture workers to start", interval=0.05)
         client.close()
         return procs
+
+    def start_default_worker(self, env: dict[str, str] | None = None) -> Proc:
+        """Start ``nurture worker`` with no flags, as the README runs it (one process per
+        CPU under one supervisor), and wait until every child's scheduler ticks."""
+        client = self.redis
+        client.delete(f"{PREFIX}:schedulers")
+        proc = self.spawn("worker-default", [*nurture_command(), "worker"], env=env)
+        from worker.worker_process import default_processes
+
+        expected = default_processes()
+
+        def ready() -> bool:
+            if not proc.alive():
+                raise RuntimeError(f"nurture worker exited at start:\n{proc.tail()}")
+            return int(client.hlen(f"{PREFIX}:schedulers")) >= expected
+
+        wait_until(ready, 60, "the default nurture worker to start", interval=0.05)
+        client.close()
+        return proc
 
     def stop(self, procs: Sequence[Proc]) -> None:
         for proc in procs:

@@ -553,6 +553,7 @@ def render(results: dict[str, Any]) -> str:
         "follow the other load on the machine, not N."
     )
     add("")
+    _latency_sections(results, add)
     add("## Method")
     add("")
     for note in (
@@ -672,3 +673,56 @@ def _suggestions(
     )
     lines.append("")
     return lines
+
+
+def _latency_sections(results: dict[str, Any], add: Any) -> None:
+    """Sections 5-7: the delivery layer over stand-in latencies, the Monday burst and
+    leads in to emails out (present when the run measured them)."""
+    from benchmarks.burst import render_burst
+    from benchmarks.delivery import render_table
+    from benchmarks.e2e import render_e2e
+
+    if "delivery" in results:
+        d = results["delivery"]
+        add("## 5. Delivery layer over SendGrid latency")
+        add("")
+        add(render_table(d))
+        add("")
+        add(
+            f"Messages/s through the real `SendGridDelivery` alone (no Redis, no rendering), "
+            f"medians of {d['runs']} window(s) of {num(d['duration'], 1)} s, the stand-in "
+            f"answering after the latency shown; in brackets the share of the same mode's "
+            f"0 ms figure. `send x threads`: {d['threads']} threads each calling `send` "
+            f"(today's worker). `send_many (pool)`: the same threads handing batches of "
+            f"{d['batch']} to `send_many`, at most {d['concurrency']} requests in flight "
+            "on kept-alive connections. `httpx async (pool)`: the alternative prototype, "
+            "one asyncio loop and one `httpx.AsyncClient` with a pool of the same size "
+            "(transport only). Command: `python -m benchmarks.delivery`."
+        )
+        add("")
+    if "monday_burst" in results:
+        add("## 6. Monday 09:00 burst")
+        add("")
+        add(render_burst(results["monday_burst"]))
+        add("")
+        add(
+            "Every lead's first touch due at Monday 09:00 local, all zones at the same "
+            "instant (the worst case), sent by the default `nurture worker` to the stand-in "
+            "at the latency shown. Drain: first due to last received. Overtaken: received "
+            "before a touch due more than 1 s earlier. Events: one `lead.created` per "
+            "second during the drain, ingest to enrollment. Command: "
+            "`python -m benchmarks.burst`."
+        )
+        add("")
+    if "e2e" in results:
+        add("## 7. End to end: leads in, emails out")
+        add("")
+        add(render_e2e(results["e2e"]))
+        add("")
+        add(
+            "`nurture emit` of N new leads into a running default `nurture worker` (one "
+            "process per CPU, 8 threads); from the start of `nurture emit` to the N-th "
+            "email out; beside a no-op dramatiq actor on the same Redis with as many "
+            "processes and threads, in the same run. Command: `python -m benchmarks.e2e`."
+        )
+        add("")

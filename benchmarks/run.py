@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import ingest, pipeline, profiling, scale
+from benchmarks import burst, delivery, e2e, ingest, pipeline, profiling, scale
 from benchmarks.common import bench_world, environment_line
 from benchmarks.report import render
 from benchmarks.state import check_fidelity
@@ -46,6 +46,11 @@ class Size:
     settle: float  # seconds the workers idle before their RSS is read
     anatomy_touches: int
     separate_profile_run: bool  # profile a run of its own (else the last measured run)
+    latencies_ms: tuple[int, ...]  # stand-in latencies of the delivery-layer table
+    delivery_window: float  # seconds per delivery-layer figure
+    monday_burst: int  # touches due at the same 09:00 (0: skip; each run starts a worker)
+    e2e_leads: int  # leads emitted in the end-to-end runs (0: skip)
+    e2e_latencies: tuple[float, ...]  # stand-in latencies (s) of the end-to-end runs
 
 
 SIZES = {
@@ -65,6 +70,13 @@ SIZES = {
         settle=0.5,
         anatomy_touches=40,
         separate_profile_run=False,
+        latencies_ms=(0, 150),
+        delivery_window=0.3,
+        # Starting a default worker takes seconds: the burst and end-to-end benchmarks
+        # have their own smoke test (tests/test_benchmarks_latency_smoke.py).
+        monday_burst=0,
+        e2e_leads=0,
+        e2e_latencies=(0.15,),
     ),
     "small": Size(
         http_requests=2_000,
@@ -82,6 +94,11 @@ SIZES = {
         settle=3.0,
         anatomy_touches=300,
         separate_profile_run=True,
+        latencies_ms=(0, 50, 150, 300),
+        delivery_window=2.0,
+        monday_burst=10_000,
+        e2e_leads=2_000,
+        e2e_latencies=(0.0, 0.15),
     ),
     "full": Size(
         http_requests=5_000,
@@ -99,6 +116,11 @@ SIZES = {
         settle=5.0,
         anatomy_touches=500,
         separate_profile_run=True,
+        latencies_ms=(0, 50, 150, 300),
+        delivery_window=3.0,
+        monday_burst=100_000,
+        e2e_leads=10_000,
+        e2e_latencies=(0.0, 0.15),
     ),
 }
 
@@ -193,6 +215,22 @@ def run_suite(
                 f"{figures['state_bytes']:.0f} B/lead, lateness p99 {spread['p99_s']:.2f} s, "
                 f"worker RSS {figures['rss_idle'] / 2**20:.0f} MB"
             )
+        say(f"delivery layer over stand-in latencies {size.latencies_ms} ms")
+        # Tiny: the two modes the sender chooses between, not the httpx prototype.
+        modes = delivery.MODES[:2] if size_name == "tiny" else delivery.MODES
+        results["delivery"] = delivery.latency_table(
+            bench.standin, size.latencies_ms, duration=size.delivery_window, runs=runs, modes=modes
+        )
+        if size.monday_burst:
+            say(f"Monday burst: {size.monday_burst} touches due at once, stand-in at 150 ms")
+            results["monday_burst"] = burst.monday_burst(bench, size.monday_burst)
+            say(
+                f"  drained in {results['monday_burst']['drain_s']:.1f} s, lateness p95 "
+                f"{results['monday_burst']['lateness_p95_s']:.1f} s"
+            )
+        if size.e2e_leads:
+            say(f"end to end: nurture emit of {size.e2e_leads} leads into the default worker")
+            results["e2e"] = e2e.e2e_suite(bench, size.e2e_leads, size.e2e_latencies, runs)
     results["elapsed"] = time.monotonic() - started
     return results
 

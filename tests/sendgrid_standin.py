@@ -17,6 +17,9 @@ In tests::
         assert sg.messages[0].custom_args["lead_id"] == "crm-1042"
         sg.script([429, 202])              # next answers: a 429, then normal
         sg.faults(rate=0.3, kinds=("429", "500", "slow", "drop"), seed=7)
+        sg.latency(0.15)                   # every mail send answers after 150 ms
+        sg.latency(0.15, p95=0.4, seed=1)  # lognormal: median 150 ms, p95 400 ms
+        sg.rate_limit(600, period=60)      # X-RateLimit-* on every answer, 429 beyond
 
 As a pytest fixture (in a conftest)::
 
@@ -29,11 +32,32 @@ Standalone (benchmarks; prints the port alone on the first stdout line)::
 
     python -m tests.sendgrid_standin --port 0 [--key K] [--no-record]
         [--faults-rate 0.1 --faults-kinds 429,500,slow,drop --seed 1]
+        [--latency 0.15 [--latency-p95 0.4]] [--rate-limit 600 --rate-period 60]
 
 Control endpoints for a stand-in in another process (no authorization):
 ``GET /_standin/stats``, ``GET /_standin/messages?since=N``, ``POST /_standin/reset``,
-``POST /_standin/script`` (JSON list, as :meth:`SendGridStandIn.script`) and
-``POST /_standin/faults`` (JSON object, as :meth:`SendGridStandIn.faults`).
+``POST /_standin/script`` (JSON list, as :meth:`SendGridStandIn.script`),
+``POST /_standin/faults`` (JSON object, as :meth:`SendGridStandIn.faults`),
+``POST /_standin/latency`` (JSON object, as :meth:`SendGridStandIn.latency`),
+``POST /_standin/rate_limit`` (JSON object, as :meth:`SendGridStandIn.rate_limit`),
+``GET /_standin/receipts?since=N`` (``[lead_id, received_at]`` pairs, kept even when
+recording is off) and ``POST /_standin/record`` (``{"messages": false}`` keeps only
+receipts, for long benchmarks).
+
+Latency: a real account answers a mail send in roughly 100-300 ms. ``latency(median)``
+delays every mail-send answer by that many seconds; with ``p95`` the delay is drawn
+from a lognormal distribution with that median and 95th percentile (the long right
+tail real APIs show). Each connection has its own server thread, so delays overlap
+across connections exactly as they do at SendGrid.
+
+Rate limits, as SendGrid documents them
+(https://www.twilio.com/docs/sendgrid/api-reference/how-to-use-the-sendgrid-v3-api/rate-limits):
+every answer carries ``X-RateLimit-Limit`` (requests allowed per refresh period),
+``X-RateLimit-Remaining`` (left in this period) and ``X-RateLimit-Reset`` (unix time in
+seconds when the period ends); a request beyond the limit gets ``429 TOO MANY
+REQUESTS`` with ``{"errors": [{"field": null, "message": "too many requests"}]}`` and
+the message is not accepted. ``rate_limit(limit, period)`` turns that on (fixed
+windows aligned to multiples of ``period`` in unix time).
 
 Fault kinds: ``"429"`` (with ``X-RateLimit-*`` headers), any other status code such as
 ``"500"``/``"503"``/``"400"``/``"401"``, ``"slow"`` (sleep ``slow_delay`` then answer
@@ -47,6 +71,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import queue
 import random
 import re
@@ -65,7 +90,15 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs
 
-__all__ = ["FAULT_KINDS", "Received", "Reply", "SendGridStandIn", "validate_payload"]
+__all__ = [
+    "FAULT_KINDS",
+    "Latency",
+    "RateLimitWindow",
+    "Received",
+    "Reply",
+    "SendGridStandIn",
+    "validate_payload",
+]
 
 MAIL_SEND_PATH = "/v3/mail/send"
 FAULT_KINDS = ("429", "500", "503", "slow", "drop", "lost")
@@ -177,6 +210,74 @@ class Reply:
         if kind.isdigit():
             return cls(status=int(kind))
         raise ValueError(f"unknown stand-in reply {item!r}; use a status code, slow, drop or lost")
+
+
+class Latency:
+    """How long a mail send takes to be answered: fixed, or lognormal with a median and p95.
+
+    A lognormal delay ``exp(N(mu, sigma))`` has median ``exp(mu)`` and 95th percentile
+    ``exp(mu + 1.645 sigma)``, so both are set from the two figures an operator knows
+    from an API dashboard.
+    """
+
+    _Z95 = 1.6448536269514722  # the standard normal's 95th percentile
+
+    def __init__(self, median: float = 0.0, p95: float | None = None, seed: int | None = None):
+        if median < 0 or (p95 is not None and p95 < median):
+            raise ValueError("latency: need 0 <= median <= p95")
+        self.median = float(median)
+        self.p95 = None if p95 is None or p95 == median else float(p95)
+        self._mu = math.log(median) if median > 0 else 0.0
+        self._sigma = math.log(self.p95 / median) / self._Z95 if self.p95 and median else 0.0
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+
+    def draw(self) -> float:
+        """Seconds to wait before answering the next request."""
+        if self.median <= 0:
+            return 0.0
+        if not self._sigma:
+            return self.median
+        with self._lock:
+            return self._rng.lognormvariate(self._mu, self._sigma)
+
+
+class RateLimitWindow:
+    """SendGrid's fixed-window request limit: ``limit`` requests per ``period`` seconds.
+
+    Windows are aligned to multiples of ``period`` in unix time, so every request in a
+    window reports the same ``X-RateLimit-Reset`` (whole unix seconds, as SendGrid sends).
+    """
+
+    def __init__(self, limit: int, period: float = 1.0) -> None:
+        if limit < 1 or period <= 0:
+            raise ValueError("rate limit: need limit >= 1 and period > 0")
+        self.limit = int(limit)
+        self.period = float(period)
+        self._window = -1
+        self._used = 0
+        self.refused = 0
+
+    def take(self, now: float) -> tuple[bool, dict[str, str]]:
+        """Count one request (caller holds the stand-in's lock).
+
+        Returns:
+            Whether it is within the limit, and the ``X-RateLimit-*`` headers to answer.
+        """
+        window = int(now // self.period)
+        if window != self._window:
+            self._window, self._used = window, 0
+        allowed = self._used < self.limit
+        if allowed:
+            self._used += 1
+        else:
+            self.refused += 1
+        headers = {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.limit - self._used),
+            "X-RateLimit-Reset": str(math.ceil((window + 1) * self.period)),
+        }
+        return allowed, headers
 
 
 @dataclass(frozen=True)
@@ -685,20 +786,27 @@ class _Handler(BaseHTTPRequestHandler):
         if method != "POST":
             self._answer(405, _errors_body(405))
             return
-        reply = standin._next_reply()
-        if reply.delay:
-            standin._stopping.wait(reply.delay)
+        latency, allowed, limits = standin._admit()
+        reply = _RATE_LIMITED if not allowed else standin._next_reply()
+        if reply.delay or latency:
+            standin._stopping.wait(reply.delay + latency)
         if reply.drop and not reply.accept:
             self._drop()
             return
         if not 200 <= reply.status < 300:
-            self._answer(reply.status, _errors_body(reply.status, reply.errors), reply)
+            own_limits = reply.status == 429 and reply.reset_in is not None
+            self._answer(
+                reply.status,
+                _errors_body(reply.status, reply.errors),
+                reply,
+                extra=None if own_limits else limits,
+            )
             return
         status, response, extra = standin._process(self.request_headers, body)
         if reply.drop:  # "lost": accepted, but the answer never arrives
             self._drop()
             return
-        self._answer(status, response, extra=extra)
+        self._answer(status, response, extra={**(extra or {}), **(limits or {})})
 
     def _control(self, method: str, path: str, query: str, body: bytes) -> None:
         standin = self.server.standin
@@ -712,6 +820,12 @@ class _Handler(BaseHTTPRequestHandler):
                     {"message_id": m.message_id, "received_at": m.received_at, "payload": m.payload}
                     for m in standin.messages[since:]
                 ]
+            elif method == "GET" and path == "/_standin/receipts":
+                since = int(parse_qs(query).get("since", ["0"])[0])
+                result = [list(row) for row in standin.receipts[since:]]
+            elif method == "POST" and path == "/_standin/record":
+                standin.record = bool((data or {}).get("messages", True))
+                result = {"ok": True}
             elif method == "POST" and path == "/_standin/reset":
                 standin.reset()
                 result = {"ok": True}
@@ -720,6 +834,12 @@ class _Handler(BaseHTTPRequestHandler):
                 result = {"ok": True}
             elif method == "POST" and path == "/_standin/faults":
                 standin.faults(**(data or {}))
+                result = {"ok": True}
+            elif method == "POST" and path == "/_standin/latency":
+                standin.latency(**(data or {}))
+                result = {"ok": True}
+            elif method == "POST" and path == "/_standin/rate_limit":
+                standin.rate_limit(**(data or {}))
                 result = {"ok": True}
             else:
                 self._answer(404, _errors_body(404))
@@ -805,12 +925,15 @@ class SendGridStandIn:
         self._auth = f"Bearer {api_key}"
         self._lock = threading.Lock()
         self._messages: list[Received] = []
+        self._receipts: list[tuple[str, float]] = []
         self._requests = 0
         self._accepted = 0
         self._script: deque[Reply] = deque()
         self._fault_rate = 0.0
         self._fault_kinds: tuple[str, ...] = ()
         self._rng = random.Random()
+        self._latency = Latency()
+        self._rate: RateLimitWindow | None = None
         self._arrived = threading.Condition(self._lock)
         self._stopping = threading.Event()
         self._server: _Server | None = None
@@ -910,6 +1033,13 @@ class SendGridStandIn:
             return self._requests
 
     @property
+    def receipts(self) -> list[tuple[str, float]]:
+        """(``custom_args.lead_id``, receive time) of every accepted message, in
+        arrival order; kept even when ``record`` is off (for long benchmarks)."""
+        with self._lock:
+            return list(self._receipts)
+
+    @property
     def accepted(self) -> int:
         """How many messages were accepted (counted even when ``record`` is off)."""
         with self._lock:
@@ -957,15 +1087,40 @@ class SendGridStandIn:
             self._fault_kinds = kinds
             self._rng = random.Random(seed)
 
+    def latency(
+        self, median: float = 0.0, p95: float | None = None, seed: int | None = None
+    ) -> None:
+        """Delay every mail-send answer (``median=0`` turns it off).
+
+        Args:
+            median: Seconds; the fixed delay when ``p95`` is not given.
+            p95: With it, delays are lognormal with this 95th percentile (>= median).
+            seed: Seed for reproducible delays.
+        """
+        latency = Latency(median, p95, seed)
+        with self._lock:
+            self._latency = latency
+
+    def rate_limit(self, limit: int | None = None, period: float = 1.0) -> None:
+        """Limit mail sends to ``limit`` per ``period`` seconds, as SendGrid does; every
+        answer then carries ``X-RateLimit-*`` and requests beyond the limit get a 429.
+        ``limit=None`` turns it off."""
+        window = None if limit is None else RateLimitWindow(limit, period)
+        with self._lock:
+            self._rate = window
+
     def reset(self) -> None:
-        """Forget messages, counts, the script and the faults."""
+        """Forget messages, counts, the script, the faults, the latency and the rate limit."""
         with self._lock:
             self._messages.clear()
+            self._receipts.clear()
             self._requests = 0
             self._accepted = 0
             self._script.clear()
             self._fault_rate = 0.0
             self._fault_kinds = ()
+            self._latency = Latency()
+            self._rate = None
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
         """Block until at least ``count`` messages were accepted.
@@ -1009,6 +1164,7 @@ class SendGridStandIn:
                 "accepted": self._accepted,
                 "recorded": len(self._messages),
                 "scripted_left": len(self._script),
+                "rate_limited": self._rate.refused if self._rate else 0,
             }
         return {
             **counts,
@@ -1020,6 +1176,14 @@ class SendGridStandIn:
     def _count_request(self) -> None:
         with self._lock:
             self._requests += 1
+
+    def _admit(self) -> tuple[float, bool, dict[str, str] | None]:
+        """Latency to apply, whether the rate limit admits the request, and the
+        ``X-RateLimit-*`` headers to answer (None when no limit is set)."""
+        with self._lock:
+            latency, rate = self._latency, self._rate
+            allowed, headers = rate.take(time.time()) if rate else (True, None)
+        return latency.draw(), allowed, headers
 
     def _next_reply(self) -> Reply:
         with self._lock:
@@ -1051,8 +1215,11 @@ class SendGridStandIn:
             if sender not in self.verified_senders:
                 return 403, _errors_body(403, [_err(_UNVERIFIED_SENDER, "from")]), None
         message_id = secrets.token_urlsafe(16)
+        custom_args = payload.get("custom_args")
+        lead = str(custom_args.get("lead_id", "")) if isinstance(custom_args, dict) else ""
         with self._lock:
             self._accepted += 1
+            self._receipts.append((lead, time.time()))
             if self.record:
                 self._messages.append(
                     Received(payload, message_id, time.time(), dict(headers.items()))
@@ -1085,6 +1252,11 @@ class SendGridStandIn:
 
 
 _NORMAL = Reply()
+# Over the rate limit: SendGrid's documented 429 body; the X-RateLimit-* headers come
+# from the window (reset_in=None: no default ones).
+_RATE_LIMITED = Reply(
+    status=429, errors=[{"field": None, "message": "too many requests"}], reset_in=None
+)
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
@@ -1099,6 +1271,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--faults-kinds", default="429,500,slow,drop")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--slow-delay", type=float, default=2.0)
+    parser.add_argument("--latency", type=float, default=0.0, help="answer delay, seconds")
+    parser.add_argument("--latency-p95", type=float, default=None, help="lognormal p95, seconds")
+    parser.add_argument("--rate-limit", type=int, default=None, help="requests per period")
+    parser.add_argument("--rate-period", type=float, default=1.0, help="seconds")
     args = parser.parse_args(argv)
 
     standin = SendGridStandIn(
@@ -1110,6 +1286,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
     )
     if args.faults_rate:
         standin.faults(args.faults_rate, args.faults_kinds.split(","), args.seed)
+    if args.latency:
+        standin.latency(args.latency, args.latency_p95, args.seed)
+    if args.rate_limit:
+        standin.rate_limit(args.rate_limit, args.rate_period)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -25,6 +25,7 @@ SECTIONS = (
     "### Suggestions",
     "## 3. Scheduler at scale",
     "## 4. How the figures grow",
+    "## 5. Delivery layer over SendGrid latency",
 )
 
 
@@ -87,6 +88,8 @@ def test_benchmark_suite_runs_at_tiny_size(tmp_path: Path) -> None:
         assert run["touches_per_s"] > 0 and run["dead_letters"] == 0
     assert all(run["messages_per_s"] > 0 for run in results["noop"])
     assert results["anatomy"]["round_trips_total"] > 0
+    for row in results["delivery"]["rows"]:
+        assert all(row[mode] > 0 for mode in results["delivery"]["modes"])
     for level in results["levels"]:
         assert 0 < level["schedule"][0]["schedule_bytes"] < level["state_bytes"]
         for burst in level["spread"] + level["instant"]:

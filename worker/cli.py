@@ -81,11 +81,10 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from worker.runtime import Runtime
-    from worker.worker_process import run_worker
+    from worker.worker_process import default_processes, run_worker, supervise, watch_supervisor
 
     settings = _settings()
     settings.require_sending()
-    runtime = Runtime(settings)
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: object) -> None:
@@ -93,8 +92,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    processes = args.processes or default_processes()
+    if processes > 1:
+        return supervise(settings, processes, args.threads, stop)
+    watch_supervisor(stop)
+    runtime = Runtime(settings)
     run_worker(runtime, stop, threads=args.threads)
     return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -206,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?", default="-", help="JSON / JSON Lines file, or - for stdin")
     p = sub.add_parser("worker", help="run the queue workers and the scheduler")
     p.add_argument("--threads", type=int, default=None, help="worker threads (default 8)")
+    p.add_argument(
+        "--processes",
+        type=_positive,
+        default=None,
+        help="worker processes (default: one per CPU)",
+    )
     p = sub.add_parser("serve", help="run the HTTP service")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

@@ -224,7 +224,9 @@ class Procs:
     def worker(
         self, env: Mapping[str, str], threads: int = 4, name: str | None = None
     ) -> NurtureProcess:
-        return self.start(["worker", "--threads", str(threads)], env, name)
+        # One process (``--processes 1``): a kill -9 of it must kill the worker itself,
+        # not a supervisor whose children then finish on their own.
+        return self.start(["worker", "--processes", "1", "--threads", str(threads)], env, name)
 
     def run(
         self, args: list[str], env: Mapping[str, str], stdin: bytes = b"", timeout: float = 60

@@ -27,6 +27,18 @@ anything before the request was sent      never left, so it cannot have been acc
 timeout or dropped connection while       ``OutcomeUnknownError``: SendGrid may have
 waiting for the answer                    accepted the message
 ========================================  ==========================================
+
+Waiting overlapped: a real account answers in 100-300 ms, so one request at a time per
+worker thread leaves the CPU idle. :meth:`SendGridDelivery.send_many` sends a batch over
+a bounded pool of threads (``concurrency``), each with its own kept-alive connection,
+and reports every message's outcome on its own, exactly as :meth:`~SendGridDelivery.send`
+would have (benchmarks/delivery.py measures the choice against the stand-in).
+
+Rate limits: with a :class:`~worker.ratelimit.RateLimiter`, every request first takes a
+turn from the limiter shared by all processes in Redis, and every answer's
+``X-RateLimit-*`` headers and 429s go back into it. A turn not available within
+``limiter_wait`` seconds raises ``TransientDeliveryError`` with ``retry_after`` (nothing
+was sent), so no thread is parked for a whole rate-limit period.
 """
 
 from __future__ import annotations
@@ -41,15 +53,24 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import redis
 from python_http_client.exceptions import HTTPError as SendGridHTTPError
 from sendgrid import SendGridAPIClient
 
-from worker.delivery.base import ONE_CLICK, Delivery, Message, SendResult, header_safe
+from worker.delivery.base import (
+    ONE_CLICK,
+    Delivery,
+    Message,
+    SendResult,
+    header_safe,
+    send_each,
+)
 from worker.errors import (
     DeliveryError,
     OutcomeUnknownError,
@@ -57,6 +78,7 @@ from worker.errors import (
     SettingsError,
     TransientDeliveryError,
 )
+from worker.ratelimit import RateLimiter
 
 DEFAULT_HOST = "https://api.sendgrid.com"
 #: Seconds to wait for connect and for each read; beyond it the outcome is unknown.
@@ -70,10 +92,17 @@ MAX_CATEGORIES = 10
 #: close idle connections after a while, and a request written into a connection the
 #: server is closing gets no answer, which would count as an outcome-unknown send.
 MAX_IDLE_REUSE = 4.0
+#: Requests in flight at once per process in :meth:`SendGridDelivery.send_many`: enough
+#: to keep the CPU busy while SendGrid takes ~150 ms per answer (see
+#: benchmarks/delivery.py), few enough to stay well inside the file-descriptor limit.
+DEFAULT_CONCURRENCY = 128
+#: Longest wait for a rate-limiter turn before the message is given back to the queue.
+DEFAULT_LIMITER_WAIT = 5.0
 
 # python_http_client logs every request's headers, Authorization included, at DEBUG.
 # Cap it at INFO so turning on debug logging never writes the API key into the logs;
 # an operator who sets this logger's level explicitly still wins.
+log = logging.getLogger(__name__)
 _http_log = logging.getLogger("python_http_client")
 if _http_log.level == logging.NOTSET:
     _http_log.setLevel(logging.INFO)
@@ -374,7 +403,14 @@ class SendGridDelivery(Delivery):
     name = "sendgrid"
 
     def __init__(
-        self, api_key: str, host: str = DEFAULT_HOST, *, timeout: float = DEFAULT_TIMEOUT
+        self,
+        api_key: str,
+        host: str = DEFAULT_HOST,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        limiter: RateLimiter | None = None,
+        limiter_wait: float = DEFAULT_LIMITER_WAIT,
     ) -> None:
         """Create the backend.
 
@@ -383,16 +419,29 @@ class SendGridDelivery(Delivery):
             host: API base URL (``NURTURE_SENDGRID_HOST``).
             timeout: Seconds for connect and for each read; a timeout while waiting for
                 the answer raises :class:`~worker.errors.OutcomeUnknownError`.
+            concurrency: Most requests in flight at once in :meth:`send_many` (each on
+                its own kept-alive connection).
+            limiter: Shared rate limiter; None sends without one.
+            limiter_wait: Longest wait for a limiter turn before raising
+                :class:`~worker.errors.TransientDeliveryError` with ``retry_after``.
 
         Raises:
-            SettingsError: When the key is empty or the host is not an http(s) URL.
+            SettingsError: When the key is empty, the host is not an http(s) URL or
+                ``concurrency`` is below 1.
         """
         if not api_key:
             raise SettingsError(
                 "NURTURE_SENDGRID_API_KEY is required when NURTURE_DELIVERY=sendgrid"
             )
+        if concurrency < 1:
+            raise SettingsError(f"SendGrid concurrency must be at least 1, not {concurrency}")
         self.host = host.rstrip("/")
         self.timeout = timeout
+        self.concurrency = concurrency
+        self.limiter = limiter
+        self.limiter_wait = limiter_wait
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         self._client = SendGridAPIClient(api_key=api_key, host=self.host)
         http = self._client.client
         # See the class docstring: with Content-Type present the shared header dict is
@@ -416,16 +465,86 @@ class SendGridDelivery(Delivery):
             OutcomeUnknownError: The request was sent but no complete answer came back.
         """
         payload = build_payload(message)
+        self._take_turn()
         if self.transport is not None:
             try:
                 status, headers, body = self.transport.post(json.dumps(payload).encode())
             except OutcomeUnknownError as exc:
                 raise OutcomeUnknownError(f"{exc} (message {message.key})") from exc
+            self._observe(status, headers)
             if not 200 <= status < 300:
                 raise classify_status(status, headers, body)
             provider_id = headers.get("X-Message-Id")
             return SendResult(provider_id=str(provider_id) if provider_id else None)
         return self._send_with_library(payload, message)
+
+    def send_many(self, messages: Sequence[Message]) -> list[SendResult | DeliveryError]:
+        """Send a batch with up to ``concurrency`` requests in flight at once.
+
+        Each message is sent exactly as :meth:`send` sends it, on a pool thread with its
+        own kept-alive connection; its outcome is reported on its own, in order. The
+        pool is shared by every caller in the process, so ``concurrency`` bounds the
+        requests (and connections) in flight however many threads call this.
+
+        Args:
+            messages: The messages; the caller has reserved each in the ledger.
+
+        Returns:
+            One :class:`SendResult` or :class:`~worker.errors.DeliveryError` per
+            message: ``TransientDeliveryError`` (not accepted), ``PermanentDeliveryError``
+            (refused) or ``OutcomeUnknownError`` (may have been accepted). Never raises
+            because of one message.
+        """
+        if len(messages) <= 1:
+            return send_each(self, messages)
+        pool = self._executor()
+        futures = [pool.submit(self.send, message) for message in messages]
+        results: list[SendResult | DeliveryError] = []
+        for message, future in zip(messages, futures, strict=True):
+            try:
+                results.append(future.result())
+            except DeliveryError as exc:
+                results.append(exc)
+            except Exception as exc:  # a bug: we cannot tell whether it got out
+                error = OutcomeUnknownError(
+                    f"{self.name}: unexpected error for {message.key}: {exc!r}"
+                )
+                error.__cause__ = exc
+                results.append(error)
+        return results
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self.concurrency, thread_name_prefix="sendgrid-send"
+                )
+            return self._pool
+
+    def _take_turn(self) -> None:
+        """Wait for the shared rate limiter; nothing has been sent when this raises."""
+        if self.limiter is None:
+            return
+        try:
+            wait = self.limiter.acquire(self.limiter_wait)
+        except redis.RedisError as exc:
+            raise TransientDeliveryError(
+                f"SendGrid rate limiter unavailable (Redis): {exc}; the message was not sent"
+            ) from exc
+        if wait is not None:
+            raise TransientDeliveryError(
+                f"SendGrid rate limit: next turn in {wait:.1f} s (shared by all workers)",
+                retry_after=min(MAX_RETRY_AFTER, max(MIN_RETRY_AFTER, wait)),
+            )
+
+    def _observe(self, status: int, headers: Headers | None) -> None:
+        """Report an answer to the shared limiter; the send's outcome never depends on it."""
+        if self.limiter is None:
+            return
+        try:
+            self.limiter.observe(status, headers)
+        except redis.RedisError as exc:
+            log.warning("rate limiter: could not record a SendGrid answer: %s", exc)
 
     def _send_with_library(self, payload: dict[str, Any], message: Message) -> SendResult:
         try:
@@ -433,6 +552,7 @@ class SendGridDelivery(Delivery):
                 request_body=payload, timeout=self.timeout
             )
         except SendGridHTTPError as exc:
+            self._observe(int(exc.status_code), exc.headers)
             raise classify_status(int(exc.status_code), exc.headers, exc.body) from None
         except urllib.error.URLError as exc:
             # urllib wraps exactly the errors of connecting and writing the request in
@@ -448,6 +568,7 @@ class SendGridDelivery(Delivery):
                 f"SendGrid at {self.host}: no complete answer for {message.key}: {exc!r}"
             ) from exc
         status = int(response.status_code)
+        self._observe(status, response.headers)
         if not 200 <= status < 300:
             # urllib raises for 4xx/5xx; this catches anything odd that slipped through.
             raise classify_status(status, response.headers, response.body)
@@ -455,7 +576,11 @@ class SendGridDelivery(Delivery):
         return SendResult(provider_id=str(provider_id) if provider_id else None)
 
     def close(self) -> None:
-        """Close the kept-alive connections."""
+        """Finish the sends in flight, then close the kept-alive connections."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         if self.transport is not None:
             self.transport.close()
 

@@ -1,0 +1,216 @@
+"""Benchmark 6: the Monday 09:00 burst, against a stand-in answering in 150 ms.
+
+Touches that fell due over the weekend all come due when Monday 09:00 opens in each
+lead's time zone. ``count`` leads (spread over the benchmark's time zones) are written
+with their first touch due at Monday 09:00 *local*; the zones' real offsets from the
+earliest one are scaled by ``zone_gap`` seconds per hour (0, the default: every zone's
+09:00 at the same instant, the worst case, e.g. 100,000 leads in one zone or a backlog
+after downtime). The default ``nurture worker`` (one process per CPU) sends them to the
+stand-in; the clock starts at the first due time.
+
+Measured:
+
+* **drain time**: first due time → the stand-in's receive time of the last message;
+* **lateness per lead**: receive time − that lead's due time, p50 / p95 / max;
+* **order**: touches must go out in send-time order (earliest due first). A receipt is
+  *overtaken* when a touch due more than ``ORDER_TOLERANCE`` seconds later was received
+  before it; the share and the worst gap are reported;
+* **other traffic**: during the drain, one ``lead.created`` event per second goes
+  through ingest; its latency to an enrollment shows whether events are starved;
+* **exactly once**: every lead received exactly once (receipts by ``lead_id``).
+
+    python -m benchmarks.burst [--count 100000] [--latency 0.15] [--zone-gap 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from worker.keys import Keys
+
+from benchmarks.common import (
+    PREFIX,
+    Bench,
+    bench_world,
+    percentile,
+    wait_until,
+)
+from benchmarks.state import ZONES, lead_event, lead_fields, lead_id, write_leads
+from worker.events import validate_event
+from worker.ingest import ingest
+from worker.runtime import Runtime
+
+ORDER_TOLERANCE = 1.0  # seconds: sends within this of each other may go in any order
+KEYS = Keys(PREFIX)
+
+
+def zone_offsets(zone_gap: float) -> dict[str, float]:
+    """Seconds after the earliest zone's Monday 09:00 at which each zone's 09:00 comes,
+    scaled from real hours by ``zone_gap`` seconds per hour."""
+    today = datetime.now(ZoneInfo("UTC")).date()
+    monday = today + timedelta(days=(7 - today.weekday()) % 7 or 7)
+    opens = {
+        zone: datetime(monday.year, monday.month, monday.day, 9, tzinfo=ZoneInfo(zone)).timestamp()
+        for zone in ZONES
+    }
+    first = min(opens.values())
+    return {zone: (at - first) / 3600 * zone_gap for zone, at in opens.items()}
+
+
+def _probe_events(bench: Bench, stop: threading.Event, out: list[float]) -> None:
+    """One new lead per second through ingest; record each one's time to enrollment."""
+    runtime = Runtime(bench.settings(), load_catalog=False)
+    client = bench.redis
+    try:
+        index = 0
+        while not stop.wait(1.0):
+            event = validate_event(lead_event("probe", index), index)
+            started = time.time()
+            ingest(runtime, [event])
+            key = KEYS.enrollments(lead_id("probe", index))
+            try:
+                wait_until(
+                    lambda key=key: bool(client.exists(key)), 60, "a probe event", interval=0.01
+                )
+            except TimeoutError:
+                out.append(float("inf"))
+            else:
+                out.append(time.time() - started)
+            index += 1
+    finally:
+        client.close()
+        runtime.close()
+
+
+def order_check(rows: list[tuple[float, float]]) -> dict[str, float]:
+    """``rows``: (received_at, due) per message. How often and by how much a touch was
+    overtaken by one due more than ORDER_TOLERANCE later."""
+    overtaken, worst, latest_due = 0, 0.0, float("-inf")
+    for _, due in sorted(rows):
+        gap = latest_due - due
+        if gap > ORDER_TOLERANCE:
+            overtaken += 1
+            worst = max(worst, gap)
+        latest_due = max(latest_due, due)
+    return {
+        "overtaken": overtaken,
+        "overtaken_share": overtaken / max(1, len(rows)),
+        "worst_s": worst,
+    }
+
+
+def monday_burst(
+    bench: Bench, count: int, *, latency: float = 0.15, zone_gap: float = 0.0, lead_in: float = 3.0
+) -> dict[str, Any]:
+    """One burst of ``count`` touches; see the module docstring for what is measured."""
+    bench.flush()
+    bench.standin.reset()
+    bench.standin.record(False)  # receipts only: 100,000 whole messages would not fit
+    bench.standin.latency(latency)
+    worker = bench.start_default_worker()
+    probes: list[float] = []
+    stop = threading.Event()
+    try:
+        offsets = zone_offsets(zone_gap)
+        # Writing is fast (pipelined), but leave room so nothing is due before it is done.
+        first_due = time.time() + lead_in + count / 20_000
+        due_of = {
+            index: first_due + offsets[lead_fields("burst", index)["timezone"]]
+            for index in range(count)
+        }
+        write_leads(bench.redis_url, "burst", range(count), due_of.__getitem__)
+        if time.time() > first_due:
+            raise RuntimeError("writing the burst took longer than its lead-in; raise lead_in")
+        prober = threading.Thread(target=_probe_events, args=(bench, stop, probes), daemon=True)
+        prober.start()
+        last_due = max(due_of.values())
+        limit = max(600.0, last_due - time.time() + count / 20)
+        what = f"the stand-in to accept {count} burst messages"
+        wait_until(lambda: bench.standin.accepted() >= count, limit, what, interval=0.2)
+
+        def burst_received() -> bool:  # probe leads' own touches count in accepted()
+            return (
+                sum(1 for lead, _ in bench.standin.receipts() if lead.startswith("burst-")) >= count
+            )
+
+        wait_until(burst_received, 120, what, interval=1.0)
+        stop.set()
+        prober.join(timeout=70)
+    finally:
+        stop.set()
+        bench.stop([worker])
+        bench.standin.record(True)
+    receipts = [(lead, at) for lead, at in bench.standin.receipts() if lead.startswith("burst-")]
+    seen = Counter(lead for lead, _ in receipts)
+    rows = [(at, due_of[int(lead.rsplit("-", 1)[1])]) for lead, at in receipts]
+    lateness = [at - due for at, due in rows]
+    return {
+        "touches": count,
+        "latency_s": latency,
+        "zone_gap_s_per_hour": zone_gap,
+        "received": len(seen),
+        "duplicates": sum(n - 1 for n in seen.values() if n > 1),
+        "drain_s": max(at for at, _ in rows) - first_due,
+        "touches_per_s": count / max(1e-9, max(at for at, _ in rows) - first_due),
+        "lateness_p50_s": percentile(lateness, 50),
+        "lateness_p95_s": percentile(lateness, 95),
+        "lateness_max_s": max(lateness),
+        "order": order_check(rows),
+        "probe_events": len(probes),
+        "probe_p50_s": percentile(probes, 50),
+        "probe_max_s": max(probes, default=float("nan")),
+    }
+
+
+def render_burst(result: dict[str, Any]) -> str:
+    """The Markdown table of one burst."""
+    order = result["order"]
+    return "\n".join(
+        [
+            "| touches | stand-in | drain | touches/s | lateness p50 / p95 / max | "
+            "overtaken (> 1 s) | events during the drain: p50 / max to enrolled | "
+            "received once |",
+            "|---|---|---|---|---|---|---|---|",
+            f"| {result['touches']:,} | {result['latency_s'] * 1000:.0f} ms "
+            f"| {result['drain_s']:.1f} s | {result['touches_per_s']:,.0f} "
+            f"| {result['lateness_p50_s']:.1f} / {result['lateness_p95_s']:.1f} / "
+            f"{result['lateness_max_s']:.1f} s "
+            f"| {order['overtaken']:,} ({order['overtaken_share']:.1%}, "
+            f"worst {order['worst_s']:.1f} s) "
+            f"| {result['probe_p50_s']:.2f} / {result['probe_max_s']:.2f} s "
+            f"({result['probe_events']}) "
+            f"| {result['received']:,} of {result['touches']:,}, {result['duplicates']} twice |",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.burst", description=__doc__)
+    parser.add_argument("--count", type=int, default=100_000)
+    parser.add_argument("--latency", type=float, default=0.15, help="stand-in latency, s")
+    parser.add_argument("--zone-gap", type=float, default=0.0, help="seconds per real hour")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="nurture-bench-burst-"))
+    with bench_world(workdir, 1, 8) as bench:
+        result = monday_burst(bench, args.count, latency=args.latency, zone_gap=args.zone_gap)
+    print(render_burst(result))
+    print(json.dumps(result), file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
