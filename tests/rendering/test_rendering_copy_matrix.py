@@ -178,7 +178,12 @@ def make_lead(
 def context(lead: dict[str, Any], data: dict[str, Any], event: str, sender: bool) -> dict[str, Any]:
     ctx: dict[str, Any] = {
         "lead": lead,
-        "event": {"id": "evt-1", "type": event, "occurred_at": "2026-01-05T09:30:00Z", "data": data},
+        "event": {
+            "id": "evt-1",
+            "type": event,
+            "occurred_at": "2026-01-05T09:30:00Z",
+            "data": data,
+        },
         "sequence": {"id": "s", "description": ""},
         "step": {"id": "x"},
         "unsubscribe_url": UNSUBSCRIBE,
