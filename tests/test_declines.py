@@ -66,7 +66,7 @@ RULES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
         "already_helped",
         {"already_helped": True},
         {"already_helped": False},
-        "We have already worked on this very question together",
+        "you already have what you need to carry on without us",
         "a peer group of people in the same role",
     ),
     (
@@ -80,8 +80,9 @@ RULES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
         "ethics",
         {"ethics_flag": True},
         {"ethics_flag": False},
-        "Parts of the request go against the way we work",
-        "A lawyer or your industry's professional body",
+        # Declined without naming the reason (article 003): the general paragraphs.
+        "we are not the right fit for what you need at the moment",
+        "a local business development centre can point you",
     ),
     (
         "boundaries",
@@ -138,23 +139,28 @@ def sent_times(h: Harness, lead: str = "lead-1") -> dict[tuple[str, str], float]
 def assert_refusal_package(message: EmailMessage, reason: str | None) -> None:
     """The three parts of article 003's refusal, with the paragraphs of ``reason``."""
     text = text_of(message)
-    assert message["Subject"] == "Thank you for getting in touch, Ann"
-    # 1. Thanks for reaching out, and for the trust.
-    assert "Thank you for reaching out to us, and for trusting us" in text
-    # 2. A clear no; the reason's own paragraph and no other reason's.
-    assert "We have thought about it carefully, and we" in text
+    if reason == "already_helped":
+        # A past client gets a personal note rather than thanks for reaching out.
+        assert message["Subject"] == "Good to hear from you again, Ann"
+        assert "It is good to hear from you again, and thank you for thinking of us" in text
+    else:
+        assert message["Subject"] == "Thank you for getting in touch, Ann"
+        # 1. Thanks for reaching out, and for the trust.
+        assert "Thank you for reaching out to us, and for trusting us" in text
+        # 2. A clear no; the reason's own paragraph and no other reason's.
+        assert "We have thought about it carefully, and we" in text
     no, help_ = REASON_PHRASES.get(reason or "", (GENERAL_NO, GENERAL_RESOURCE))
     assert no in text
     assert help_ in text
     for other, (other_no, other_help) in REASON_PHRASES.items():
-        if other != reason:
+        if other != reason and (other_no, other_help) != (no, help_):
             assert other_no not in text, f"{other}'s paragraph in a {reason} refusal"
             assert other_help not in text
-    if reason in REASON_PHRASES:
+    if reason in REASON_PHRASES and reason != "ethics":
         assert GENERAL_NO not in text
     # 3. A warm close with self-help and a free resource from the content library.
     assert "We don't want to leave you empty-handed" in text
-    assert "Free, and yours to keep:" in text
+    assert "A free guide to keep:" in text
     assert "https://example.com/guides/" in text
     assert "our door is open" in text
     # Still a proper marketing email: unsubscribe link and postal address.

@@ -196,17 +196,21 @@ class ContentLibrary:
     ) -> ContentItem | None:
         """The best piece of ``kind`` for this lead that it has not received yet.
 
-        Ranking, highest first: how many of the explicit ``tags`` the item carries;
+        Only pieces in ``locale``'s language are offered (``da-DK`` offers ``da-DK``
+        and ``da`` pieces), so an email never mixes languages: the renderer passes the
+        language of the template it found, and when that language has nothing left
+        the template's ``{% else %}`` text is used, in the same language. Among those,
+        ranking, highest first: how many of the explicit ``tags`` the item carries;
         how many of its tag keys match the lead's attributes of the same name (a
-        string or a list, compared case-insensitively); the lead's own locale, then its
-        language, then the default locale; finally the id, so the answer never
-        changes between runs. Pieces in a language that is neither the lead's nor the
-        default are never offered.
+        string or a list, compared case-insensitively); the most specific locale
+        (``da-DK`` before ``da``); finally the id, so the answer never changes
+        between runs.
 
         Args:
             kind: One of :data:`KINDS`, or None for any kind.
             lead: The lead (``attributes`` is read).
-            locale: The lead's locale, or None for the default.
+            locale: The email's locale (the lead's, or the language of the fallback
+                template used), or None for the default.
             received: Ids the lead already got (never offered again).
             **tags: Extra tags to prefer, e.g. ``industry="saas"``.
 
@@ -216,8 +220,9 @@ class ContentLibrary:
         rank_of = self._ranks.get(locale)
         if rank_of is None:
             rank_of = {}
-            chain = locale_chain(locale, self.default_locale)
-            for loc in chain + locale_chain(self.default_locale, self.default_locale):
+            # The email's language only: a fallback to the default language's pieces
+            # would put English text inside a Danish email.
+            for loc in locale_chain(locale, self.default_locale):
                 rank_of.setdefault(loc, len(rank_of))
             if len(self._ranks) < 1000:  # locales come from CRM data: keep it bounded
                 self._ranks[locale] = rank_of

@@ -27,8 +27,9 @@ NAMES = [
     "outbound/intro",
     "outbound/value_follow_up",
     "decline/refusal",
+    "value/keep_giving",
 ]
-FINNISH = ["value/outcome_story", "referral/intro", "decline/refusal"]
+FINNISH = NAMES  # complete sets: every shipped email in Danish and Finnish
 REASONS = [
     "guarantee",
     "out_of_scope",
@@ -152,24 +153,47 @@ def test_value_pieces_are_matched_to_the_lead_and_never_repeat(renderer: Rendere
     assert seen[0] == "saas-churn-halved"  # the lead is saas with a churn problem
     assert len(seen) == len(set(seen))
     danish = renderer.render("value/case_study", "da", ctx("da"))
-    assert danish.content_ids == ("da-saas-onboarding",)
+    assert danish.content_ids == ("da-saas-churn-halved",)
 
 
 def test_referral_intro_names_the_referrer_warmly(renderer: Renderer) -> None:
-    referrer = {"name": "Ole Holm", "company": "Holm & Co", "relationship": "former colleague"}
+    referrer = {
+        "name": "Ole Holm",
+        "company": "Holm & Co",
+        "relationship": {"role": "former_colleague", "strength": "strong"},
+    }
     email = renderer.render("referral/intro", "en", ctx("en", referrer=referrer))
     assert email.subject == "Ole Holm suggested we talk"
-    assert "Ole Holm at Holm & Co (your former colleague) suggested" in email.text
+    text = " ".join(email.text.split())
+    assert "Your former colleague Ole Holm at Holm & Co suggested we get in touch" in text
+    # Free text from the CRM is never printed; "client" is one of ours, not theirs.
+    for relationship, expected in [
+        ("met once at a conference", "Ole Holm at Holm & Co suggested"),
+        ("client", "Ole Holm at Holm & Co, whom we have worked with, suggested"),
+    ]:
+        referrer["relationship"] = relationship
+        email = renderer.render("referral/intro", "en", ctx("en", referrer=referrer))
+        text = " ".join(email.text.split())
+        assert expected in text and "met once" not in text and "your client" not in text
     weak = renderer.render("referral/intro_weak", "en", ctx("en", referrer=referrer))
-    assert "call together with\nOle Holm" in weak.text or "together with Ole Holm" in weak.text
+    assert "together with Ole Holm" in " ".join(weak.text.split())
+    # No referrer named: nobody is invented ("a friend of yours").
     nameless = renderer.render("referral/intro", "en", ctx("en"))
-    assert "Someone who knows you well" in nameless.text
+    assert "Your name was given to us" in nameless.text
+    assert "friend" not in nameless.text and "knows you well" not in nameless.text
+    assert nameless.subject == "A recommendation, and one question"
 
 
 MARKERS = {
     "en": ("Thank you for reaching out", "here are a few things that may help", "door is open"),
-    "da": ("Tak, fordi du tog kontakt", "her er et par ting", "står vores dør åben"),
-    "fi": ("Kiitos, että otit meihin yhteyttä", "tässä muutama asia", "ovemme on auki"),
+    "da": ("Tak, fordi du tog kontakt", "her er et par ting", "står vores dør altid åben"),
+    "fi": ("Kiitos, että otit meihin yhteyttä", "tässä muutama asia", "ovemme on aina auki"),
+}
+# A past client (reason already_helped) gets a personal note instead of the thanks.
+PAST_CLIENT = {
+    "en": "thank you for thinking of us",
+    "da": "tak, fordi du tænkte på os",
+    "fi": "kiitos, että ajattelit meitä",
 }
 
 
@@ -182,26 +206,30 @@ def _no_paragraph(text: str, locale: str) -> str:
 
 @pytest.mark.parametrize("locale", ["en", "da", "fi"])
 def test_decline_is_the_three_part_refusal_package(renderer: Renderer, locale: str) -> None:
-    thanks, suggestions, close = MARKERS[locale]
+    suggestions, close = MARKERS[locale][1:]
     paragraphs: dict[str | None, str] = {}
     for reason in [*REASONS, None, "something-new"]:
         data = {"reason": reason} if reason else {}
         email = renderer.render("decline/refusal", locale, ctx(locale, **data))
-        text = email.text
+        text = "\n\n".join(" ".join(p.split()) for p in email.text.split("\n\n"))
         # 1. thanks for reaching out and for the trust
+        thanks = PAST_CLIENT[locale] if reason == "already_helped" else MARKERS[locale][0]
         assert thanks in text
         # 2. a clear no, with a paragraph for the reason
         paragraphs[reason] = _no_paragraph(text, locale)
         # 3. a warm close with suggestions (at least one) and an open door
         tail = text.split(suggestions, 1)[1]
-        assert "\n- " in tail
+        assert " - " in tail or "\n- " in tail
         assert close in tail
         assert text.index(thanks) < text.index(suggestions) < text.index(close)
     generic = paragraphs[None]
     assert paragraphs["something-new"] == generic
-    for reason in REASONS:
+    # "ethics" is declined without naming the reason (article 003): the general no.
+    assert paragraphs["ethics"] == generic
+    named = [r for r in REASONS if r != "ethics"]
+    for reason in named:
         assert paragraphs[reason] != generic, reason
-    assert len({paragraphs[r] for r in REASONS}) == len(REASONS)
+    assert len({paragraphs[r] for r in named}) == len(named)
 
 
 def test_decline_suggestions_pick_a_free_guide_for_the_reason(renderer: Renderer) -> None:
@@ -212,10 +240,17 @@ def test_decline_suggestions_pick_a_free_guide_for_the_reason(renderer: Renderer
 
 
 def test_an_english_fallback_email_carries_no_finnish_piece(
-    renderer: Renderer, library: ContentLibrary
+    library: ContentLibrary, tmp_path: Path
 ) -> None:
-    """value/case_study has no Finnish translation: the Finnish lead gets the English
-    email, and its piece must be English too, even where a Finnish piece fits better."""
+    """Where a translation is missing, the Finnish lead gets the English email, and
+    its piece is English too, even where a Finnish piece fits better: the fallback is
+    for the whole email, never a mix."""
+    import shutil
+
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, templates)
+    (templates / "fi" / "value" / "case_study.j2").unlink()
+    renderer = Renderer(templates, content=library)
     context = ctx("fi")
     context["lead"]["attributes"] = {"industry": "manufacturing", "problem": ["delivery"]}
     email = renderer.render("value/case_study", "fi", context)

@@ -51,6 +51,7 @@ def test_shipped_sequences_load_without_problems() -> None:
     assert problems == []
     assert sorted(catalog.sequences) == [
         "decline",
+        "keep-giving",
         "outbound-intro",
         "referral-intro",
         "value-first",
@@ -96,6 +97,7 @@ def test_shipped_triggers_route_each_lead_to_one_sequence(
     referral: bool,
     outbound: bool,
 ) -> None:
+    """One active sequence per lead; keep-giving follows for everyone but outbound."""
     catalog = require_catalog(SHIPPED)
     ctx = condition_context(lead, data)
     matched = {
@@ -109,6 +111,7 @@ def test_shipped_triggers_route_each_lead_to_one_sequence(
             ("value-first", value_first),
             ("referral-intro", referral),
             ("outbound-intro", outbound),
+            ("keep-giving", not outbound),
         ]
         if hit
     }
@@ -116,14 +119,30 @@ def test_shipped_triggers_route_each_lead_to_one_sequence(
 
 
 def test_shipped_referral_steps_pick_intro_by_relationship() -> None:
+    """Only a strong relationship gets the warm intro (article 002); weak, unknown,
+    free text and none get the careful one. Both wait for the referrer."""
     seq = require_catalog(SHIPPED).sequences["referral-intro"]
     weak, warm = seq.step("intro-weak"), seq.step("intro")
     assert weak is not None and warm is not None and weak.when and warm.when
-    for relationship, expect_weak in [("weak", True), ("strong", False), (None, False)]:
-        referrer = {"name": "Ole"} if relationship is None else {"relationship": relationship}
+    assert str(weak.wait) == str(warm.wait) == "2 business days"
+    cases: list[tuple[object, bool]] = [
+        ("weak", True),
+        ("strong", False),
+        ("close", False),
+        (None, True),
+        ("client", True),
+        ("met once at a conference", True),
+        ({"role": "colleague", "strength": "strong"}, False),
+        ({"role": "friend", "strength": "weak"}, True),
+        ({"role": "our_client"}, True),
+    ]
+    for relationship, expect_weak in cases:
+        referrer: dict[str, object] = {"name": "Ole"}
+        if relationship is not None:
+            referrer["relationship"] = relationship
         ctx = condition_context({"source": "referral"}, {"referrer": referrer})
-        assert weak.when.matches(ctx) is expect_weak
-        assert warm.when.matches(ctx) is not expect_weak
+        assert weak.when.matches(ctx) is expect_weak, relationship
+        assert warm.when.matches(ctx) is not expect_weak, relationship
 
 
 def test_shipped_decline() -> None:
@@ -173,6 +192,7 @@ def test_event_types_cover_triggers_and_exits() -> None:
         "deal.lost",
     }
     assert [s.id for s in catalog.triggered_by("lead.created")] == [
+        "keep-giving",
         "outbound-intro",
         "referral-intro",
         "value-first",
