@@ -82,19 +82,26 @@ def redis_url(redis_server: RedisProcess) -> str:
     return redis_server.url
 
 
+def copy_catalog(root: Path) -> dict[str, Path]:
+    """Copy the shipped sequences, templates and content under ``root``.
+
+    keep-giving sends every four weeks for months after the active sequences; tests of
+    the active sequences count every email, so it is left out here and has its own test
+    (tests/test_keep_giving.py), which copies it back in.
+    """
+    dirs = {}
+    for name in ("sequences", "templates", "content"):
+        target = root / name
+        shutil.copytree(ROOT / name, target)
+        dirs[name] = target
+    (dirs["sequences"] / "keep-giving.yaml").unlink()
+    return dirs
+
+
 @pytest.fixture
 def catalog_dirs(tmp_path: Path) -> dict[str, Path]:
     """Copies of the shipped sequences, templates and content a test may edit."""
-    dirs = {}
-    for name in ("sequences", "templates", "content"):
-        target = tmp_path / name
-        shutil.copytree(ROOT / name, target)
-        dirs[name] = target
-    # keep-giving sends every four weeks for months after the active sequences; tests
-    # of the active sequences count every email, so it is left out here and has its
-    # own test (tests/test_keep_giving.py), which copies it back in.
-    (dirs["sequences"] / "keep-giving.yaml").unlink()
-    return dirs
+    return copy_catalog(tmp_path)
 
 
 @pytest.fixture
@@ -130,10 +137,7 @@ CATALOG_SETTINGS = frozenset({"sequences_dir", "templates_dir", "content_dir", "
 @pytest.fixture(scope="session")
 def shipped_catalog(tmp_path_factory: pytest.TempPathFactory) -> LiveCatalog:
     """The shipped catalog, loaded once from a session copy nobody edits."""
-    root = tmp_path_factory.mktemp("shipped")
-    dirs = {name: root / name for name in ("sequences", "templates", "content")}
-    for name, target in dirs.items():
-        shutil.copytree(ROOT / name, target)
+    dirs = copy_catalog(tmp_path_factory.mktemp("shipped"))
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None,
         sequences_dir=dirs["sequences"],
