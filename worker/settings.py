@@ -206,7 +206,7 @@ def public_url_problem(url: str) -> str | None:
         if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
             return f"names a local host ({host})"
         if "." not in host:
-            return f"names a host without a domain ({host}) that only your network knows"
+            return f"names a host without a domain ({host})"
         return None
     if ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified:
         return f"names a local address ({host})"
