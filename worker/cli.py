@@ -37,6 +37,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if loaded is None:
         print(f"\n{len(problems)} problem(s) found; nothing was changed.", file=sys.stderr)
         return 1
+    from worker.lint import Folders, lint, rendered_subjects
+
+    folders = Folders(
+        settings.sequences_dir, settings.templates_dir, settings.content_dir, settings.crm_dir
+    )
+    subjects = rendered_subjects(loaded, settings.templates_dir)
+    warnings = lint(folders, loaded.catalog, loaded.content, subjects)
+    for warning in warnings:
+        print(f"warning: {warning}")
+    if warnings and args.strict:
+        print(f"\n{len(warnings)} warning(s) found (--strict).", file=sys.stderr)
+        return 1
     catalog = loaded.catalog
     steps = sum(len(s.steps) for s in catalog.sequences.values())
     print(
@@ -205,8 +217,13 @@ def cmd_preview(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nurture", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser(
+    p = sub.add_parser(
         "validate", help="check every sequence, fit rule, content item, template and CRM mapping"
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="also fail on warnings (what loads but silently changes what is sent)",
     )
     p = sub.add_parser("preview", help="timeline of sends for a lead, and a step's email")
     p.add_argument("sequence")
