@@ -7,9 +7,9 @@ refused for them. ``nurture validate`` prints them with file:line and the fix, a
 
 Checked: YAML values read otherwise than written; folder and locale names that are
 not languages; files that will be ignored and templates no step sends; links that
-cannot work; merge tags of other tools; timing that is surely a mistake; two
-sequences sending to one lead on the same day from one event; subjects over 60
-characters; partial translations.
+cannot work; merge tags of other tools; timing that is surely a mistake (a later
+step without a wait); two sequences sending to one lead on the same day from one
+event; subjects over 60 characters; partial translations.
 """
 
 from __future__ import annotations
@@ -395,7 +395,8 @@ def _seconds(sequence: Sequence, index: int) -> float:
 
 
 def timing(catalog: Catalog) -> list[Problem]:
-    """A later step with no wait, and a send window that has no hours."""
+    """A later step with no wait: two emails at once (an empty send window is an
+    error of the loader already)."""
     found = []
     for sequence in catalog.sequences.values():
         for index, step in enumerate(sequence.steps):
@@ -409,22 +410,7 @@ def timing(catalog: Catalog) -> list[Problem]:
                         "give it a wait, e.g. `wait: 3 business_days`",
                     )
                 )
-        window = sequence.send_window
-        if window is not None and (not window.days or _empty_hours(window)):
-            found.append(
-                Problem(
-                    sequence.file,
-                    sequence.line,
-                    "the send_window has no hours (or no days) to send in, so nothing is sent",
-                    'give it an opening, e.g. `send_window: {days: mon-fri, hours: "09:00-17:00"}`',
-                )
-            )
     return found
-
-
-def _empty_hours(window: Any) -> bool:
-    # 00:00-00:00 is how a window without hours is stored: open all day.
-    return bool(window.start == window.end and (window.start.hour or window.start.minute))
 
 
 def same_day(catalog: Catalog) -> list[Problem]:
