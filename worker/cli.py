@@ -59,6 +59,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_examples(args: argparse.Namespace) -> int:
+    from worker.catalog import load_and_check
+    from worker.examples import write_examples
+
+    loaded, problems = load_and_check(_settings())
+    if loaded is None:
+        for problem in problems:
+            print(problem)
+        print("\nfix these first (nurture validate); nothing was written.", file=sys.stderr)
+        return 1
+    count = write_examples(loaded, Path(args.out))
+    print(f"wrote {count} example emails and an index to {args.out}")
+    return 0
+
+
 def _read_input(path: str) -> bytes:
     if path == "-":
         return sys.stdin.buffer.read()
@@ -225,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also fail on warnings (what loads but silently changes what is sent)",
     )
+    p = sub.add_parser(
+        "examples", help="render every shipped email for every kind of lead into a folder"
+    )
+    p.add_argument("--out", default="docs/examples", help="the folder (emptied first)")
     p = sub.add_parser("preview", help="timeline of sends for a lead, and a step's email")
     p.add_argument("sequence")
     p.add_argument("--lead", required=True, help="JSON file with a lead (or an event)")
@@ -250,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS: dict[str, Any] = {
     "validate": cmd_validate,
+    "examples": cmd_examples,
     "preview": cmd_preview,
     "emit": cmd_emit,
     "worker": cmd_worker,
