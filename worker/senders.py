@@ -127,14 +127,15 @@ def resolve(
     seq = sequence or SequenceSender()
     base_email = seq.from_.email if seq.from_ else defaults.from_email
     from_name = (seq.from_.name if seq.from_ else None) or defaults.from_name or defaults.name
+    # The settings' title and meeting link belong to the settings' person: a sequence
+    # signed by someone else uses only what its own `from` gives.
+    same_person = seq.from_ is None or seq.from_.name in (None, defaults.name)
     signature = Signature(
         name=(seq.from_.name if seq.from_ else None) or defaults.name,
-        title=seq.title if seq.from_ else defaults.title,
-        meeting_url=seq.meeting_url if seq.from_ and seq.meeting_url else defaults.meeting_url,
+        title=seq.title or (defaults.title if same_person else None),
+        meeting_url=seq.meeting_url or (defaults.meeting_url if same_person else None),
         email=base_email,
     )
-    if seq.from_ and not seq.title and seq.from_.name == defaults.name:
-        signature = Signature(signature.name, defaults.title, signature.meeting_url, base_email)
     reply_to = seq.reply_to or (Address(defaults.reply_to) if defaults.reply_to else None)
     owner_email, owner_name = _owner_email(lead), _text(lead.get("owner_name"))
     if owner_email or owner_name:
