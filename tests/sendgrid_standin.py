@@ -319,6 +319,19 @@ class Received:
         return dict(self.payload.get("headers") or {})
 
     @property
+    def reply_to(self) -> dict[str, str] | None:
+        value = self.payload.get("reply_to")
+        return dict(value) if isinstance(value, dict) else None
+
+    @property
+    def tracking_settings(self) -> dict[str, Any]:
+        return dict(self.payload.get("tracking_settings") or {})
+
+    @property
+    def mail_settings(self) -> dict[str, Any]:
+        return dict(self.payload.get("mail_settings") or {})
+
+    @property
     def categories(self) -> list[str]:
         return list(self.payload.get("categories") or [])
 
@@ -486,6 +499,19 @@ def validate_payload(payload: object) -> list[dict[str, Any]]:
             errors.append(_err("The from email does not contain a valid address.", "from.email"))
         else:
             _check_address(sender, "from", "from", errors)
+
+    if "reply_to" in payload:
+        _check_address(payload["reply_to"], "reply_to", "reply_to", errors)
+    for block, names in (
+        ("tracking_settings", ("click_tracking", "open_tracking", "subscription_tracking")),
+        ("mail_settings", ("sandbox_mode",)),
+    ):
+        for name in names:
+            setting = (payload.get(block) or {}).get(name)
+            if setting is not None and not isinstance(setting.get("enable"), bool):
+                errors.append(
+                    _err("Invalid type. Expected: boolean.", f"{block}.{name}.enable", block)
+                )
 
     subject = payload.get("subject")
     if subject is not None and not isinstance(subject, str):

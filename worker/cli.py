@@ -37,6 +37,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if loaded is None:
         print(f"\n{len(problems)} problem(s) found; nothing was changed.", file=sys.stderr)
         return 1
+    from worker.lint import Folders, lint, rendered_subjects
+
+    folders = Folders(
+        settings.sequences_dir, settings.templates_dir, settings.content_dir, settings.crm_dir
+    )
+    subjects = rendered_subjects(loaded, settings.templates_dir)
+    warnings = lint(folders, loaded.catalog, loaded.content, subjects)
+    for warning in warnings:
+        print(f"warning: {warning}")
+    if warnings and args.strict:
+        print(f"\n{len(warnings)} warning(s) found (--strict).", file=sys.stderr)
+        return 1
     catalog = loaded.catalog
     steps = sum(len(s.steps) for s in catalog.sequences.values())
     print(
@@ -44,6 +56,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"rules, {len(loaded.content.items)} content items, {len(loaded.mappings)} CRM "
         f"mappings; templates in {settings.templates_dir} check out."
     )
+    return 0
+
+
+def cmd_examples(args: argparse.Namespace) -> int:
+    from worker.catalog import load_and_check
+    from worker.examples import write_examples
+
+    loaded, problems = load_and_check(_settings())
+    if loaded is None:
+        for problem in problems:
+            print(problem)
+        print("\nfix these first (nurture validate); nothing was written.", file=sys.stderr)
+        return 1
+    count = write_examples(loaded, Path(args.out))
+    print(f"wrote {count} example emails and an index to {args.out}")
     return 0
 
 
@@ -205,9 +232,18 @@ def cmd_preview(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nurture", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser(
+    p = sub.add_parser(
         "validate", help="check every sequence, fit rule, content item, template and CRM mapping"
     )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="also fail on warnings (what loads but silently changes what is sent)",
+    )
+    p = sub.add_parser(
+        "examples", help="render every shipped email for every kind of lead into a folder"
+    )
+    p.add_argument("--out", default="docs/examples", help="the folder (emptied first)")
     p = sub.add_parser("preview", help="timeline of sends for a lead, and a step's email")
     p.add_argument("sequence")
     p.add_argument("--lead", required=True, help="JSON file with a lead (or an event)")
@@ -233,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS: dict[str, Any] = {
     "validate": cmd_validate,
+    "examples": cmd_examples,
     "preview": cmd_preview,
     "emit": cmd_emit,
     "worker": cmd_worker,

@@ -52,6 +52,13 @@ class Lead(BaseModel):
     locale: str | None = Field(default=None, max_length=35)
     timezone: str | None = Field(default=None, max_length=64)
     source: str | None = Field(default=None, max_length=100)
+    # The lead's owner in the CRM, who signs and gets the replies (worker/senders.py).
+    # Kept as text: a broken owner address falls back to the configured sender rather
+    # than refusing the event.
+    owner_name: str | None = Field(default=None, max_length=200)
+    owner_email: str | None = Field(default=None, max_length=320)
+    owner_title: str | None = Field(default=None, max_length=200)
+    owner_meeting_url: str | None = Field(default=None, max_length=2000)
     attributes: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("id")

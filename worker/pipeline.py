@@ -24,6 +24,7 @@ from worker.enrollment import (
 )
 from worker.errors import PoisonEvent
 from worker.events import Event
+from worker.senders import OWNER_FIELDS
 from worker.sequences import Catalog, Sequence, condition_context
 from worker.sequences.conditions import lookup
 from worker.store import LeadRecord, Store
@@ -32,7 +33,16 @@ from worker.timing import due_time, lead_zone
 
 log = logging.getLogger(__name__)
 
-LEAD_FIELDS = ("email", "first_name", "last_name", "company", "locale", "timezone", "source")
+LEAD_FIELDS = (
+    "email",
+    "first_name",
+    "last_name",
+    "company",
+    "locale",
+    "timezone",
+    "source",
+    *OWNER_FIELDS,
+)
 
 # Reasons a lead leaves every sequence, whatever the sequence's exit_on says.
 # lead.deleted: until erasure lands, a deleted contact is at least never mailed again.

@@ -10,6 +10,7 @@ from worker.catalog import load_and_check
 from worker.enrollment import touch_id
 from worker.errors import CatalogError, NurtureError, RenderError
 from worker.events import Lead
+from worker.senders import Address, defaults_from, resolve
 from worker.sequences import condition_context
 from worker.settings import Settings
 from worker.timing import due_time, lead_zone
@@ -73,6 +74,7 @@ def preview(
             "occurred_at": start.isoformat(),
             "data": data,
         }
+        who = resolve(defaults_from(settings), sequence.sender, lead)
         email = loaded.renderer.render(
             chosen.template,
             lead.get("locale"),
@@ -83,12 +85,21 @@ def preview(
                 "step": {"id": chosen.id},
                 "unsubscribe_url": f"{settings.public_url}/unsubscribe/PREVIEW",
                 "postal_address": settings.postal_address or "(NURTURE_POSTAL_ADDRESS)",
+                "sender": who.signature.as_context(),
             },
         )
-        lines += ["", f"Subject: {email.subject}", "", email.text]
+        lines += ["", f"From: {_show(who.from_)}"]
+        if who.reply_to:
+            lines.append(f"Reply-To: {_show(who.reply_to)}")
+        lines += [f"Subject: {email.subject}", "", email.text]
         if email.html:
             lines += ["", "--- html ---", email.html]
     return "\n".join(lines)
+
+
+def _show(address: Address) -> str:
+    email = address.email or "(NURTURE_FROM_EMAIL)"
+    return f"{address.name} <{email}>" if address.name else email
 
 
 def _template_path(renderer: Any, name: str, locale: object) -> str:

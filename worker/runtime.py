@@ -26,6 +26,7 @@ from worker.errors import StoreUnavailableError
 from worker.pipeline import EventProcessor
 from worker.redis_server import embedded_redis_url
 from worker.scheduler import Scheduler, SchedulerSettings
+from worker.senders import defaults_from
 from worker.sending import SendSettings, TouchSender
 from worker.sequences import Catalog
 from worker.settings import Settings
@@ -103,6 +104,8 @@ class Runtime:
                 from_name=settings.from_name,
                 postal_address=settings.postal_address or "",
                 max_attempts=self.tuning.max_attempts,
+                sender=defaults_from(settings),
+                unsubscribe_mailbox=settings.unsubscribe_mailbox,
             ),
         )
         self.actors = declare_actors(self.broker, self.store, self.processor, self.sender)

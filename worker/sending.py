@@ -22,6 +22,7 @@ import redis
 from worker.catalog import LoadedCatalog
 from worker.clock import Clock
 from worker.delivery import Delivery, Message
+from worker.delivery.base import unsubscribe_mailto
 from worker.enrollment import (
     DISQUALIFIED,
     SEQUENCE_REMOVED,
@@ -36,6 +37,7 @@ from worker.errors import (
     RenderError,
     TransientDeliveryError,
 )
+from worker.senders import SenderDefaults, resolve
 from worker.sequences import Sequence, condition_context
 from worker.store import LeadRecord, LedgerState, Sent, Store, Verdict
 from worker.timing import due_time, lead_zone, open_slot
@@ -72,6 +74,14 @@ class SendSettings:
     from_name: str | None
     postal_address: str
     max_attempts: int
+    #: From, Reply-To and signature settings (None: only ``from_email``/``from_name``).
+    sender: SenderDefaults | None = None
+    #: ``NURTURE_UNSUBSCRIBE_MAILBOX``: a ``mailto:`` in ``List-Unsubscribe`` too.
+    unsubscribe_mailbox: str | None = None
+
+    def sender_defaults(self) -> SenderDefaults:
+        """The sender settings, built from ``from_email``/``from_name`` when not given."""
+        return self.sender or SenderDefaults(self.from_email, self.from_name)
 
 
 @dataclass(frozen=True)
@@ -303,6 +313,7 @@ class TouchSender:
             RenderError: When the template does not render for this lead.
         """
         lead, ref = job.lead, job.ref
+        who = resolve(self.settings.sender_defaults(), job.sequence.sender, lead.data)
         context: dict[str, Any] = {
             "lead": lead.data,
             "event": job.enrollment.trigger,
@@ -310,6 +321,7 @@ class TouchSender:
             "step": {"id": ref.step},
             "unsubscribe_url": unsubscribe_url,
             "postal_address": self.settings.postal_address,
+            "sender": who.signature.as_context(),
         }
         renderer = self.catalog().renderer
         email = renderer.render(template, lead.data.get("locale"), context, job.received)
@@ -320,8 +332,8 @@ class TouchSender:
                 str(lead.data[k]) for k in ("first_name", "last_name") if lead.data.get(k)
             )
             or None,
-            from_email=self.settings.from_email,
-            from_name=self.settings.from_name,
+            from_email=who.from_.email,
+            from_name=who.from_.name,
             subject=email.subject,
             text=email.text,
             html=email.html,
@@ -330,6 +342,15 @@ class TouchSender:
             sequence=job.sequence.id,
             step=ref.step,
             categories=(job.sequence.id,),
+            reply_to_email=who.reply_to.email if who.reply_to else None,
+            reply_to_name=who.reply_to.name if who.reply_to else None,
+            track_opens=job.sequence.tracking.opens,
+            track_clicks=job.sequence.tracking.clicks,
+            unsubscribe_mailto=(
+                unsubscribe_mailto(self.settings.unsubscribe_mailbox, unsubscribe_url)
+                if self.settings.unsubscribe_mailbox
+                else None
+            ),
         )
         return message, tuple(email.content_ids)
 

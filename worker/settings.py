@@ -5,14 +5,17 @@ Nothing else in the package reads the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from worker.addresses import sendable_address
 from worker.errors import SettingsError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -66,6 +69,17 @@ class Settings(BaseSettings):
     sendgrid_webhook_public_key: str | None = None
     from_email: str | None = None
     from_name: str | None = None
+    # Where replies go when neither the lead's owner nor the sequence names someone.
+    reply_to: str | None = None
+    # The person who signs (templates' `sender`), unless the lead's owner is known.
+    sender_name: str | None = None
+    sender_title: str | None = None
+    meeting_url: str | None = None
+    # SendGrid's sandbox mode: requests are validated but nothing is delivered (staging).
+    sendgrid_sandbox: bool = False
+    # An address that unsubscribes whoever writes to it: added to List-Unsubscribe as a
+    # mailto: next to the https link (RFC 2369).
+    unsubscribe_mailbox: str | None = None
     postal_address: str | None = None
     public_url: str = "http://localhost:8000"
     webhook_secrets: SecretList = Field(default_factory=list)
@@ -110,6 +124,22 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown IANA time zone {value!r}, e.g. Europe/Copenhagen") from exc
         return value
 
+    @field_validator("reply_to", "unsubscribe_mailbox")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return sendable_address(value.strip())
+
+    @field_validator("meeting_url")
+    @classmethod
+    def _meeting_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.strip().startswith("https://"):
+            raise ValueError(f"{value!r} is not an https:// link; write the whole booking link")
+        return value.strip()
+
     @field_validator("sendgrid_host", "public_url", "hubspot_api_url")
     @classmethod
     def _url(cls, value: str) -> str:
@@ -133,6 +163,54 @@ class Settings(BaseSettings):
             raise SettingsError(
                 "NURTURE_SENDGRID_API_KEY is required when NURTURE_DELIVERY=sendgrid"
             )
+        if self.delivery == "sendgrid":
+            self._require_real_sender()
+
+    def _require_real_sender(self) -> None:
+        """What real recipients see must work: an https unsubscribe link on a public
+        host (RFC 8058, and the Gmail/Yahoo bulk-sender rules) and a name in From.
+
+        Raises:
+            SettingsError: Naming the setting to fix.
+        """
+        problem = public_url_problem(self.public_url)
+        if problem:
+            raise SettingsError(
+                f"NURTURE_PUBLIC_URL={self.public_url} {problem}: every email's one-click "
+                "unsubscribe link starts with it, so recipients could not unsubscribe; "
+                "set it to the https address this service is reachable at, e.g. "
+                "https://nurture.example.com"
+            )
+        if not (self.from_name or self.sender_name):
+            raise SettingsError(
+                "NURTURE_FROM_NAME (or NURTURE_SENDER_NAME) is required when "
+                "NURTURE_DELIVERY=sendgrid: an email from a bare address reads as "
+                "automated; set the name people know you by, e.g. 'Maria at Acme'"
+            )
+
+
+def public_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be the public address in emails, or None when it can.
+
+    Refused: anything but https, and hosts only this machine or network can reach
+    (``localhost``, ``*.local``, ``*.internal``, names without a dot, loopback, private,
+    link-local and unspecified IP addresses).
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "https":
+        return "is not https"
+    host = (parts.hostname or "").rstrip(".").lower()
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
+            return f"names a local host ({host})"
+        if "." not in host:
+            return f"names a host without a domain ({host})"
+        return None
+    if ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified:
+        return f"names a local address ({host})"
+    return None
 
 
 def load_settings(**overrides: object) -> Settings:

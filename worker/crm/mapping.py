@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from worker.errors import MappingError, Problem, did_you_mean
+from worker.senders import OWNER_FIELDS
 from worker.yamlfile import (
     describe_node,
     display_path,
@@ -41,7 +42,16 @@ from worker.yamlfile import (
 )
 
 CRMS = ("hubspot", "pipedrive")
-LEAD_FIELDS = ("email", "first_name", "last_name", "company", "locale", "timezone", "source")
+LEAD_FIELDS = (
+    "email",
+    "first_name",
+    "last_name",
+    "company",
+    "locale",
+    "timezone",
+    "source",
+    *OWNER_FIELDS,
+)
 ATTRIBUTE_TYPES = ("string", "number", "integer", "boolean")
 DOCS = "see docs/http.md"
 Scalar = str | int | float | bool

@@ -41,7 +41,9 @@ def build_delivery(settings: Settings) -> Delivery:
         timeout = max(1.0, min(10.0, settings.send_timeout / 2))
         # SendGridDelivery refuses an empty key, naming NURTURE_SENDGRID_API_KEY.
         key = settings.sendgrid_api_key.get_secret_value() if settings.sendgrid_api_key else ""
-        return SendGridDelivery(key, settings.sendgrid_host, timeout=timeout)
+        return SendGridDelivery(
+            key, settings.sendgrid_host, timeout=timeout, sandbox=settings.sendgrid_sandbox
+        )
     if settings.delivery == "outbox":
         from worker.delivery.outbox import OutboxDelivery
 

@@ -20,6 +20,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import quote
 
 from worker.errors import DeliveryError, OutcomeUnknownError
 
@@ -53,6 +54,12 @@ class Message:
         sequence: Sequence id (``X-Nurture-Sequence`` / ``sequence``).
         step: Step id (``X-Nurture-Step`` / ``step``).
         categories: SendGrid categories (outbox: ``X-Nurture-Categories``).
+        reply_to_email: Where replies go (``Reply-To``), when not to the From address.
+        reply_to_name: The display name of ``reply_to_email``.
+        track_opens: SendGrid open tracking (a pixel in the HTML part).
+        track_clicks: SendGrid click tracking (links rewritten through SendGrid).
+        unsubscribe_mailto: A ``mailto:`` URL listed after the https link in
+            ``List-Unsubscribe`` (RFC 2369), when an unsubscribe mailbox is configured.
     """
 
     key: str
@@ -68,6 +75,11 @@ class Message:
     sequence: str
     step: str
     categories: tuple[str, ...] = ()
+    reply_to_email: str | None = None
+    reply_to_name: str | None = None
+    track_opens: bool = False
+    track_clicks: bool = False
+    unsubscribe_mailto: str | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +181,22 @@ def safe_file_stem(key: str) -> str:
     if stem != key or not stem or len(stem) > _MAX_NAME:
         stem = f"{stem[:_MAX_NAME]}-{key_digest(key)[:16]}"
     return stem
+
+
+def unsubscribe_mailto(mailbox: str, unsubscribe_url: str) -> str:
+    """The ``mailto:`` for ``List-Unsubscribe``: the mailbox, with the lead's token in
+    the subject so a reply to it can be matched to the lead (RFC 2369, RFC 6068)."""
+    token = unsubscribe_url.rstrip("/").rpartition("/")[2]
+    return f"mailto:{mailbox}?subject={quote('unsubscribe ' + token)}"
+
+
+def list_unsubscribe(message: Message) -> str:
+    """The ``List-Unsubscribe`` value: the https one-click link first (RFC 8058), then
+    the ``mailto:`` when there is one (RFC 2369: angle brackets, comma-separated)."""
+    value = f"<{header_safe(message.unsubscribe_url)}>"
+    if message.unsubscribe_mailto:
+        value += f", <{header_safe(message.unsubscribe_mailto)}>"
+    return value
 
 
 def header_safe(value: str) -> str:

@@ -28,6 +28,7 @@ from worker.delivery.base import (
     SendResult,
     header_safe,
     key_digest,
+    list_unsubscribe,
     safe_file_stem,
 )
 from worker.errors import PermanentDeliveryError, TransientDeliveryError
@@ -117,8 +118,10 @@ def render_eml(message: Message, *, date: str | None = None) -> bytes:
         eml["Date"] = date or formatdate(usegmt=True)
         eml["From"] = _address(message.from_email, message.from_name)
         eml["To"] = _address(message.to_email, message.to_name)
+        if message.reply_to_email:
+            eml["Reply-To"] = _address(message.reply_to_email, message.reply_to_name)
         eml["Subject"] = header_safe(message.subject)
-        eml["List-Unsubscribe"] = f"<{header_safe(message.unsubscribe_url)}>"
+        eml["List-Unsubscribe"] = list_unsubscribe(message)
         eml["List-Unsubscribe-Post"] = ONE_CLICK
         eml["X-Nurture-Lead"] = header_safe(message.lead_id)
         eml["X-Nurture-Sequence"] = header_safe(message.sequence)

@@ -69,6 +69,7 @@ from worker.delivery.base import (
     Message,
     SendResult,
     header_safe,
+    list_unsubscribe,
     send_each,
 )
 from worker.errors import (
@@ -114,15 +115,21 @@ class Headers(Protocol):
     def get(self, name: str, /) -> str | None: ...
 
 
-def build_payload(message: Message) -> dict[str, Any]:
+def build_payload(message: Message, *, sandbox: bool = False) -> dict[str, Any]:
     """Build the v3 Mail Send JSON body for one message.
 
     ``text/plain`` content comes first and ``text/html`` second: SendGrid refuses any
     other order. Lead, sequence and step travel as ``custom_args``, which SendGrid
     echoes in every Event Webhook event for this message.
 
+    ``tracking_settings`` are always explicit, so the account's defaults never decide:
+    open and click tracking as the sequence says (off unless it opts in; click tracking
+    never rewrites plain-text links), and SendGrid's own subscription tracking always
+    off, since every email carries the worker's unsubscribe link already.
+
     Args:
         message: The message.
+        sandbox: SendGrid's sandbox mode: the request is checked, nothing is delivered.
 
     Returns:
         A JSON-serialisable dict.
@@ -142,7 +149,7 @@ def build_payload(message: Message) -> dict[str, Any]:
         "subject": header_safe(message.subject),
         "content": content,
         "headers": {
-            "List-Unsubscribe": f"<{header_safe(message.unsubscribe_url)}>",
+            "List-Unsubscribe": list_unsubscribe(message),
             "List-Unsubscribe-Post": ONE_CLICK,
         },
         "custom_args": {
@@ -150,7 +157,19 @@ def build_payload(message: Message) -> dict[str, Any]:
             "sequence": message.sequence,
             "step": message.step,
         },
+        "tracking_settings": {
+            "click_tracking": {"enable": message.track_clicks, "enable_text": False},
+            "open_tracking": {"enable": message.track_opens},
+            "subscription_tracking": {"enable": False},
+        },
     }
+    if message.reply_to_email:
+        reply_to = {"email": message.reply_to_email}
+        if message.reply_to_name:
+            reply_to["name"] = header_safe(message.reply_to_name)
+        payload["reply_to"] = reply_to
+    if sandbox:
+        payload["mail_settings"] = {"sandbox_mode": {"enable": True}}
     if message.categories:
         # Duplicates would only waste SendGrid's 10-category limit.
         payload["categories"] = list(dict.fromkeys(message.categories))[:MAX_CATEGORIES]
@@ -411,6 +430,7 @@ class SendGridDelivery(Delivery):
         concurrency: int = DEFAULT_CONCURRENCY,
         limiter: RateLimiter | None = None,
         limiter_wait: float = DEFAULT_LIMITER_WAIT,
+        sandbox: bool = False,
     ) -> None:
         """Create the backend.
 
@@ -424,6 +444,8 @@ class SendGridDelivery(Delivery):
             limiter: Shared rate limiter; None sends without one.
             limiter_wait: Longest wait for a limiter turn before raising
                 :class:`~worker.errors.TransientDeliveryError` with ``retry_after``.
+            sandbox: Send every request in SendGrid's sandbox mode
+                (``NURTURE_SENDGRID_SANDBOX``): checked by SendGrid, never delivered.
 
         Raises:
             SettingsError: When the key is empty, the host is not an http(s) URL or
@@ -440,6 +462,7 @@ class SendGridDelivery(Delivery):
         self.concurrency = concurrency
         self.limiter = limiter
         self.limiter_wait = limiter_wait
+        self.sandbox = sandbox
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._client = SendGridAPIClient(api_key=api_key, host=self.host)
@@ -464,7 +487,7 @@ class SendGridDelivery(Delivery):
             PermanentDeliveryError: Any other 4xx, with SendGrid's messages.
             OutcomeUnknownError: The request was sent but no complete answer came back.
         """
-        payload = build_payload(message)
+        payload = build_payload(message, sandbox=self.sandbox)
         self._take_turn()
         if self.transport is not None:
             try:

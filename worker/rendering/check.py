@@ -482,6 +482,15 @@ def _guarantees(sequence: Sequence, step: Step) -> dict[str, Any]:
     return out
 
 
+#: The signing person of the full sample lead (what ``sender`` holds when known).
+SAMPLE_SENDER = {
+    "name": "Maria Holm",
+    "title": "Partner",
+    "meeting_url": "https://cal.example.com/maria",
+    "email": "maria@example.com",
+}
+
+
 def _scenarios(
     sequence: Sequence,
     step: Step,
@@ -520,6 +529,9 @@ def _scenarios(
                 lead[path] = value
         if reason is not None:
             data["reason"] = reason
+        # The signing person is there in the full sample and absent in the minimal one,
+        # so both branches of a sign-off are rendered.
+        sender = dict(SAMPLE_SENDER) if full else {}
         return {
             "lead": lead,
             "event": {
@@ -532,6 +544,7 @@ def _scenarios(
             "step": {"id": step.id},
             "unsubscribe_url": "https://example.com/unsubscribe/sample-token",
             "postal_address": "Sample Street 1, 1000 Copenhagen",
+            "sender": sender,
         }
 
     for reason in reason_options:

@@ -23,6 +23,7 @@ from jinja2.utils import missing
 
 from worker.content import ContentItem
 from worker.errors import ContentCallError, Problem, did_you_mean
+from worker.senders import OWNER_FIELDS
 
 LEAD_FIELDS = (
     "id",
@@ -33,6 +34,7 @@ LEAD_FIELDS = (
     "locale",
     "timezone",
     "source",
+    *OWNER_FIELDS,
     "attributes",
 )
 EVENT_FIELDS = ("id", "type", "occurred_at", "data")
@@ -43,6 +45,7 @@ CONTEXT_NAMES = (
     "step",
     "unsubscribe_url",
     "postal_address",
+    "sender",
     "content",
 )
 

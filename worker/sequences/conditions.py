@@ -29,10 +29,21 @@ from difflib import get_close_matches
 from typing import Any, Protocol, TypeAlias
 
 from worker.errors import Problem, did_you_mean
+from worker.senders import OWNER_FIELDS
 from worker.yamlfile import yaml_line
 
 #: Lead fields a condition may name directly.
-FIELDS = ("id", "email", "first_name", "last_name", "company", "locale", "timezone", "source")
+FIELDS = (
+    "id",
+    "email",
+    "first_name",
+    "last_name",
+    "company",
+    "locale",
+    "timezone",
+    "source",
+    *OWNER_FIELDS,
+)
 #: Prefixes of open-ended paths: the lead's CRM attributes and the event's data.
 PREFIXES = ("attributes", "data")
 #: Operators of a test mapping; a plain value means equals.

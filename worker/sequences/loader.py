@@ -18,6 +18,7 @@ from typing import Any
 from worker.errors import CatalogError, Problem, did_you_mean
 from worker.sequences.conditions import Condition, compile_when
 from worker.sequences.durations import parse_wait
+from worker.sequences.mail import read_sender, read_tracking
 from worker.sequences.model import (
     DECLINE_TRIGGER,
     KINDS,
@@ -40,7 +41,18 @@ from worker.yamlfile import (
 )
 
 FIT_STEMS = ("fit",)
-SEQUENCE_KEYS = ("id", "description", "kind", "trigger", "exit_on", "send_window", "steps")
+SEQUENCE_KEYS = (
+    "id",
+    "description",
+    "kind",
+    "trigger",
+    "exit_on",
+    "send_window",
+    "steps",
+    "from",
+    "reply_to",
+    "tracking",
+)
 TRIGGER_KEYS = ("event", "when")
 STEP_KEYS = ("id", "description", "wait", "template", "when")
 FIT_KEYS = ("rules",)
@@ -319,7 +331,15 @@ class _Reader:
         window = self.send_window(doc, top)
         steps = self.steps(doc, top)
         kind = self.kind(doc, top, trigger[0] if trigger else None)
-        if len(self.problems) > before or seq_id is None or trigger is None or steps is None:
+        sender = read_sender(doc, top, self.problem)
+        tracking = read_tracking(doc, top, self.problem)
+        if (
+            len(self.problems) > before
+            or tracking is None
+            or seq_id is None
+            or trigger is None
+            or steps is None
+        ):
             return None
         return Sequence(
             id=seq_id,
@@ -332,6 +352,8 @@ class _Reader:
             kind=kind or default_kind(trigger[0]),
             file=self.file,
             line=self.line(doc, "id", top),
+            sender=sender,
+            tracking=tracking,
         )
 
     def trigger(self, doc: Mapping[Any, Any], top: int) -> tuple[str, Condition | None] | None:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from worker.senders import SequenceSender
 from worker.sequences.conditions import Condition
 from worker.sequences.durations import Wait
 from worker.sequences.windows import SendWindow
@@ -44,6 +45,15 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Tracking:
+    """SendGrid open and click tracking for a sequence's emails (both off by default:
+    a plain one-to-one note has no pixel and no rewritten links)."""
+
+    opens: bool = False
+    clicks: bool = False
+
+
+@dataclass(frozen=True)
 class Sequence:
     """One sequence file.
 
@@ -59,6 +69,8 @@ class Sequence:
             ``transactional`` (not capped).
         file: The file it was read from.
         line: Line of its ``id``.
+        sender: Its own ``from`` / ``reply_to`` (None: the settings' sender).
+        tracking: Open and click tracking (off unless the file says).
     """
 
     id: str
@@ -71,6 +83,8 @@ class Sequence:
     kind: Kind
     file: str
     line: int
+    sender: SequenceSender | None = None
+    tracking: Tracking = field(default_factory=Tracking)
 
     def step(self, step_id: str) -> Step | None:
         """The step with this id, or None."""
