@@ -36,10 +36,9 @@ from urllib3.util.retry import Retry
 
 from worker.errors import NurtureError, SettingsError
 from worker.settings import Settings
+from worker.store.hubspot_limit import HubSpotWindow
 
 BATCH_SIZE = 100  # HubSpot's limit of inputs per batch read
-KEY_PREFIX = "nurture:hubspot:"
-PAUSE_KEY = f"{KEY_PREFIX}pause"
 # Properties always read: HubSpot's own id and the ids merged into the record.
 ALWAYS_READ = ("hs_object_id", "hs_merged_object_ids")
 
@@ -381,30 +380,6 @@ def _network_reason(exc: BaseException) -> str:
 
 # -- the shared rate limiter ----------------------------------------------------------
 
-# A rolling window in one sorted set: drop stamps older than the window, take a place if
-# there is one, else say how long until the oldest stamp leaves. Atomic in Redis, so every
-# worker process shares the same window; Redis's clock, so workers' clocks do not matter.
-_TAKE = """
-local paused = redis.call('PTTL', KEYS[3])
-if paused > 0 then
-  return paused
-end
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local window = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms - window)
-if redis.call('ZCARD', KEYS[1]) < limit then
-  local seq = redis.call('INCR', KEYS[2])
-  redis.call('ZADD', KEYS[1], now_ms, now_ms .. '-' .. seq)
-  redis.call('PEXPIRE', KEYS[1], window)
-  redis.call('PEXPIRE', KEYS[2], window)
-  return 0
-end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return math.max(1, tonumber(oldest[2]) + window - now_ms)
-"""
-
 
 @dataclass
 class HubSpotRateLimiter:
@@ -427,26 +402,19 @@ class HubSpotRateLimiter:
     max_requests: int = 90
     window: float = 10.0
     max_wait: float = 30.0
-    _script: Any = field(default=None, init=False, repr=False)
+    _window: HubSpotWindow = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._script = self.redis.register_script(_TAKE)
+        self._window = HubSpotWindow(self.redis)
 
     def try_acquire(self) -> float:
         """Take a place in the window; 0 when taken, else seconds until one frees up."""
-        keys = [f"{KEY_PREFIX}window", f"{KEY_PREFIX}window:seq", PAUSE_KEY]
-        wait_ms = int(self._script(keys=keys, args=[int(self.window * 1000), self.max_requests]))
-        return wait_ms / 1000
+        return self._window.take(self.window, self.max_requests)
 
     def pause(self, seconds: float) -> None:
         """Hold every worker back for ``seconds`` (after HubSpot answered 429), unless a
         longer pause is already set."""
-        if seconds <= 0:
-            return
-        millis = max(1, int(seconds * 1000))
-        current = int(self.redis.pttl(PAUSE_KEY))
-        if current < millis:
-            self.redis.set(PAUSE_KEY, b"429", px=millis)
+        self._window.pause(seconds)
 
     def wait(self) -> None:
         """Block until a place is free.
