@@ -134,6 +134,7 @@ def shipped_catalog(tmp_path_factory: pytest.TempPathFactory) -> LiveCatalog:
     dirs = {name: root / name for name in ("sequences", "templates", "content")}
     for name, target in dirs.items():
         shutil.copytree(ROOT / name, target)
+    (dirs["sequences"] / "keep-giving.yaml").unlink()  # as in catalog_dirs
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None,
         sequences_dir=dirs["sequences"],

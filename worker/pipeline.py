@@ -22,7 +22,6 @@ from worker.enrollment import (
     ExitReason,
     touch_id,
 )
-from worker.errors import PoisonEvent
 from worker.events import Event
 from worker.sequences import Catalog, Sequence, condition_context
 from worker.sequences.conditions import lookup
@@ -41,24 +40,73 @@ SUPPRESSING_TYPES = frozenset({"lead.unsubscribed", "lead.deleted"})
 #: one of these may be the first the worker hears of a lead, before the event with its
 #: address: it is kept (a lead without an email) so the later event respects it.
 ENDING_TYPES = SUPPRESSING_TYPES | {"lead.disqualified", "lead.replied", "meeting.booked"}
+#: The per-field time of attribute ``key`` is stored under ``attributes.<key>``.
+ATTRIBUTE_TIME = "attributes."
+#: The sequences a lead enters when it first becomes contactable, besides those of the
+#: event types it has seen: those its first event would have started.
+FIRST_EVENT_TYPE = "lead.created"
 
 
-def merge_lead(stored: dict[str, Any] | None, event: Event) -> dict[str, Any]:
-    """The lead's data after this event: fields given win, attributes merge key by key."""
+def merge_lead(
+    stored: dict[str, Any] | None,
+    times: dict[str, float],
+    event: Event,
+    stamp: float,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """The lead's data and per-field times after this event (the lead fills in over time).
+
+    Each field (and each attribute, under ``attributes.<key>``) keeps the value of the
+    event with the latest ``stamp`` (its ``occurred_at``, else the time the worker applies
+    it): an older event arriving late never overwrites newer data. On equal stamps the
+    event applied later wins. An attribute set to ``null`` is removed, and the removal
+    keeps its time, so an older value arriving late does not bring it back.
+
+    Args:
+        stored: The stored lead data (None for a new lead).
+        times: Field name -> stamp of the value stored (fields stored before per-field
+            times existed count as older than any event).
+        event: The event being applied.
+        stamp: The event's time (unix seconds).
+
+    Returns:
+        The merged data and the updated field times.
+    """
     data: dict[str, Any] = dict(stored or {})
+    new_times = dict(times)
     data["id"] = event.lead.id
     for name in LEAD_FIELDS:
         value = getattr(event.lead, name)
-        if value is not None:
+        if value is not None and stamp >= new_times.get(name, float("-inf")):
             data[name] = value
+            new_times[name] = stamp
     attributes = dict(data.get("attributes") or {})
     for key, value in event.lead.attributes.items():
+        slot = ATTRIBUTE_TIME + key
+        if stamp < new_times.get(slot, float("-inf")):
+            continue  # a newer value (or removal) is stored
+        new_times[slot] = stamp
         if value is None:
             attributes.pop(key, None)  # an explicit null removes the attribute
         else:
             attributes[key] = value
     data["attributes"] = attributes
-    return data
+    return data, new_times
+
+
+def never_contactable(record: LeadRecord | None) -> bool:
+    """Whether the lead (before this event) has never been contactable.
+
+    A lead stored before per-field times existed (no ``fts`` flag) that has an address
+    was enrolled the old way, on its first event: it counts as contactable already. A
+    lead with an address but without the ``contactable`` flag became contactable while
+    suppressed or disqualified, or in an attempt cut short (a crash): its first
+    sequences still start.
+    """
+    if record is None:
+        return True
+    if record.flags.get(flags.CONTACTABLE):
+        return False
+    return not record.email or flags.FIELD_TIMES in record.flags
 
 
 def trigger_of(event: Event, occurred: datetime) -> dict[str, Any]:
@@ -102,11 +150,8 @@ class EventProcessor:
     def _apply(self, event: Event, record: LeadRecord | None) -> str:
         now = self.clock.now()
         occurred = event.occurred_at or now
-        if record is None and not event.lead.email and event.type not in ENDING_TYPES:
-            raise PoisonEvent(
-                f"lead {event.lead.id!r} is new but the event has no lead.email; "
-                "send the email on the lead's first event"
-            )
+        # Any event is kept, whatever it lacks: a lead without an address is stored and
+        # is not contactable until an event brings one.
         lead = self._save_lead(event, record, occurred)
         catalog = self.catalog()
         trigger = trigger_of(event, occurred)
@@ -131,28 +176,67 @@ class EventProcessor:
             lead = self.store.leads.get(lead.id) or lead
 
         self.apply_exit_on(catalog, lead, event.type, actions)
-        if not lead.suppressed and not lead.disqualified and lead.email:
-            for sequence in catalog.triggered_by(event.type):
-                if sequence.kind == "decline":
-                    continue  # declines start only through disqualify(): at most one
-                if self.enroll(sequence, lead, trigger, occurred, now):
-                    actions.append(f"enrolled:{sequence.id}")
+        if lead.suppressed or lead.disqualified or not lead.email:
+            return ",".join(actions) or "no-op"
+        if never_contactable(record):
+            self.first_contactable(catalog, lead, trigger, occurred, now, actions)
+            return ",".join(actions) or "no-op"
+        for sequence in catalog.triggered_by(event.type):
+            if sequence.kind == "decline":
+                continue  # declines start only through disqualify(): at most one
+            if self.enroll(sequence, lead, trigger, occurred, now):
+                actions.append(f"enrolled:{sequence.id}")
         return ",".join(actions) or "no-op"
+
+    def first_contactable(
+        self,
+        catalog: Catalog,
+        lead: LeadRecord,
+        trigger: dict[str, Any],
+        occurred: datetime,
+        now: datetime,
+        actions: list[str],
+    ) -> None:
+        """The lead is contactable for the first time: start what its first event would have.
+
+        That is every sequence triggered by ``lead.created`` or by an event type the lead
+        has seen (this event's included), once each, in id order. Each starts as if
+        triggered now by this event (its ``type`` the sequence's trigger, its ``data``
+        this event's); an ``exit_on`` event seen since the lead's first event keeps the
+        lead out, as it would have ended the enrollment.
+        """
+        seen = lead.seen_types()
+        types = {FIRST_EVENT_TYPE, *seen}
+        since = min(seen.values(), default=occurred.timestamp())
+        for sequence in sorted(catalog.sequences.values(), key=lambda s: s.id):
+            if sequence.kind == "decline" or sequence.trigger_event not in types:
+                continue
+            started = {**trigger, "type": sequence.trigger_event}
+            if self.enroll(sequence, lead, started, occurred, now, exits_since=since):
+                actions.append(f"enrolled:{sequence.id}")
+        self.store.leads.set_flags(lead.id, {flags.CONTACTABLE: str(now.timestamp())})
+        actions.append("contactable")
 
     def _save_lead(self, event: Event, record: LeadRecord | None, occurred: datetime) -> LeadRecord:
         """Store the lead's data and the event type's seen time; the lead as it is now."""
-        data = merge_lead(record.data if record else None, event)
+        times = record.field_times() if record else {}
+        data, new_times = merge_lead(
+            record.data if record else None, times, event, occurred.timestamp()
+        )
         seen: dict[str, str] = {}
         previous_seen = record.seen(event.type) if record else None
         if previous_seen is None or occurred.timestamp() > previous_seen:
             seen[flags.SEEN + event.type] = str(occurred.timestamp())
+        written = dict(seen)
+        if new_times != times:
+            written[flags.FIELD_TIMES] = json.dumps(new_times, sort_keys=True)
         if record is None or data != record.data:
-            self.store.leads.save(event.lead.id, data, record.email if record else None, seen)
-        elif seen:
-            self.store.leads.set_flags(event.lead.id, seen)
+            self.store.leads.save(event.lead.id, data, record.email if record else None, written)
+        elif written:
+            self.store.leads.set_flags(event.lead.id, written)
         # Under the lead's lock nobody else writes these: no need to read them back.
         return LeadRecord(
-            id=event.lead.id, data=data, flags={**(record.flags if record else {}), **seen}
+            id=event.lead.id, data=data, flags={**(record.flags if record else {}), **written}
         )
 
     # -- the always-exit rules ------------------------------------------------
@@ -297,8 +381,13 @@ class EventProcessor:
         trigger: dict[str, Any],
         occurred: datetime,
         now: datetime,
+        exits_since: float | None = None,
     ) -> bool:
-        """Start the sequence for the lead unless it is in it already; True if started."""
+        """Start the sequence for the lead unless it is in it already; True if started.
+
+        An ``exit_on`` event seen at or after ``exits_since`` (default: ``occurred``)
+        keeps the lead out: it already did what ends the sequence.
+        """
         context = condition_context(lead.data, trigger.get("data"))
         if sequence.trigger_when is not None and not sequence.trigger_when.matches(context):
             return False
@@ -311,7 +400,9 @@ class EventProcessor:
             return False  # at most once at a time; and a replayed trigger starts nothing
         for exit_type in sequence.exit_on:
             seen = lead.seen(exit_type)
-            if seen is not None and seen >= occurred.timestamp():
+            if seen is not None and seen >= (
+                occurred.timestamp() if exits_since is None else exits_since
+            ):
                 return False  # the lead already did what ends this sequence
         first = sequence.steps[0]
         enrollment = Enrollment.start(existing, first.id, trigger, now.timestamp())

@@ -23,7 +23,9 @@ class Keys:
     def lead(self, lead_id: str) -> str:
         """Hash: ``data`` (lead JSON), ``email``, ``suppressed``, ``disq``, ``declined``,
         ``fit_sig``, ``last_touch``, ``seen:<event type>`` (latest occurred_at),
-        ``held:<ledger field>`` (first due time of a touch the frequency cap holds back)."""
+        ``held:<ledger field>`` (first due time of a touch the frequency cap holds back),
+        ``fts`` (JSON: field -> time of its stored value), ``contactable`` (when the lead
+        first became contactable)."""
         return f"{self.prefix}:lead:{lead_id}"
 
     def lead_lock(self, lead_id: str) -> str:

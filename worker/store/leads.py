@@ -29,6 +29,12 @@ SEEN = "seen:"
 #: ``held:<ledger field>``: when a touch the frequency cap holds back first fell due.
 #: It keeps held-back touches in the order they fell due.
 HELD = "held:"
+#: JSON: field name (``attributes.<key>`` for attributes) -> the time of the stored value,
+#: so fields merge in any arrival order (the latest ``occurred_at`` wins per field).
+FIELD_TIMES = "fts"
+#: When the lead first became contactable (an address, not suppressed or disqualified):
+#: the sequences of its first event start then, once.
+CONTACTABLE = "contactable"
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,15 @@ class LeadRecord:
     def seen(self, event_type: str) -> float | None:
         value = self.flags.get(SEEN + event_type)
         return float(value) if value else None
+
+    def seen_types(self) -> dict[str, float]:
+        """Event type -> latest occurred_at, of every event type the lead has seen."""
+        return {k[len(SEEN) :]: float(v) for k, v in self.flags.items() if k.startswith(SEEN)}
+
+    def field_times(self) -> dict[str, float]:
+        """Field name -> time of its stored value (see :data:`FIELD_TIMES`)."""
+        raw = self.flags.get(FIELD_TIMES)
+        return {str(k): float(v) for k, v in json.loads(raw).items()} if raw else {}
 
     def held(self) -> dict[str, float]:
         """Ledger field -> when it first fell due, of the touches the cap held back."""
