@@ -17,6 +17,7 @@ from typing import Any
 from worker.clock import Clock
 from worker.enrollment import (
     DISQUALIFIED,
+    MERGED,
     REQUALIFIED,
     Enrollment,
     ExitReason,
@@ -175,6 +176,10 @@ class EventProcessor:
         if actions:  # disqualified or requalified: read the flags those wrote
             lead = self.store.leads.get(lead.id) or lead
 
+        if lead.flags.get(flags.MERGED_INTO):
+            # Merged into another lead in the CRM: its events are kept, but only the
+            # surviving lead is mailed (one person, one lead).
+            return f"merged-into:{lead.flags[flags.MERGED_INTO]}"
         self.apply_exit_on(catalog, lead, event.type, actions)
         if lead.suppressed or lead.disqualified or not lead.email:
             return ",".join(actions) or "no-op"
@@ -238,6 +243,62 @@ class EventProcessor:
         return LeadRecord(
             id=event.lead.id, data=data, flags={**(record.flags if record else {}), **written}
         )
+
+    # -- merges ---------------------------------------------------------------
+
+    def fold(self, merged_id: str, survivor_id: str) -> str:
+        """The CRM merged ``merged_id`` into ``survivor_id``: one person, one lead.
+
+        Under both leads' locks (taken in id order, so two folds cannot deadlock): each
+        active enrollment of the merged lead exits (reason ``merged``, its pending
+        touch cancelled) and, unless the survivor has an enrollment in that sequence
+        already, goes on on the survivor at the same step and due time. The merged
+        lead points to the survivor (flag ``merged_into``) and is never mailed again;
+        the survivor counts as contactable already when the merged lead was, and
+        inherits its suppression and its one decline. Idempotent.
+
+        Returns:
+            What happened, for logs.
+        """
+        first, second = sorted((merged_id, survivor_id))
+        with self.store.leads.lock(first), self.store.leads.lock(second):
+            merged = self.store.leads.get(merged_id)
+            if merged is None:
+                self.store.leads.set_flags(merged_id, {flags.MERGED_INTO: survivor_id})
+                return "merged:unknown-lead"
+            survivor = self.store.leads.get(survivor_id)
+            actions = self._move_enrollments(merged_id, survivor_id)
+            carry: dict[str, str | float | None] = {}
+            survivor_flags = survivor.flags if survivor else {}
+            for name in (flags.SUPPRESSED, flags.DECLINED, flags.CONTACTABLE):
+                if merged.flags.get(name) and not survivor_flags.get(name):
+                    carry[name] = merged.flags[name]
+            if merged.email and not survivor_flags.get(flags.CONTACTABLE):
+                carry[flags.CONTACTABLE] = str(self.clock.now().timestamp())
+            if carry:
+                self.store.leads.set_flags(survivor_id, carry)
+            self.store.leads.set_flags(merged_id, {flags.MERGED_INTO: survivor_id})
+            return ",".join(actions) or "merged"
+
+    def _move_enrollments(self, merged_id: str, survivor_id: str) -> list[str]:
+        """Exit the merged lead's active enrollments, continuing each on the survivor."""
+        actions: list[str] = []
+        kept = self.store.enrolled.all(survivor_id)
+        for sequence_id, enrollment in self.store.enrolled.all(merged_id).items():
+            if not enrollment.active:
+                continue
+            pending = enrollment.pending_touch(sequence_id, merged_id)
+            due = dict(self.store.schedule.pending([pending])) if pending else {}
+            if sequence_id not in kept and enrollment.step is not None:
+                member = touch_id(sequence_id, enrollment.generation, enrollment.step, survivor_id)
+                when = due.get(pending or "", self.clock.now().timestamp())
+                self.store.enrolled.write(
+                    survivor_id, sequence_id, enrollment, schedule=(member, when)
+                )
+                actions.append(f"moved:{sequence_id}")
+            self.exit_one(merged_id, sequence_id, enrollment, MERGED)
+            actions.append(f"exited:{sequence_id}")
+        return actions
 
     # -- the always-exit rules ------------------------------------------------
 

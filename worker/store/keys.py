@@ -25,7 +25,7 @@ class Keys:
         ``fit_sig``, ``last_touch``, ``seen:<event type>`` (latest occurred_at),
         ``held:<ledger field>`` (first due time of a touch the frequency cap holds back),
         ``fts`` (JSON: field -> time of its stored value), ``contactable`` (when the lead
-        first became contactable)."""
+        first became contactable), ``merged_into`` (the lead a CRM merge folded it into)."""
         return f"{self.prefix}:lead:{lead_id}"
 
     def lead_lock(self, lead_id: str) -> str:

@@ -35,6 +35,9 @@ FIELD_TIMES = "fts"
 #: When the lead first became contactable (an address, not suppressed or disqualified):
 #: the sequences of its first event start then, once.
 CONTACTABLE = "contactable"
+#: The CRM merged this lead into the lead named here: its events are kept, it is never
+#: mailed; the survivor carries on.
+MERGED_INTO = "merged_into"
 
 
 @dataclass(frozen=True)
