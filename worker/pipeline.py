@@ -35,12 +35,14 @@ log = logging.getLogger(__name__)
 LEAD_FIELDS = ("email", "first_name", "last_name", "company", "locale", "timezone", "source")
 
 # Reasons a lead leaves every sequence, whatever the sequence's exit_on says.
-# lead.deleted: until erasure lands, a deleted contact is at least never mailed again.
+# (lead.deleted also erases the person: EventProcessor.erase.)
 SUPPRESSING_TYPES = frozenset({"lead.unsubscribed", "lead.deleted"})
 #: Events that can only end things. A CRM's webhooks arrive in no guaranteed order, so
 #: one of these may be the first the worker hears of a lead, before the event with its
 #: address: it is kept (a lead without an email) so the later event respects it.
 ENDING_TYPES = SUPPRESSING_TYPES | {"lead.disqualified", "lead.replied", "meeting.booked"}
+#: The person left (deleted in the CRM, erased on request): stop and forget them.
+ERASING_TYPE = "lead.deleted"
 #: The per-field time of attribute ``key`` is stored under ``attributes.<key>``.
 ATTRIBUTE_TIME = "attributes."
 #: The sequences a lead enters when it first becomes contactable, besides those of the
@@ -151,6 +153,11 @@ class EventProcessor:
     def _apply(self, event: Event, record: LeadRecord | None) -> str:
         now = self.clock.now()
         occurred = event.occurred_at or now
+        if record is not None and record.flags.get(flags.ERASED):
+            # The person was erased: nothing of a later event about them is stored (an
+            # event for the same address under another lead id is a new lead, and the
+            # suppression list keeps it from being mailed).
+            return "erased-lead"
         # Any event is kept, whatever it lacks: a lead without an address is stored and
         # is not contactable until an event brings one.
         lead = self._save_lead(event, record, occurred)
@@ -158,6 +165,8 @@ class EventProcessor:
         trigger = trigger_of(event, occurred)
         actions: list[str] = []
 
+        if event.type == ERASING_TYPE:
+            return self.erase(lead, str(event.data.get("reason") or "deleted"))
         if event.type in SUPPRESSING_TYPES:
             reason = str(event.data.get("reason") or "unsubscribed")
             self.suppress(lead, reason, actions)
@@ -184,6 +193,8 @@ class EventProcessor:
         if lead.suppressed or lead.disqualified or not lead.email:
             return ",".join(actions) or "no-op"
         if never_contactable(record):
+            if self.store.suppressions.reason(lead.email):
+                return ",".join([*actions, "address-suppressed"])
             self.first_contactable(catalog, lead, trigger, occurred, now, actions)
             return ",".join(actions) or "no-op"
         for sequence in catalog.triggered_by(event.type):
@@ -243,6 +254,63 @@ class EventProcessor:
         return LeadRecord(
             id=event.lead.id, data=data, flags={**(record.flags if record else {}), **written}
         )
+
+    # -- leaving --------------------------------------------------------------
+
+    def erase(self, lead: LeadRecord, reason: str) -> str:
+        """The person left: end everything at once and erase their personal data.
+
+        Every enrollment exits (its pending touch cancelled); then the lead's data,
+        enrollments, received content, email-index entry and the dead letters that
+        mention the lead or its address are deleted. Kept: a tombstone on the lead id
+        (``suppressed``, ``erased``: no personal data) and, for the address, only its
+        keyed hash in the suppression list, so it is never mailed again (docs/crm.md).
+        A lead merged into another (``merged_into``) is erased without suppressing the
+        address, which the surviving lead may still use. Runs under the lead's lock.
+        """
+        actions: list[str] = []
+        self.exit_all(lead.id, ExitReason.unsubscribed(reason), actions, only_kind=None)
+        email = lead.email
+        if email and not lead.flags.get(flags.MERGED_INTO):
+            self.store.suppressions.suppress(email, reason)
+            self.store.suppressions.forget_plain(email)
+        tombstone = {
+            flags.SUPPRESSED: reason,
+            flags.ERASED: str(self.clock.now().timestamp()),
+        }
+        if lead.flags.get(flags.MERGED_INTO):
+            tombstone[flags.MERGED_INTO] = lead.flags[flags.MERGED_INTO]
+        self.store.leads.erase(lead.id, email, tombstone)
+        # The lead id as it appears in a stored event (plain, and inside a payload's
+        # escaped JSON text).
+        quoted = f'"id":"{lead.id}"'
+        needles = [quoted, quoted.replace('"', '\\"'), f'"hubspot_id": "{lead.id}"']
+        erased = self.store.dead.erase_mentioning([*needles, *([email] if email else [])])
+        return ",".join([*actions, f"erased:{erased}-dead-letters"])
+
+    def forget(self, who: str) -> list[str]:
+        """``nurture forget``: erase a person named by address or lead id.
+
+        An address erases every lead using it (the email index) and is suppressed even
+        when no lead uses it (the request may come before the CRM's event). Returns the
+        lead ids erased.
+        """
+        if "@" in who:
+            lead_ids = self.store.leads.by_email(who)
+            self.store.suppressions.suppress(who, "forget")
+            self.store.suppressions.forget_plain(who)
+            self.store.dead.erase_mentioning([who])
+        else:
+            lead_ids = [who]
+        erased = []
+        for lead_id in lead_ids:
+            with self.store.leads.lock(lead_id):
+                lead = self.store.leads.get(lead_id)
+                if lead is None or lead.flags.get(flags.ERASED):
+                    continue
+                self.erase(lead, "forget")
+                erased.append(lead_id)
+        return erased
 
     # -- merges ---------------------------------------------------------------
 

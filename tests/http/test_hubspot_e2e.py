@@ -146,7 +146,11 @@ def test_contact_the_api_says_is_gone_is_treated_as_deleted(
         h.settle(timeout=60)
         h.run_until(h.clock.now().timestamp() + 30 * 86400)
     assert h.sent() == []
-    assert not h.rt.store.enrollments("1042")["value-first"].active
+    # Treated as deleted: everything stopped and the person erased.
+    assert h.rt.store.enrollments("1042") == {}
+    lead = h.rt.store.get_lead("1042")
+    assert lead is not None and lead.email is None and lead.flags["erased"]
+    assert h.rt.store.email_suppressed(CONTACT["email"]) == "gone-in-crm"
 
 
 def test_merged_contacts_become_one_lead_never_mailed_twice(

@@ -38,6 +38,8 @@ CONTACTABLE = "contactable"
 #: The CRM merged this lead into the lead named here: its events are kept, it is never
 #: mailed; the survivor carries on.
 MERGED_INTO = "merged_into"
+#: When the lead's personal data was erased (deleted in the CRM, ``nurture forget``).
+ERASED = "erased"
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,21 @@ class LeadStore:
     def drop_held(self, lead_id: str, *ledger_fields: str) -> None:
         if ledger_fields:
             self.redis.hdel(self.keys.lead(lead_id), *(HELD + f for f in ledger_fields))
+
+    def erase(self, lead_id: str, email: str | None, tombstone: Mapping[str, str]) -> None:
+        """Erase a lead's personal data: its data and flags, enrollments (their trigger
+        data), received content and its place in the email index; only ``tombstone``
+        (flags without personal data) is kept on the lead hash."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(
+            self.keys.lead(lead_id), self.keys.enrollments(lead_id), self.keys.received(lead_id)
+        )
+        if email:
+            pipe.srem(self.keys.email_index(email), lead_id)
+        if tombstone:
+            kept: dict[FieldT, EncodableT] = {k: v for k, v in tombstone.items()}
+            pipe.hset(self.keys.lead(lead_id), mapping=kept)
+        pipe.execute()
 
     def by_email(self, email: str) -> list[str]:
         """Lead ids that use this address."""
