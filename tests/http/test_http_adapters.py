@@ -216,7 +216,7 @@ DOC_CREATION = {
     "appId": 54321,
 }
 
-# The rules for reading contacts back through HubSpot's API (docs/crm-notes.md): every
+# The rules for reading contacts back through HubSpot's API (docs/crm.md): every
 # change of a contact becomes crm.changed naming the contact; the worker fetches it.
 API_MODE = """
 crm: hubspot
@@ -410,7 +410,7 @@ def test_pipedrive_deleted_person_uses_previous(pipedrive: Mapping) -> None:
 # https://pipedrive.readme.io/docs/webhooks-v2-migration-guide); v1 sends ``email`` in
 # the same shape (https://pipedrive.readme.io/docs/guide-for-webhooks). A v1 person
 # without an address is read both as an empty list and as one blank primary entry (the
-# pages give no example; docs/crm-notes.md).
+# pages give no example; docs/crm.md).
 
 
 def test_pipedrive_person_without_email_is_a_lead_without_address(pipedrive: Mapping) -> None:
