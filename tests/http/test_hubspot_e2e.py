@@ -206,3 +206,37 @@ def test_a_token_fault_holds_the_work_and_names_the_setting(
     assert h.rt.store.dead_letter_count() == 0
     assert h.rt.redis.zcard(f"{h.rt.namespace}:crm.XQ") == 0
     assert h.rt.store.get_lead("1042") is None
+
+
+# A workflow "Send a webhook" body: the enrolled contact as the CRM objects API gives it
+# (https://knowledge.hubspot.com/workflows/how-do-i-use-webhooks-with-hubspot-workflows).
+WORKFLOW_BODY = {
+    "objectId": 1042,
+    "properties": {
+        "email": {"value": "ann@example.com"},
+        "firstname": {"value": "Ann"},
+        "hs_object_id": {"value": "1042"},
+    },
+}
+
+
+def key_headers(key: str) -> dict[str, str]:
+    return {"Content-Type": "application/json", "X-Nurture-Key": key}
+
+
+def test_workflow_webhook_with_api_key_authentication(
+    serve: Callable[[Runtime], LiveServer], make_harness: Callable[..., Harness], crm_dir: Path
+) -> None:
+    """Authentication type "API key", key name X-Nurture-Key, location request header."""
+    h = make_harness(crm_dir=crm_dir, hubspot_workflow_key="wf-key-123")
+    live = serve(h.rt)
+    body = json.dumps(WORKFLOW_BODY).encode()
+    url = "/events/hubspot?workflow=new-lead"
+    good = live.client.post(url, content=body, headers=key_headers("wf-key-123"))
+    assert good.status_code == 202, good.text
+    assert good.json()["accepted"] == 1
+    wrong = live.client.post(url, content=body, headers=key_headers("guess"))
+    assert wrong.status_code == 401
+    # The key opens only workflow URLs, not the Webhooks API route.
+    api = live.client.post("/events/hubspot", content=b"[]", headers=key_headers("wf-key-123"))
+    assert api.status_code == 401
