@@ -171,6 +171,10 @@ class EventProcessor:
             reason = str(event.data.get("reason") or "unsubscribed")
             self.suppress(lead, reason, actions)
             return ",".join(actions) or "suppressed"
+        if lead.flags.get(flags.MERGED_INTO):
+            # Merged into another lead in the CRM: its events are kept, but only the
+            # surviving lead is mailed (one person, one lead).
+            return f"merged-into:{lead.flags[flags.MERGED_INTO]}"
         if event.type == "lead.disqualified":
             self.disqualify(lead, str(event.data.get("reason") or ""), trigger, now, actions)
         elif event.type == "lead.requalified":
@@ -185,10 +189,6 @@ class EventProcessor:
         if actions:  # disqualified or requalified: read the flags those wrote
             lead = self.store.leads.get(lead.id) or lead
 
-        if lead.flags.get(flags.MERGED_INTO):
-            # Merged into another lead in the CRM: its events are kept, but only the
-            # surviving lead is mailed (one person, one lead).
-            return f"merged-into:{lead.flags[flags.MERGED_INTO]}"
         self.apply_exit_on(catalog, lead, event.type, actions)
         if lead.suppressed or lead.disqualified or not lead.email:
             return ",".join(actions) or "no-op"
