@@ -28,6 +28,7 @@ from dramatiq.brokers.stub import StubBroker
 
 from worker.actors import EVENTS_QUEUE, TOUCHES_QUEUE
 from worker.clock import ManualClock
+from worker.crm.hubspot_sync import FETCH_QUEUE
 from worker.events import Event, validate_event
 from worker.ingest import IngestResult, ingest
 from worker.runtime import Runtime
@@ -87,7 +88,7 @@ class Harness:
             if self.inline:
                 self.run_queued()
             else:
-                for queue in (EVENTS_QUEUE, TOUCHES_QUEUE):
+                for queue in (EVENTS_QUEUE, FETCH_QUEUE, TOUCHES_QUEUE):
                     self.rt.broker.join(queue, interval=10, timeout=int(timeout * 1000))
             if self._worker is not None:
                 self._worker.join()
@@ -111,7 +112,7 @@ class Harness:
         while True:
             pending = [
                 queue
-                for name in (EVENTS_QUEUE, TOUCHES_QUEUE)
+                for name in (EVENTS_QUEUE, FETCH_QUEUE, TOUCHES_QUEUE)
                 if not (queue := self.rt.broker.queues[name]).empty()
             ]
             if not pending:

@@ -162,3 +162,29 @@ def test_embedded_redis_when_no_url_is_set(env: dict[str, str], tmp_path: Path) 
             client = redis.Redis(port=int(port_file.read_text()))
             with contextlib.suppress(redis.ConnectionError):
                 client.shutdown(nosave=True)
+
+
+def test_forget_erases_a_person_by_address_and_by_lead_id(
+    env: dict[str, str], tmp_path: Path, redis_url: str
+) -> None:
+    """``nurture forget``: a person's data leaves Redis; only the keyed hash stays."""
+    client = redis.Redis.from_url(redis_url)
+    client.hset(
+        "nurture:lead:l1",
+        mapping={"data": json.dumps({"id": "l1", "email": "ann@example.com", "first_name": "Ann"})},
+    )
+    client.sadd("nurture:email:ann@example.com", "l1")
+    result = run(["forget", "Ann@Example.com"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "erased 1 lead(s): l1 and its keyed hash suppressed" in result.stdout
+    everything = [
+        *(k.decode() for k in client.scan_iter()),
+        *(repr(client.hgetall("nurture:lead:l1")),),
+    ]
+    assert not any("ann@example.com" in item.lower() for item in everything), everything
+    assert client.scard("nurture:suppressed") == 1
+    result = run(["forget", "l1"], env, tmp_path)
+    assert "erased 0 lead(s)" in result.stdout  # already erased
+    result = run(["forget", "jörg@exämple.de"], env, tmp_path)
+    assert result.returncode == 1 and "cannot be sent" in result.stderr
+    assert "Traceback" not in result.stderr

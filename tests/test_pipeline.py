@@ -94,20 +94,19 @@ def test_lead_is_in_a_sequence_at_most_once(make_harness: Callable[..., Harness]
     assert steps_sent(h) == VALUE_FIRST
 
 
-def test_bad_event_is_dead_lettered_and_others_go_on(
+def test_lead_without_email_is_kept_and_others_go_on(
     make_harness: Callable[..., Harness],
 ) -> None:
     h = make_harness()
     with running(h):
-        # A lead seen for the first time without an email can never be mailed.
-        h.emit(event("bad", lead_id="nobody", email=None), event("good", **INBOUND))
+        # A lead seen for the first time without an email is kept, not contactable yet.
+        h.emit(event("bare", lead_id="nobody", email=None), event("good", **INBOUND))
         h.advance(timedelta(minutes=10))
     assert steps_sent(h) == ["outcome-story"]
-    letters = h.dead_letters()
-    assert len(letters) == 1
-    assert letters[0]["kind"] == "event"
-    assert "no lead.email" in letters[0]["reason"]
-    assert '"id":"bad"' in letters[0]["payload"]["event"]
+    assert h.dead_letters() == []
+    nobody = h.rt.store.get_lead("nobody")
+    assert nobody is not None and nobody.email is None
+    assert h.rt.store.enrollments("nobody") == {}
 
 
 def test_unsubscribe_event_stops_everything(make_harness: Callable[..., Harness]) -> None:
@@ -160,14 +159,14 @@ def test_ending_event_before_the_lead_is_known_is_kept(
     assert h.rt.store.dead_letter_count() == 0
 
 
-def test_first_event_without_email_is_still_refused(make_harness: Callable[..., Harness]) -> None:
+def test_first_event_without_email_is_kept(make_harness: Callable[..., Harness]) -> None:
     h = make_harness()
     with running(h):
         h.emit(event("c", "lead.created", email=None))
         h.settle()
-    letters = h.rt.store.dead_letters()
-    assert len(letters) == 1 and "no lead.email" in letters[0]["reason"]
-    assert h.rt.store.get_lead("lead-1") is None
+    assert h.rt.store.dead_letters() == []
+    lead = h.rt.store.get_lead("lead-1")
+    assert lead is not None and lead.email is None
 
 
 def test_disqualified_before_the_address_is_known_is_declined_when_it_arrives(

@@ -1,6 +1,8 @@
-"""The dramatiq actors: ``process_events`` (queue ``events``) and ``send_touches``
-(queue ``touches``). They are declared per runtime on its broker, not at import, and
-receive the processor and the sender they run (this module knows no ``Runtime``).
+"""The dramatiq actors: ``process_events`` (queue ``events``), ``send_touches``
+(queue ``touches``) and ``fetch_contacts`` (queue ``crm``: HubSpot contacts read back
+through the CRM API, :mod:`worker.crm.hubspot_sync`). They are declared per runtime on
+its broker, not at import, and receive the processor, the sender and the fetch handler
+they run (this module knows no ``Runtime``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,14 @@ import dramatiq
 import redis
 from dramatiq.middleware import Middleware, Retries
 
+from worker.crm.hubspot_sync import (
+    FETCH_OPTIONS,
+    FETCH_QUEUE,
+    FetchRequest,
+    fetch_request,
+    is_fetch,
+    keep_retrying,
+)
 from worker.errors import EventError, PoisonEvent
 from worker.events import validate_event
 from worker.pipeline import EventProcessor
@@ -34,6 +44,7 @@ RETRIES = {"max_retries": 20, "min_backoff": 500, "max_backoff": 60_000}
 class Actors:
     process_events: dramatiq.Actor[[list[str]], None]
     send_touches: dramatiq.Actor[[list[list[Any]]], None]
+    fetch_contacts: dramatiq.Actor[[list[FetchRequest]], None]
 
 
 class DeadLetters(Middleware):
@@ -83,13 +94,25 @@ def await_redis(store: Store, limit: float = 300.0) -> None:
         time.sleep(0.5)
 
 
-def event_handler(store: Store, processor: EventProcessor) -> Callable[[list[str]], None]:
-    """The body of ``process_events``: apply each event of a batch on its own."""
+def event_handler(
+    store: Store,
+    processor: EventProcessor,
+    fetch: Callable[[list[FetchRequest]], Any] | None = None,
+) -> Callable[[list[str]], None]:
+    """The body of ``process_events``: apply each event of a batch on its own.
+
+    ``crm.changed`` events (a CRM record to read back) go, all those of a batch in one
+    message, to ``fetch``, the ``fetch_contacts`` actor's ``send``.
+    """
 
     def process_events(events: list[str]) -> None:
+        requests: list[FetchRequest] = []
         for index, raw in enumerate(events):
             try:
                 event = validate_event(json.loads(raw), index)
+                if fetch is not None and is_fetch(event):
+                    requests.append(fetch_request(event))
+                    continue
                 outcome = processor.process(event)
                 log.debug("event %s: %s", event.id, outcome)
             except redis.RedisError:
@@ -103,6 +126,8 @@ def event_handler(store: Store, processor: EventProcessor) -> Callable[[list[str
                 # One event that breaks processing must not hold up the rest of its batch.
                 log.exception("event %d of its batch failed", index)
                 store.dead.add("event", f"processing failed: {exc!r}", {"event": raw})
+        if requests and fetch is not None:
+            fetch(requests)  # raises (and the batch is retried) if it cannot be queued
 
     return process_events
 
@@ -122,13 +147,31 @@ def touch_handler(store: Store, sender: TouchSender) -> Callable[[list[list[Any]
 
 
 def declare_actors(
-    broker: dramatiq.Broker, store: Store, processor: EventProcessor, sender: TouchSender
+    broker: dramatiq.Broker,
+    store: Store,
+    processor: EventProcessor,
+    sender: TouchSender,
+    fetch: Callable[[list[FetchRequest]], None] | None = None,
 ) -> Actors:
-    """Declare the actors on ``broker`` (with the dead-letter middleware)."""
+    """Declare the actors on ``broker`` (with the dead-letter middleware).
+
+    Args:
+        fetch: The body of ``fetch_contacts`` (:func:`worker.crm.hubspot_sync.fetch_handler`);
+            without it ``crm.changed`` events are processed like any other (no reads).
+    """
     add_dead_letters(broker, store)
+    fetch_contacts: dramatiq.Actor[[list[FetchRequest]], None] = dramatiq.Actor(
+        fetch or _no_fetch,
+        broker=broker,
+        actor_name="fetch_contacts",
+        queue_name=FETCH_QUEUE,
+        priority=0,
+        options={**FETCH_OPTIONS, "retry_when": keep_retrying},
+    )
     return Actors(
+        fetch_contacts=fetch_contacts,
         process_events=dramatiq.Actor(
-            event_handler(store, processor),
+            event_handler(store, processor, fetch_contacts.send if fetch else None),
             broker=broker,
             actor_name="process_events",
             queue_name=EVENTS_QUEUE,
@@ -144,3 +187,7 @@ def declare_actors(
             options=dict(RETRIES),
         ),
     )
+
+
+def _no_fetch(requests: list[FetchRequest]) -> None:
+    raise RuntimeError("fetch_contacts was declared without a handler")

@@ -1,4 +1,4 @@
-"""The ``nurture`` command: validate, preview, emit, worker, serve, status.
+"""The ``nurture`` command: validate, preview, emit, forget, worker, serve, status.
 
 Loads settings, wires a runtime and hands over; the work lives elsewhere.
 """
@@ -103,6 +103,27 @@ def cmd_emit(args: argparse.Namespace) -> int:
     finally:
         runtime.close()
     print(f"queued {result.accepted} event(s), {result.duplicates} duplicate(s) ignored")
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from worker.addresses import sendable_address
+    from worker.runtime import Runtime
+
+    who = args.who.strip()
+    if "@" in who:
+        try:
+            who = sendable_address(who)
+        except ValueError as exc:
+            print(f"nurture forget: {exc}", file=sys.stderr)
+            return 1
+    runtime = Runtime(_settings(), load_catalog=False)
+    try:
+        erased = runtime.processor.forget(who)
+    finally:
+        runtime.close()
+    kept = " and its keyed hash suppressed" if "@" in who else ""
+    print(f"erased {len(erased)} lead(s){': ' + ', '.join(erased) if erased else ''}{kept}")
     return 0
 
 
@@ -251,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", help="render this step's email")
     p = sub.add_parser("emit", help="validate events and queue them")
     p.add_argument("file", nargs="?", default="-", help="JSON / JSON Lines file, or - for stdin")
+    p = sub.add_parser(
+        "forget", help="stop all email to a person and erase their data (EMAIL or LEAD_ID)"
+    )
+    p.add_argument("who", help="an email address or a lead id")
     p = sub.add_parser("worker", help="run the queue workers and the scheduler")
     p.add_argument("--threads", type=int, default=None, help="worker threads (default 8)")
     p.add_argument(
@@ -272,6 +297,7 @@ COMMANDS: dict[str, Any] = {
     "examples": cmd_examples,
     "preview": cmd_preview,
     "emit": cmd_emit,
+    "forget": cmd_forget,
     "worker": cmd_worker,
     "serve": cmd_serve,
     "status": cmd_status,

@@ -41,6 +41,7 @@ class ExitKind(StrEnum):
     UNSUBSCRIBED = "unsubscribed"  # a lead.unsubscribed event (unsubscribe, bounce...)
     SUPPRESSED = "suppressed"  # the address was found suppressed at send time
     SEQUENCE_REMOVED = "sequence removed"  # a live edit removed the sequence
+    MERGED = "merged"  # the CRM merged the lead into another; it goes on there
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class ExitReason:
 DISQUALIFIED = ExitReason(ExitKind.DISQUALIFIED)
 REQUALIFIED = ExitReason(ExitKind.REQUALIFIED)
 SEQUENCE_REMOVED = ExitReason(ExitKind.SEQUENCE_REMOVED)
+MERGED = ExitReason(ExitKind.MERGED)
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ from typing import Any
 from worker.clock import Clock
 from worker.enrollment import (
     DISQUALIFIED,
+    MERGED,
     REQUALIFIED,
     Enrollment,
     ExitReason,
     touch_id,
 )
-from worker.errors import PoisonEvent
 from worker.events import Event
 from worker.senders import OWNER_FIELDS
 from worker.sequences import Catalog, Sequence, condition_context
@@ -45,30 +45,81 @@ LEAD_FIELDS = (
 )
 
 # Reasons a lead leaves every sequence, whatever the sequence's exit_on says.
-# lead.deleted: until erasure lands, a deleted contact is at least never mailed again.
+# (lead.deleted also erases the person: EventProcessor.erase.)
 SUPPRESSING_TYPES = frozenset({"lead.unsubscribed", "lead.deleted"})
 #: Events that can only end things. A CRM's webhooks arrive in no guaranteed order, so
 #: one of these may be the first the worker hears of a lead, before the event with its
 #: address: it is kept (a lead without an email) so the later event respects it.
 ENDING_TYPES = SUPPRESSING_TYPES | {"lead.disqualified", "lead.replied", "meeting.booked"}
+#: The person left (deleted in the CRM, erased on request): stop and forget them.
+ERASING_TYPE = "lead.deleted"
+#: The per-field time of attribute ``key`` is stored under ``attributes.<key>``.
+ATTRIBUTE_TIME = "attributes."
+#: The sequences a lead enters when it first becomes contactable, besides those of the
+#: event types it has seen: those its first event would have started.
+FIRST_EVENT_TYPE = "lead.created"
 
 
-def merge_lead(stored: dict[str, Any] | None, event: Event) -> dict[str, Any]:
-    """The lead's data after this event: fields given win, attributes merge key by key."""
+def merge_lead(
+    stored: dict[str, Any] | None,
+    times: dict[str, float],
+    event: Event,
+    stamp: float,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """The lead's data and per-field times after this event (the lead fills in over time).
+
+    Each field (and each attribute, under ``attributes.<key>``) keeps the value of the
+    event with the latest ``stamp`` (its ``occurred_at``, else the time the worker applies
+    it): an older event arriving late never overwrites newer data. On equal stamps the
+    event applied later wins. An attribute set to ``null`` is removed, and the removal
+    keeps its time, so an older value arriving late does not bring it back.
+
+    Args:
+        stored: The stored lead data (None for a new lead).
+        times: Field name -> stamp of the value stored (fields stored before per-field
+            times existed count as older than any event).
+        event: The event being applied.
+        stamp: The event's time (unix seconds).
+
+    Returns:
+        The merged data and the updated field times.
+    """
     data: dict[str, Any] = dict(stored or {})
+    new_times = dict(times)
     data["id"] = event.lead.id
     for name in LEAD_FIELDS:
         value = getattr(event.lead, name)
-        if value is not None:
+        if value is not None and stamp >= new_times.get(name, float("-inf")):
             data[name] = value
+            new_times[name] = stamp
     attributes = dict(data.get("attributes") or {})
     for key, value in event.lead.attributes.items():
+        slot = ATTRIBUTE_TIME + key
+        if stamp < new_times.get(slot, float("-inf")):
+            continue  # a newer value (or removal) is stored
+        new_times[slot] = stamp
         if value is None:
             attributes.pop(key, None)  # an explicit null removes the attribute
         else:
             attributes[key] = value
     data["attributes"] = attributes
-    return data
+    return data, new_times
+
+
+def never_contactable(record: LeadRecord | None) -> bool:
+    """Whether the lead (before this event) has never been contactable.
+
+    A lead stored before per-field times existed (no ``fts`` flag) that has an address
+    was enrolled the old way, on its first event: it counts as contactable already. A
+    lead with an address but without the ``contactable`` flag became contactable while
+    suppressed or disqualified, or in an attempt cut short (a crash): its first
+    sequences still start.
+    """
+    if record is None:
+        return True
+    if record.flags.get(flags.CONTACTABLE):
+        return False
+    return not record.email or flags.FIELD_TIMES in record.flags
 
 
 def trigger_of(event: Event, occurred: datetime) -> dict[str, Any]:
@@ -112,20 +163,28 @@ class EventProcessor:
     def _apply(self, event: Event, record: LeadRecord | None) -> str:
         now = self.clock.now()
         occurred = event.occurred_at or now
-        if record is None and not event.lead.email and event.type not in ENDING_TYPES:
-            raise PoisonEvent(
-                f"lead {event.lead.id!r} is new but the event has no lead.email; "
-                "send the email on the lead's first event"
-            )
+        if record is not None and record.flags.get(flags.ERASED):
+            # The person was erased: nothing of a later event about them is stored (an
+            # event for the same address under another lead id is a new lead, and the
+            # suppression list keeps it from being mailed).
+            return "erased-lead"
+        # Any event is kept, whatever it lacks: a lead without an address is stored and
+        # is not contactable until an event brings one.
         lead = self._save_lead(event, record, occurred)
         catalog = self.catalog()
         trigger = trigger_of(event, occurred)
         actions: list[str] = []
 
+        if event.type == ERASING_TYPE:
+            return self.erase(lead, str(event.data.get("reason") or "deleted"))
         if event.type in SUPPRESSING_TYPES:
             reason = str(event.data.get("reason") or "unsubscribed")
             self.suppress(lead, reason, actions)
             return ",".join(actions) or "suppressed"
+        if lead.flags.get(flags.MERGED_INTO):
+            # Merged into another lead in the CRM: its events are kept, but only the
+            # surviving lead is mailed (one person, one lead).
+            return f"merged-into:{lead.flags[flags.MERGED_INTO]}"
         if event.type == "lead.disqualified":
             self.disqualify(lead, str(event.data.get("reason") or ""), trigger, now, actions)
         elif event.type == "lead.requalified":
@@ -141,29 +200,183 @@ class EventProcessor:
             lead = self.store.leads.get(lead.id) or lead
 
         self.apply_exit_on(catalog, lead, event.type, actions)
-        if not lead.suppressed and not lead.disqualified and lead.email:
-            for sequence in catalog.triggered_by(event.type):
-                if sequence.kind == "decline":
-                    continue  # declines start only through disqualify(): at most one
-                if self.enroll(sequence, lead, trigger, occurred, now):
-                    actions.append(f"enrolled:{sequence.id}")
+        if lead.suppressed or lead.disqualified or not lead.email:
+            return ",".join(actions) or "no-op"
+        if never_contactable(record):
+            if self.store.suppressions.reason(lead.email):
+                return ",".join([*actions, "address-suppressed"])
+            self.first_contactable(catalog, lead, trigger, occurred, now, actions)
+            return ",".join(actions) or "no-op"
+        for sequence in catalog.triggered_by(event.type):
+            if sequence.kind == "decline":
+                continue  # declines start only through disqualify(): at most one
+            if self.enroll(sequence, lead, trigger, occurred, now):
+                actions.append(f"enrolled:{sequence.id}")
         return ",".join(actions) or "no-op"
+
+    def first_contactable(
+        self,
+        catalog: Catalog,
+        lead: LeadRecord,
+        trigger: dict[str, Any],
+        occurred: datetime,
+        now: datetime,
+        actions: list[str],
+    ) -> None:
+        """The lead is contactable for the first time: start what its first event would have.
+
+        That is every sequence triggered by ``lead.created`` or by an event type the lead
+        has seen (this event's included), once each, in id order. Each starts as if
+        triggered now by this event (its ``type`` the sequence's trigger, its ``data``
+        this event's); an ``exit_on`` event seen since the lead's first event keeps the
+        lead out, as it would have ended the enrollment.
+        """
+        seen = lead.seen_types()
+        types = {FIRST_EVENT_TYPE, *seen}
+        since = min(seen.values(), default=occurred.timestamp())
+        for sequence in sorted(catalog.sequences.values(), key=lambda s: s.id):
+            if sequence.kind == "decline" or sequence.trigger_event not in types:
+                continue
+            started = {**trigger, "type": sequence.trigger_event}
+            if self.enroll(sequence, lead, started, occurred, now, exits_since=since):
+                actions.append(f"enrolled:{sequence.id}")
+        self.store.leads.set_flags(lead.id, {flags.CONTACTABLE: str(now.timestamp())})
+        actions.append("contactable")
 
     def _save_lead(self, event: Event, record: LeadRecord | None, occurred: datetime) -> LeadRecord:
         """Store the lead's data and the event type's seen time; the lead as it is now."""
-        data = merge_lead(record.data if record else None, event)
+        times = record.field_times() if record else {}
+        data, new_times = merge_lead(
+            record.data if record else None, times, event, occurred.timestamp()
+        )
         seen: dict[str, str] = {}
         previous_seen = record.seen(event.type) if record else None
         if previous_seen is None or occurred.timestamp() > previous_seen:
             seen[flags.SEEN + event.type] = str(occurred.timestamp())
+        written = dict(seen)
+        if new_times != times:
+            written[flags.FIELD_TIMES] = json.dumps(new_times, sort_keys=True)
         if record is None or data != record.data:
-            self.store.leads.save(event.lead.id, data, record.email if record else None, seen)
-        elif seen:
-            self.store.leads.set_flags(event.lead.id, seen)
+            self.store.leads.save(event.lead.id, data, record.email if record else None, written)
+        elif written:
+            self.store.leads.set_flags(event.lead.id, written)
         # Under the lead's lock nobody else writes these: no need to read them back.
         return LeadRecord(
-            id=event.lead.id, data=data, flags={**(record.flags if record else {}), **seen}
+            id=event.lead.id, data=data, flags={**(record.flags if record else {}), **written}
         )
+
+    # -- leaving --------------------------------------------------------------
+
+    def erase(self, lead: LeadRecord, reason: str) -> str:
+        """The person left: end everything at once and erase their personal data.
+
+        Every enrollment exits (its pending touch cancelled); then the lead's data,
+        enrollments, received content, email-index entry and the dead letters that
+        mention the lead or its address are deleted. Kept: a tombstone on the lead id
+        (``suppressed``, ``erased``: no personal data) and, for the address, only its
+        keyed hash in the suppression list, so it is never mailed again (docs/crm.md).
+        A lead merged into another (``merged_into``) is erased without suppressing the
+        address, which the surviving lead may still use. Runs under the lead's lock.
+        """
+        actions: list[str] = []
+        self.exit_all(lead.id, ExitReason.unsubscribed(reason), actions, only_kind=None)
+        email = lead.email
+        if email and not lead.flags.get(flags.MERGED_INTO):
+            self.store.suppressions.suppress(email, reason)
+            self.store.suppressions.forget_plain(email)
+        tombstone = {
+            flags.SUPPRESSED: reason,
+            flags.ERASED: str(self.clock.now().timestamp()),
+        }
+        if lead.flags.get(flags.MERGED_INTO):
+            tombstone[flags.MERGED_INTO] = lead.flags[flags.MERGED_INTO]
+        self.store.leads.erase(lead.id, email, tombstone)
+        # The lead id as it appears in a stored event (plain, and inside a payload's
+        # escaped JSON text).
+        quoted = f'"id":"{lead.id}"'
+        needles = [quoted, quoted.replace('"', '\\"'), f'"hubspot_id": "{lead.id}"']
+        erased = self.store.dead.erase_mentioning([*needles, *([email] if email else [])])
+        return ",".join([*actions, f"erased:{erased}-dead-letters"])
+
+    def forget(self, who: str) -> list[str]:
+        """``nurture forget``: erase a person named by address or lead id.
+
+        An address erases every lead using it (the email index) and is suppressed even
+        when no lead uses it (the request may come before the CRM's event). Returns the
+        lead ids erased.
+        """
+        if "@" in who:
+            lead_ids = self.store.leads.by_email(who)
+            self.store.suppressions.suppress(who, "forget")
+            self.store.suppressions.forget_plain(who)
+            self.store.dead.erase_mentioning([who])
+        else:
+            lead_ids = [who]
+        erased = []
+        for lead_id in lead_ids:
+            with self.store.leads.lock(lead_id):
+                lead = self.store.leads.get(lead_id)
+                if lead is None or lead.flags.get(flags.ERASED):
+                    continue
+                self.erase(lead, "forget")
+                erased.append(lead_id)
+        return erased
+
+    # -- merges ---------------------------------------------------------------
+
+    def fold(self, merged_id: str, survivor_id: str) -> str:
+        """The CRM merged ``merged_id`` into ``survivor_id``: one person, one lead.
+
+        Under both leads' locks (taken in id order, so two folds cannot deadlock): each
+        active enrollment of the merged lead exits (reason ``merged``, its pending
+        touch cancelled) and, unless the survivor has an enrollment in that sequence
+        already, goes on on the survivor at the same step and due time. The merged
+        lead points to the survivor (flag ``merged_into``) and is never mailed again;
+        the survivor counts as contactable already when the merged lead was, and
+        inherits its suppression and its one decline. Idempotent.
+
+        Returns:
+            What happened, for logs.
+        """
+        first, second = sorted((merged_id, survivor_id))
+        with self.store.leads.lock(first), self.store.leads.lock(second):
+            merged = self.store.leads.get(merged_id)
+            if merged is None:
+                self.store.leads.set_flags(merged_id, {flags.MERGED_INTO: survivor_id})
+                return "merged:unknown-lead"
+            survivor = self.store.leads.get(survivor_id)
+            actions = self._move_enrollments(merged_id, survivor_id)
+            carry: dict[str, str | float | None] = {}
+            survivor_flags = survivor.flags if survivor else {}
+            for name in (flags.SUPPRESSED, flags.DECLINED, flags.CONTACTABLE):
+                if merged.flags.get(name) and not survivor_flags.get(name):
+                    carry[name] = merged.flags[name]
+            if merged.email and not survivor_flags.get(flags.CONTACTABLE):
+                carry[flags.CONTACTABLE] = str(self.clock.now().timestamp())
+            if carry:
+                self.store.leads.set_flags(survivor_id, carry)
+            self.store.leads.set_flags(merged_id, {flags.MERGED_INTO: survivor_id})
+            return ",".join(actions) or "merged"
+
+    def _move_enrollments(self, merged_id: str, survivor_id: str) -> list[str]:
+        """Exit the merged lead's active enrollments, continuing each on the survivor."""
+        actions: list[str] = []
+        kept = self.store.enrolled.all(survivor_id)
+        for sequence_id, enrollment in self.store.enrolled.all(merged_id).items():
+            if not enrollment.active:
+                continue
+            pending = enrollment.pending_touch(sequence_id, merged_id)
+            due = dict(self.store.schedule.pending([pending])) if pending else {}
+            if sequence_id not in kept and enrollment.step is not None:
+                member = touch_id(sequence_id, enrollment.generation, enrollment.step, survivor_id)
+                when = due.get(pending or "", self.clock.now().timestamp())
+                self.store.enrolled.write(
+                    survivor_id, sequence_id, enrollment, schedule=(member, when)
+                )
+                actions.append(f"moved:{sequence_id}")
+            self.exit_one(merged_id, sequence_id, enrollment, MERGED)
+            actions.append(f"exited:{sequence_id}")
+        return actions
 
     # -- the always-exit rules ------------------------------------------------
 
@@ -307,8 +520,13 @@ class EventProcessor:
         trigger: dict[str, Any],
         occurred: datetime,
         now: datetime,
+        exits_since: float | None = None,
     ) -> bool:
-        """Start the sequence for the lead unless it is in it already; True if started."""
+        """Start the sequence for the lead unless it is in it already; True if started.
+
+        An ``exit_on`` event seen at or after ``exits_since`` (default: ``occurred``)
+        keeps the lead out: it already did what ends the sequence.
+        """
         context = condition_context(lead.data, trigger.get("data"))
         if sequence.trigger_when is not None and not sequence.trigger_when.matches(context):
             return False
@@ -321,7 +539,9 @@ class EventProcessor:
             return False  # at most once at a time; and a replayed trigger starts nothing
         for exit_type in sequence.exit_on:
             seen = lead.seen(exit_type)
-            if seen is not None and seen >= occurred.timestamp():
+            if seen is not None and seen >= (
+                occurred.timestamp() if exits_since is None else exits_since
+            ):
                 return False  # the lead already did what ends this sequence
         first = sequence.steps[0]
         enrollment = Enrollment.start(existing, first.id, trigger, now.timestamp())

@@ -21,6 +21,9 @@ from dramatiq.brokers.redis import RedisBroker
 from worker.actors import declare_actors
 from worker.catalog import LiveCatalog, LoadedCatalog
 from worker.clock import Clock, SystemClock
+from worker.crm.hubspot_api import HubSpotContacts, HubSpotRateLimiter
+from worker.crm.hubspot_sync import fetch_handler
+from worker.crm.mapping import Mapping as CrmMapping
 from worker.delivery import Delivery, build_delivery
 from worker.errors import StoreUnavailableError
 from worker.pipeline import EventProcessor
@@ -108,7 +111,29 @@ class Runtime:
                 unsubscribe_mailbox=settings.unsubscribe_mailbox,
             ),
         )
-        self.actors = declare_actors(self.broker, self.store, self.processor, self.sender)
+        self._hubspot: HubSpotContacts | None = None
+        self.actors = declare_actors(
+            self.broker,
+            self.store,
+            self.processor,
+            self.sender,
+            fetch_handler(self.processor, self.hubspot, self._hubspot_mapping, self.store.dead.add),
+        )
+
+    def hubspot(self) -> HubSpotContacts:
+        """The HubSpot contacts reader, built at first use (``NURTURE_HUBSPOT_TOKEN``).
+
+        Raises:
+            SettingsError: When no token is set.
+        """
+        if self._hubspot is None:
+            self._hubspot = HubSpotContacts.from_settings(
+                self.settings, HubSpotRateLimiter(self.redis)
+            )
+        return self._hubspot
+
+    def _hubspot_mapping(self) -> CrmMapping:
+        return self.catalog.current.mapping("hubspot")
 
     def _current_loaded(self) -> LoadedCatalog:
         return self.catalog.current

@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     # HubSpot's CRM API: a private-app or service-key token with crm.objects.contacts.read,
     # and the API base URL (a stand-in's in tests).
     hubspot_token: SecretStr | None = None
+    # Optional: the key a HubSpot workflow "Send a webhook" action sends with
+    # authentication type "API key" (header X-Nurture-Key; docs/crm.md).
+    hubspot_workflow_key: SecretStr | None = None
     hubspot_api_url: str = "https://api.hubapi.com"
     pipedrive_webhook_auth: SecretStr | None = None
     log_format: Literal["json", "text"] = "text"

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from worker.actors import EVENTS_QUEUE, TOUCHES_QUEUE
+from worker.crm.hubspot_sync import FETCH_QUEUE
 from worker.runtime import Runtime
 
 
 def queue_depths(runtime: Runtime) -> dict[str, dict[str, int]]:
     """Ready, delayed and failed message counts per dramatiq queue."""
-    return runtime.store.queue_depths(runtime.namespace, (EVENTS_QUEUE, TOUCHES_QUEUE))
+    return runtime.store.queue_depths(runtime.namespace, (EVENTS_QUEUE, TOUCHES_QUEUE, FETCH_QUEUE))
 
 
 def collect_status(runtime: Runtime) -> dict[str, Any]:

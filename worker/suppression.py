@@ -38,6 +38,33 @@ def suppress_address(runtime: Runtime, email: str, reason: str) -> list[str]:
     return lead_ids
 
 
+#: Suppressions SendGrid's ``group_resubscribe`` lifts: only SendGrid's own group
+#: unsubscribe. A one-click unsubscribe made here (``unsubscribe``), a global SendGrid
+#: unsubscribe, a spam report, a bounce or an erasure is never lifted by it.
+LIFTED_BY_GROUP_RESUBSCRIBE = frozenset({"group_unsubscribe"})
+
+
+def resubscribe_address(runtime: Runtime, email: str) -> list[str]:
+    """SendGrid ``group_resubscribe``: lift a suppression that came from SendGrid's group
+    unsubscribe, on the address and on the leads using it.
+
+    Enrollments that ended with the unsubscribe stay ended; the lead's next triggering
+    event enrolls it again as usual.
+
+    Returns:
+        The ids of the leads whose suppression was lifted.
+    """
+    store = runtime.store
+    store.suppressions.lift(email, LIFTED_BY_GROUP_RESUBSCRIBE)
+    lifted = []
+    for lead_id in store.leads.by_email(email):
+        lead = store.leads.get(lead_id)
+        if lead is not None and lead.suppressed in LIFTED_BY_GROUP_RESUBSCRIBE:
+            store.leads.set_flags(lead_id, {SUPPRESSED: None})
+            lifted.append(lead_id)
+    return lifted
+
+
 def _end_enrollments(runtime: Runtime, lead_id: str, reason: str, event_id: str) -> IngestResult:
     event = validate_event(
         {

@@ -177,18 +177,22 @@ def test_hubspot_webhooks_api_batch(hubspot: Mapping) -> None:
         _hs(6, "contact.privacyDeletion", object_id=7),
     ]
     result = translate(hubspot, hubspot_notifications(batch, None, hubspot))
-    assert [i for i, _ in result.ignored] == [0, 3]
+    assert [i for i, _ in result.ignored] == [3]
     docs = {i: d for i, d in result.events}
-    assert docs[1]["type"] == "lead.created"
+    # The shipped mapping reads contacts back through the CRM API: creation and changes
+    # of mapped properties become crm.changed naming the contact.
+    fetch = {"crm": "hubspot", "fetch": True, "object_id": "1042"}
+    assert docs[0]["type"] == "crm.changed" and docs[0]["data"] == fetch
+    assert docs[1]["type"] == "crm.changed"
     assert docs[1]["lead"] == {"id": "1042", "email": "ann@example.com"}
     assert docs[1]["occurred_at"] == "2026-11-23T09:00:00Z"
     assert docs[2]["type"] == "lead.disqualified"
     assert docs[2]["data"] == {"reason": "unqualified"}
-    assert docs[4]["type"] == "lead.updated"
+    assert docs[4]["type"] == "crm.changed"
     assert docs[4]["lead"]["attributes"] == {"budget": 1200000}
     assert docs[5]["type"] == "lead.deleted"
     assert docs[5]["data"] == {"reason": "privacy-deletion"}
-    assert len({d["id"] for d in docs.values()}) == 4
+    assert len({d["id"] for d in docs.values()}) == 5
     # HubSpot's retry of the same batch yields the same ids (replays are detected).
     again = translate(hubspot, hubspot_notifications(batch, None, hubspot))
     assert [d["id"] for _, d in again.events] == [d["id"] for d in docs.values()]
@@ -212,7 +216,7 @@ DOC_CREATION = {
     "appId": 54321,
 }
 
-# The rules for reading contacts back through HubSpot's API (docs/crm-notes.md): every
+# The rules for reading contacts back through HubSpot's API (docs/crm.md): every
 # change of a contact becomes crm.changed naming the contact; the worker fetches it.
 API_MODE = """
 crm: hubspot
@@ -406,7 +410,7 @@ def test_pipedrive_deleted_person_uses_previous(pipedrive: Mapping) -> None:
 # https://pipedrive.readme.io/docs/webhooks-v2-migration-guide); v1 sends ``email`` in
 # the same shape (https://pipedrive.readme.io/docs/guide-for-webhooks). A v1 person
 # without an address is read both as an empty list and as one blank primary entry (the
-# pages give no example; docs/crm-notes.md).
+# pages give no example; docs/crm.md).
 
 
 def test_pipedrive_person_without_email_is_a_lead_without_address(pipedrive: Mapping) -> None:
@@ -558,10 +562,11 @@ def test_live_hubspot_batch(live: LiveServer, harness: Harness) -> None:
     batch = [_hs(1, "contact.creation"), _change(2, "email", "ann@example.com")]
     response = _post(live, harness.rt, "/events/hubspot", batch)
     assert response.status_code == 202, response.text
-    assert response.json() == {"accepted": 1, "duplicates": 0, "ignored": 1, "refused": []}
+    # Both name the contact to read back (crm.changed, the shipped mapping).
+    assert response.json() == {"accepted": 2, "duplicates": 0, "ignored": 0, "refused": []}
     response = _post(live, harness.rt, "/events/hubspot", batch)
-    assert response.json()["duplicates"] == 1
-    assert queued_events(harness.rt) == 1
+    assert response.json()["duplicates"] == 2
+    assert queued_events(harness.rt) == 2
 
 
 def test_live_hubspot_workflow_query(live: LiveServer, harness: Harness) -> None:

@@ -194,3 +194,52 @@ def test_redis_down_gives_503_so_sendgrid_retries(
     live = serve(harness.rt)
     response = _post(live, sendgrid_signer, [_sg("bounce", "b-down", type="bounce")])
     assert response.status_code == 503
+
+
+# group_resubscribe as in the Event Webhook Reference's example of each event
+# (https://www.twilio.com/docs/sendgrid/for-developers/tracking-events/event): an
+# engagement event with useragent, ip, url and the unsubscribe group's asm_group_id.
+RESUBSCRIBE_EXTRA = {
+    "useragent": "Mozilla/4.0 (compatible; MSIE 6.1; Windows XP; .NET CLR 1.1.4322)",
+    "ip": "255.255.255.255",
+    "url": "http://www.sendgrid.com/",
+    "asm_group_id": 1,
+    "category": "cat facts",
+}
+
+
+def test_group_resubscribe_lifts_sendgrids_group_unsubscribe(
+    sg_live: LiveServer, sg_harness: Harness, sendgrid_signer: SendgridSigner
+) -> None:
+    _post(sg_live, sendgrid_signer, [_sg("group_unsubscribe", "gu-1", asm_group_id=1)])
+    store = sg_harness.rt.store
+    assert store.email_suppressed("ann@example.com") == "group_unsubscribe"
+    response = _post(
+        sg_live, sendgrid_signer, [_sg("group_resubscribe", "gr-1", **RESUBSCRIBE_EXTRA)]
+    )
+    assert response.json() == {"processed": 1, "duplicates": 0, "ignored": 0, "invalid": 0}
+    assert store.email_suppressed("ann@example.com") is None
+    lead = store.get_lead("lead-1")
+    assert lead is not None and lead.suppressed is None
+    again = _post(sg_live, sendgrid_signer, [_sg("group_resubscribe", "gr-1", **RESUBSCRIBE_EXTRA)])
+    assert again.json()["duplicates"] == 1
+
+
+@pytest.mark.parametrize("ours", ["unsubscribe", "spamreport", "bounce"])
+def test_group_resubscribe_never_lifts_other_suppressions(
+    sg_live: LiveServer, sg_harness: Harness, sendgrid_signer: SendgridSigner, ours: str
+) -> None:
+    """A one-click unsubscribe made here (reason ``unsubscribe``, like SendGrid's global
+    unsubscribe), a complaint or a bounce stays: a group resubscribe concerns only
+    SendGrid's unsubscribe group."""
+    from worker.suppression import suppress_address, unsubscribe_lead
+
+    if ours == "unsubscribe":
+        assert unsubscribe_lead(sg_harness.rt, "lead-1")
+    else:
+        suppress_address(sg_harness.rt, "ann@example.com", ours)
+    _post(sg_live, sendgrid_signer, [_sg("group_resubscribe", "gr-2", **RESUBSCRIBE_EXTRA)])
+    store = sg_harness.rt.store
+    assert store.email_suppressed("ann@example.com") == ours
+    lead = store.get_lead("lead-1")
+    assert lead is not None and lead.suppressed == ours

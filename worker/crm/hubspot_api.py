@@ -16,7 +16,7 @@ call that fails as a whole raises a typed error:
 
 :class:`HubSpotRateLimiter` spaces calls across every worker process (a rolling window
 in Redis, keys under ``nurture:hubspot:``) so that HubSpot's documented burst limit is
-not hit in the first place. See docs/crm-notes.md for the pages these formats come from.
+not hit in the first place. See docs/crm.md for the pages these formats come from.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ class HubSpotContacts:
         if settings.hubspot_token is None or not settings.hubspot_token.get_secret_value():
             raise SettingsError(
                 "NURTURE_HUBSPOT_TOKEN is required to read HubSpot contacts; create a "
-                "token with the crm.objects.contacts.read scope (docs/crm-notes.md)"
+                "token with the crm.objects.contacts.read scope (docs/crm.md)"
             )
         return cls(
             token=settings.hubspot_token.get_secret_value(),
@@ -197,7 +197,7 @@ class HubSpotContacts:
         )
         try:
             # _preload_content=False: the client's model objects cost ~85 ms per 100
-            # contacts (measured, docs/crm-notes.md); the JSON is read here in ~1 ms.
+            # contacts (measured, docs/crm.md); the JSON is read here in ~1 ms.
             response = self._api().read(
                 body, archived=False, _preload_content=False, _request_timeout=self.timeout
             )

@@ -1,5 +1,8 @@
 """SendGrid Event Webhook batches: suppress on hard bounces, drops, spam reports and
-unsubscribes; count deliveries, opens and clicks per sequence step.
+unsubscribes; lift SendGrid's own group unsubscribe on ``group_resubscribe``; count
+deliveries, opens and clicks per sequence step.
+
+Event names and fields: https://www.twilio.com/docs/sendgrid/for-developers/tracking-events/event.
 
 Each SendGrid event is handled at most once per ``sg_event_id`` (SendGrid retries a
 batch until it gets a 2xx, so replays are normal). Suppression runs *before* the id is
@@ -18,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from worker.runtime import Runtime
-from worker.suppression import suppress_address, unsubscribe_lead
+from worker.suppression import resubscribe_address, suppress_address, unsubscribe_lead
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,17 @@ def process_batch(runtime: Runtime, events: list[Any]) -> SendgridResult:
                 continue
             _suppress(runtime, item, name, email)
             if store.webhook_event_new(event_id):
+                result.processed += 1
+            else:
+                result.duplicates += 1
+        elif name == "group_resubscribe":
+            email = item.get("email")
+            if not isinstance(email, str) or "@" not in email or len(email) > 320:
+                result.invalid.append((index, f"{name} event without a valid email"))
+                continue
+            if store.webhook_event_new(event_id):
+                lifted = resubscribe_address(runtime, email)
+                log.info("SendGrid group_resubscribe: %d lead(s) resubscribed", len(lifted))
                 result.processed += 1
             else:
                 result.duplicates += 1

@@ -250,6 +250,22 @@ def verify_basic_auth(authorization: str | None, expected: str) -> None:
         raise SignatureError("signature_mismatch", "wrong basic-auth user or password")
 
 
+#: The header a HubSpot workflow's "API key" authentication is set to send (docs/crm.md).
+WORKFLOW_KEY_HEADER = "X-Nurture-Key"
+
+
+def verify_static_key(given: str | None, expected: str) -> None:
+    """Check a static key (HubSpot workflow "Send a webhook", authentication "API key").
+
+    Raises:
+        SignatureError: When absent or wrong.
+    """
+    if not given:
+        raise SignatureError("signature_missing", f"missing {WORKFLOW_KEY_HEADER}")
+    if not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
+        raise SignatureError("signature_mismatch", f"wrong {WORKFLOW_KEY_HEADER}")
+
+
 # -- SendGrid -------------------------------------------------------------------------
 
 

@@ -75,10 +75,10 @@ class Store:
         self.leads = LeadStore(client, self.keys)
         self.enrolled = EnrollmentStore(client, self.keys)
         self.schedule = ScheduleStore(client, self.keys, scripts["claim_due"])
-        self.ledger = Ledger(client, self.keys, scripts)
+        self.suppressions = SuppressionStore(client, self.keys)
+        self.ledger = Ledger(client, self.keys, scripts, self.suppressions.key_for)
         self.counters = Counters(client, self.keys)
         self.dead = DeadLetterStore(client, self.keys)
-        self.suppressions = SuppressionStore(client, self.keys)
 
     def ping(self) -> bool:
         """True when Redis answers."""

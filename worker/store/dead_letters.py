@@ -46,5 +46,32 @@ class DeadLetterStore:
             for entry_id, fields in entries
         ]
 
+    def erase_mentioning(self, needles: list[str], page: int = 1000) -> int:
+        """Delete every dead letter whose text holds one of ``needles`` (case-insensitive:
+        an erased person's address, lead id); returns how many were deleted."""
+        wanted = [n.lower() for n in needles if n]
+        deleted = 0
+        start = "-"
+        while wanted:
+            entries = cast(
+                list[tuple[bytes, dict[bytes, bytes]]],
+                self.redis.xrange(self.keys.dead, min=start, count=page),
+            )
+            doomed = [
+                entry_id
+                for entry_id, fields in entries
+                if any(
+                    needle in value.decode(errors="replace").lower()
+                    for value in fields.values()
+                    for needle in wanted
+                )
+            ]
+            if doomed:
+                deleted += int(self.redis.xdel(self.keys.dead, *doomed))
+            if len(entries) < page:
+                break
+            start = "(" + entries[-1][0].decode()
+        return deleted
+
     def count(self) -> int:
         return int(self.redis.xlen(self.keys.dead))

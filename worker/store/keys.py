@@ -23,7 +23,9 @@ class Keys:
     def lead(self, lead_id: str) -> str:
         """Hash: ``data`` (lead JSON), ``email``, ``suppressed``, ``disq``, ``declined``,
         ``fit_sig``, ``last_touch``, ``seen:<event type>`` (latest occurred_at),
-        ``held:<ledger field>`` (first due time of a touch the frequency cap holds back)."""
+        ``held:<ledger field>`` (first due time of a touch the frequency cap holds back),
+        ``fts`` (JSON: field -> time of its stored value), ``contactable`` (when the lead
+        first became contactable), ``merged_into`` (the lead a CRM merge folded it into)."""
         return f"{self.prefix}:lead:{lead_id}"
 
     def lead_lock(self, lead_id: str) -> str:
@@ -48,12 +50,25 @@ class Keys:
         return f"{self.prefix}:email:{email.lower()}"
 
     def suppressed_email(self, email: str) -> str:
-        """String: why this address is suppressed (bounce, spamreport, unsubscribe...)."""
+        """String: why this address is suppressed (bounce, spamreport, unsubscribe...).
+        Older data only: suppressions are now stored by :meth:`suppressed_hash`; this is
+        still read."""
         return f"{self.prefix}:supp:{email.lower()}"
+
+    def suppressed_hash(self, digest: str) -> str:
+        """String: why the address whose keyed hash is ``digest`` is suppressed. The
+        address itself is not stored (see :class:`~worker.store.suppressions.SuppressionStore`)."""
+        return f"{self.prefix}:supph:{digest}"
+
+    @property
+    def suppression_secret(self) -> str:
+        """String: the secret of the suppression list's keyed hashes (HMAC-SHA256),
+        generated once. Losing it would make every suppression unreadable."""
+        return f"{self.prefix}:supph-secret"
 
     @property
     def suppressed_set(self) -> str:
-        """Set: every suppressed address, for counting."""
+        """Set: every suppression, for counting: keyed hashes (older entries: addresses)."""
         return f"{self.prefix}:suppressed"
 
     @property

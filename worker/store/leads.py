@@ -29,6 +29,17 @@ SEEN = "seen:"
 #: ``held:<ledger field>``: when a touch the frequency cap holds back first fell due.
 #: It keeps held-back touches in the order they fell due.
 HELD = "held:"
+#: JSON: field name (``attributes.<key>`` for attributes) -> the time of the stored value,
+#: so fields merge in any arrival order (the latest ``occurred_at`` wins per field).
+FIELD_TIMES = "fts"
+#: When the lead first became contactable (an address, not suppressed or disqualified):
+#: the sequences of its first event start then, once.
+CONTACTABLE = "contactable"
+#: The CRM merged this lead into the lead named here: its events are kept, it is never
+#: mailed; the survivor carries on.
+MERGED_INTO = "merged_into"
+#: When the lead's personal data was erased (deleted in the CRM, ``nurture forget``).
+ERASED = "erased"
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,15 @@ class LeadRecord:
     def seen(self, event_type: str) -> float | None:
         value = self.flags.get(SEEN + event_type)
         return float(value) if value else None
+
+    def seen_types(self) -> dict[str, float]:
+        """Event type -> latest occurred_at, of every event type the lead has seen."""
+        return {k[len(SEEN) :]: float(v) for k, v in self.flags.items() if k.startswith(SEEN)}
+
+    def field_times(self) -> dict[str, float]:
+        """Field name -> time of its stored value (see :data:`FIELD_TIMES`)."""
+        raw = self.flags.get(FIELD_TIMES)
+        return {str(k): float(v) for k, v in json.loads(raw).items()} if raw else {}
 
     def held(self) -> dict[str, float]:
         """Ledger field -> when it first fell due, of the touches the cap held back."""
@@ -139,6 +159,21 @@ class LeadStore:
     def drop_held(self, lead_id: str, *ledger_fields: str) -> None:
         if ledger_fields:
             self.redis.hdel(self.keys.lead(lead_id), *(HELD + f for f in ledger_fields))
+
+    def erase(self, lead_id: str, email: str | None, tombstone: Mapping[str, str]) -> None:
+        """Erase a lead's personal data: its data and flags, enrollments (their trigger
+        data), received content and its place in the email index; only ``tombstone``
+        (flags without personal data) is kept on the lead hash."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(
+            self.keys.lead(lead_id), self.keys.enrollments(lead_id), self.keys.received(lead_id)
+        )
+        if email:
+            pipe.srem(self.keys.email_index(email), lead_id)
+        if tombstone:
+            kept: dict[FieldT, EncodableT] = {k: v for k, v in tombstone.items()}
+            pipe.hset(self.keys.lead(lead_id), mapping=kept)
+        pipe.execute()
 
     def by_email(self, email: str) -> list[str]:
         """Lead ids that use this address."""

@@ -7,6 +7,7 @@ cap, the enrollment check and the counters).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import cast
@@ -83,9 +84,20 @@ class Sent:
 class Ledger:
     """The per-lead send ledgers, received content and unknown outcomes."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, scripts: dict[str, Script]) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        scripts: dict[str, Script],
+        suppression_key: Callable[[str], str] | None = None,
+    ) -> None:
+        """Args:
+        suppression_key: The key of an address's suppression (the suppression list's
+            keyed hash, :meth:`SuppressionStore.key_for`); by default the plain one.
+        """
         self.redis = client
         self.keys = keys
+        self.suppression_key = suppression_key or keys.suppressed_email
         self._reserve = scripts["reserve_send"]
         self._release = scripts["release_send"]
         self._advance = scripts["advance"]
@@ -105,8 +117,9 @@ class Ledger:
             keys=[
                 self.keys.lead(touch.lead_id),
                 self.keys.ledger(touch.lead_id),
-                self.keys.suppressed_email(email),
+                self.suppression_key(email),
                 self.keys.enrollments(touch.lead_id),
+                self.keys.suppressed_email(email),  # entries from before hashing
             ],
             args=[
                 touch.ledger_field,

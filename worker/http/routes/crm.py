@@ -34,10 +34,12 @@ from worker.http.signatures import (
     HUBSPOT_SIGNATURE_HEADER,
     HUBSPOT_TIMESTAMP_HEADER,
     SIGNATURE_HEADER,
+    WORKFLOW_KEY_HEADER,
     hubspot_uri,
     verify,
     verify_basic_auth,
     verify_hubspot_v3,
+    verify_static_key,
 )
 from worker.ingest import IngestResult, ingest
 from worker.runtime import Runtime
@@ -71,6 +73,16 @@ def verify_crm(request: Request, body: bytes, crm: Crm, runtime: Runtime) -> Non
             body=body,
             client_secret=settings.hubspot_client_secret.get_secret_value(),
             now=unix_now(runtime),
+        )
+    elif (
+        crm == "hubspot"
+        and settings.hubspot_workflow_key
+        and request.query_params.get("workflow") is not None
+        and headers.get(WORKFLOW_KEY_HEADER)
+    ):
+        # A workflow's "Send a webhook" with authentication "API key" (request header).
+        verify_static_key(
+            headers.get(WORKFLOW_KEY_HEADER), settings.hubspot_workflow_key.get_secret_value()
         )
     elif crm == "pipedrive" and settings.pipedrive_webhook_auth and headers.get("authorization"):
         verify_basic_auth(

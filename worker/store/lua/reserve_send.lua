@@ -5,14 +5,16 @@
 -- Keys:
 --   <prefix>:lead:<lead>   hash    lead data and flags (suppressed, last_touch)
 --   <prefix>:sent:<lead>   hash    ledger field -> '<state>:<unix time>'
---   <prefix>:supp:<email>  string  why the address is suppressed
+--   <prefix>:supph:<hmac>  string  why the address (its keyed hash) is suppressed
 --   <prefix>:enr:<lead>    hash    sequence id -> enrollment JSON
+--   <prefix>:supp:<email>  string  the same, written before addresses were hashed
 -- Returns {'ok', previous last_touch} | {'busy'} | {'unknown'} | {'done', state}
 --       | {'suppressed', reason} | {'capped', until} | {'stale'}
 local lead_key = KEYS[1]
 local ledger_key = KEYS[2]
 local suppressed_key = KEYS[3]
 local enrollments_key = KEYS[4]
+local plain_suppressed_key = KEYS[5]
 local ledger_field = ARGV[1]
 local now_text = ARGV[2]
 local now = tonumber(now_text)
@@ -55,6 +57,9 @@ end
 local suppressed = redis.call('HGET', lead_key, 'suppressed')
 if not suppressed then
   suppressed = redis.call('GET', suppressed_key)
+end
+if not suppressed then
+  suppressed = redis.call('GET', plain_suppressed_key)
 end
 if suppressed then
   return {'suppressed', suppressed}
