@@ -137,6 +137,19 @@ def _fmt_ts(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _delivery_line(delivery: dict[str, Any], now: float) -> str:
+    """The status line saying whether delivery runs, or why and since when it waits."""
+    if not delivery["paused"]:
+        return "delivery: running"
+    since = float(delivery["since"])
+    minutes = max(0, int(now - since)) // 60
+    return (
+        f"delivery: PAUSED since {_fmt_ts(since)} ({minutes} min) by an account fault: "
+        f"{delivery['reason']} -- touches keep their place; the worker checks the account "
+        "and resumes by itself once it works"
+    )
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from worker.runtime import Runtime
     from worker.status import collect_status
@@ -151,6 +164,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2, default=str))
         return 0
     print(f"redis: {status['redis_url']}")
+    print(_delivery_line(status["delivery"], datetime.now(UTC).timestamp()))
     for queue, depth in status["queues"].items():
         print(
             f"queue {queue}: {depth['ready']} ready, {depth['delayed']} delayed, "

@@ -127,7 +127,9 @@ class Runtime:
                 catchup_after=settings.catchup_after,
                 catchup_spread=settings.catchup_spread,
                 touches_per_message=self.tuning.touches_per_message,
+                probe_interval=settings.pause_probe_interval,
             ),
+            probe=self.probe_delivery,
         )
 
     @property
@@ -141,6 +143,11 @@ class Runtime:
         if self._delivery is None:
             self._delivery = build_delivery(self.settings)
         return self._delivery
+
+    def probe_delivery(self) -> str | None:
+        """Whether the delivery backend can send again (see ``Delivery.probe``)."""
+        probe = getattr(self.delivery, "probe", None)  # wrappers in benchmarks may lack it
+        return probe() if probe is not None else None
 
     @cached_property
     def unsubscribe_secret(self) -> str:

@@ -5,6 +5,11 @@ atomic Lua step, so a touch is claimed once; a claim is a lease, so a scheduler 
 dies after claiming loses nothing. After downtime, touches overdue by more than
 ``NURTURE_CATCHUP_AFTER`` are spread over ``NURTURE_CATCHUP_SPREAD`` in their
 original order instead of being fired at once.
+
+While delivery is paused by an account fault (see ``worker/store/pauses.py``) the
+schedulers claim nothing: touches keep their place. One of them at a time probes the
+account every ``NURTURE_PAUSE_PROBE_INTERVAL`` and ends the pause when it works; one
+ERROR line a minute (from one scheduler of all) says why and since when.
 """
 
 from __future__ import annotations
@@ -14,18 +19,23 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
 from worker.clock import Clock
-from worker.store import Store
+from worker.store import DeliveryPause, Store
 from worker.store.counters import SCHEDULER_LAG
 
 log = logging.getLogger(__name__)
 
 #: Queues a batch of ``[touch id, due time]`` pairs (the ``send_touches`` actor's send).
 EnqueueTouches = Callable[[list[list[Any]]], Any]
+#: Checks whether the delivery account works: None when it does, else what is wrong.
+Probe = Callable[[], str | None]
+#: Seconds between the ERROR lines that repeat why delivery is paused.
+PAUSE_LOG_EVERY = 60.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,7 @@ class SchedulerSettings:
     catchup_after: float
     catchup_spread: float
     touches_per_message: int
+    probe_interval: float = 15.0  # NURTURE_PAUSE_PROBE_INTERVAL
 
 
 class Scheduler:
@@ -48,15 +59,22 @@ class Scheduler:
         clock: The time source.
         enqueue: Queues one batch of touches.
         settings: The settings the scheduler reads.
+        probe: Checks whether the delivery account works again (while paused).
     """
 
     def __init__(
-        self, store: Store, clock: Clock, enqueue: EnqueueTouches, settings: SchedulerSettings
+        self,
+        store: Store,
+        clock: Clock,
+        enqueue: EnqueueTouches,
+        settings: SchedulerSettings,
+        probe: Probe | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.enqueue = enqueue
         self.settings = settings
+        self.probe = probe
         self.id = uuid.uuid4().hex[:8]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -64,6 +82,10 @@ class Scheduler:
     def tick(self) -> int:
         """Claim and queue what is due now; returns how many touches were queued."""
         now = self.clock.now().timestamp()
+        pause = self.store.pauses.delivery()
+        if pause is not None and not self.while_paused(pause):
+            self.store.schedule.beat(self.id, now)
+            return 0
         self.catch_up(now)
         claimed = self.store.schedule.claim_due(now, self.settings.batch, self.settings.claim_lease)
         size = self.settings.touches_per_message
@@ -76,6 +98,41 @@ class Scheduler:
             self.store.counters.set_global(SCHEDULER_LAG, lag)
         self.store.schedule.beat(self.id, now)
         return len(claimed)
+
+    def while_paused(self, pause: DeliveryPause) -> bool:
+        """Say why delivery waits (once a minute) and probe (one scheduler at a time).
+
+        Returns:
+            True when the probe found the account working and ended the pause.
+        """
+        wall = self.clock.now().timestamp()
+        if self.store.pauses.take_turn("log", PAUSE_LOG_EVERY):
+            log.error(
+                "delivery paused since %s (%d s): %s; touches keep their place; probing "
+                "every %ss and resuming by itself",
+                datetime.fromtimestamp(pause.since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+                max(0, int(wall - pause.since)),
+                pause.reason,
+                int(self.settings.probe_interval),
+            )
+        if self.probe is None or not self.store.pauses.take_turn(
+            "probe", self.settings.probe_interval
+        ):
+            return False
+        try:
+            problem = self.probe()
+        except Exception as exc:  # a probe that breaks must not stop the scheduler
+            problem = f"probe failed: {exc!r}"
+        if problem is not None:
+            log.warning("delivery still paused: %s", problem)
+            return False
+        if self.store.pauses.resume_delivery():
+            log.warning(
+                "delivery resumed: the account works again after %d s paused (%s)",
+                max(0, int(wall - pause.since)),
+                pause.reason,
+            )
+        return True
 
     def catch_up(self, now: float) -> int:
         """Spread touches overdue by more than the catch-up threshold (downtime backlog)."""

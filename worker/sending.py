@@ -31,6 +31,7 @@ from worker.enrollment import (
     touch_id,
 )
 from worker.errors import (
+    AccountFaultError,
     OutcomeUnknownError,
     PermanentDeliveryError,
     RenderError,
@@ -59,6 +60,7 @@ class TouchOutcome(StrEnum):
     FAILED = "failed"
     RETRY = "retry"  # a transient failure: tried again later
     ERROR = "error"  # an unexpected error: dead-lettered
+    PAUSED = "paused"  # delivery is paused (account fault): back on the schedule, unchanged
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,10 @@ class TouchSender:
         if lead is None or enrollment is None or not enrollment.waits_for(ref.generation, ref.step):
             self.store.schedule.release_claim(touch.member)
             return TouchOutcome.STALE
+        if self.store.pauses.delivery() is not None:
+            # Delivery is paused (an account fault): the touch keeps its place.
+            self.store.schedule.reschedule(touch.member, touch.due)
+            return TouchOutcome.PAUSED
         sequence = self.catalog().catalog.sequences.get(ref.sequence)
         if sequence is None:
             # Live edit removed the sequence: end its enrollments cleanly.
@@ -351,6 +357,18 @@ class TouchSender:
         except TransientDeliveryError as exc:
             ledger.release(member, LedgerState.RETRY.at(stamp), stamp, previous)
             return self._retry(job, exc, message.to_email)
+        except AccountFaultError as exc:
+            # Not this message's fault: nothing was sent, the touch keeps its place, and
+            # delivery pauses for every worker until a probe finds the account working.
+            ledger.release(member, LedgerState.RETRY.at(stamp), stamp, previous)
+            self.store.schedule.reschedule(member, job.touch.due)
+            if self.store.pauses.pause_delivery(str(exc), stamp):
+                log.error(
+                    "delivery paused for all workers: %s; touches keep their place and go "
+                    "out once the account works again (checked automatically)",
+                    exc,
+                )
+            return TouchOutcome.PAUSED
         except PermanentDeliveryError as exc:
             ledger.release(member, LedgerState.DEAD.at(stamp), stamp, previous)
             self.store.dead.add("touch", f"refused by {delivery.name}: {exc}", {"touch": member})

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # instead of fired at once; see README "Catch-up after downtime".
     catchup_after: Duration = 3600.0
     catchup_spread: Duration = 3600.0
+    # While delivery is paused by an account fault (revoked key...), how often one worker
+    # checks whether the account works again (SendGrid: GET /v3/scopes).
+    pause_probe_interval: Duration = 15.0
     # A claimed touch not finished within this lease is offered again (crash recovery).
     claim_lease: Duration = 300.0
     # A send reserved longer ago than this without an outcome was cut off by a crash:
