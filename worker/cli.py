@@ -189,6 +189,109 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dead_letter_choice(args: argparse.Namespace, runtime: Any) -> list[Any]:
+    """The dead letters the arguments of retry/discard/dead-letters select."""
+    from worker import dead_letters
+
+    letters = dead_letters.load(runtime)
+    return dead_letters.select(
+        letters,
+        ids=getattr(args, "ids", None) or None,
+        reason=args.reason,
+        sequence=args.sequence,
+    )
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    from worker import dead_letters
+    from worker.runtime import Runtime
+
+    runtime = Runtime(_settings(), load_catalog=False)
+    try:
+        runtime.check_redis()
+        letters = _dead_letter_choice(args, runtime)
+    finally:
+        runtime.close()
+    counts = dead_letters.counts_by_category(letters)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "count": len(letters),
+                    "by_reason": dict(counts),
+                    "letters": [d.as_dict() for d in letters],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(f"dead letters: {len(letters)}")
+    if not letters:
+        return 0
+    print("by reason:")
+    for name, count in counts:
+        print(f"  {count:>6}  {name}")
+    shown = letters[-args.limit :] if args.limit else letters
+    if len(shown) < len(letters):
+        print(f"latest {len(shown)} (use --limit 0 for all):")
+    for d in shown:
+        where = f"{d.sequence}/{d.step}" if d.sequence else "-"
+        print(f"{d.id}  {_fmt_ts(d.at)}  {d.kind:<6} lead={d.lead or '-'}  {where}  {d.reason}")
+    print(
+        "\nretry: nurture retry ID... | --reason TEXT | --sequence ID | --all; "
+        "drop: nurture discard ..."
+    )
+    return 0
+
+
+def _require_selection(args: argparse.Namespace, command: str) -> bool:
+    if args.ids or args.reason or args.sequence or args.all:
+        return True
+    print(
+        f"nurture {command}: say which dead letters: IDs, --reason TEXT, --sequence ID or "
+        "--all (see `nurture dead-letters`)",
+        file=sys.stderr,
+    )
+    return False
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from worker import dead_letters
+    from worker.runtime import Runtime
+
+    if not _require_selection(args, "retry"):
+        return 2
+    runtime = Runtime(_settings(), load_catalog=False)
+    try:
+        runtime.check_redis()
+        report = dead_letters.retry(runtime, _dead_letter_choice(args, runtime))
+    finally:
+        runtime.close()
+    print(
+        f"retried: {report.touches} touch(es) back on the schedule, {report.events} "
+        "event(s) queued again"
+    )
+    for letter_id, why in report.refused:
+        print(f"  not retried {letter_id}: {why}")
+    return 0
+
+
+def cmd_discard(args: argparse.Namespace) -> int:
+    from worker import dead_letters
+    from worker.runtime import Runtime
+
+    if not _require_selection(args, "discard"):
+        return 2
+    runtime = Runtime(_settings(), load_catalog=False)
+    try:
+        runtime.check_redis()
+        gone = dead_letters.discard(runtime, _dead_letter_choice(args, runtime))
+    finally:
+        runtime.close()
+    print(f"discarded {gone} dead letter(s)")
+    return 0
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
     from worker.preview import preview
 
@@ -242,6 +345,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p = sub.add_parser("status", help="queues, schedule, dead letters, suppressions")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("dead-letters", help="what failed: reason, lead, sequence/step, time")
+    p.add_argument("--reason", help="only those whose reason contains this text")
+    p.add_argument("--sequence", help="only this sequence's touches")
+    p.add_argument("--limit", type=int, default=50, help="show the latest N (0: all)")
+    p.add_argument("--json", action="store_true")
+    for name, text in (
+        ("retry", "send failed touches again (never twice) and re-queue failed events"),
+        ("discard", "forget dead letters you have dealt with"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("ids", nargs="*", help="dead letter ids (from `nurture dead-letters`)")
+        p.add_argument("--reason", help="those whose reason contains this text")
+        p.add_argument("--sequence", help="this sequence's touches")
+        p.add_argument("--all", action="store_true", help="every dead letter")
     return parser
 
 
@@ -252,6 +369,9 @@ COMMANDS: dict[str, Any] = {
     "worker": cmd_worker,
     "serve": cmd_serve,
     "status": cmd_status,
+    "dead-letters": cmd_dead_letters,
+    "retry": cmd_retry,
+    "discard": cmd_discard,
 }
 
 

@@ -157,6 +157,8 @@ class TouchSender:
         state = self.store.enrolled.touch_state(ref.lead_id, ref.sequence)
         lead, enrollment = state.lead, state.enrollment
         if lead is None or enrollment is None or not enrollment.waits_for(ref.generation, ref.step):
+            if lead is not None and enrollment is not None and self._reopened(touch.member):
+                return self._resend(touch, ref, lead, enrollment, state.received)
             self.store.schedule.release_claim(touch.member)
             return TouchOutcome.STALE
         if self.store.pauses.delivery() is not None:
@@ -231,6 +233,54 @@ class TouchSender:
                 if ref.ledger_field in job.lead.held():
                     self.store.leads.drop_held(ref.lead_id, ref.ledger_field)
                 return self._deliver(job, template, reservation.previous_touch)
+
+    # -- an operator's retry of a failed touch (nurture retry) --------------------
+
+    def _reopened(self, member: str) -> bool:
+        """Whether ``nurture retry`` reopened this (failed, passed) touch."""
+        state = self.store.ledger.state(member) or ""
+        return state.startswith(f"{LedgerState.RETRY.value}:")
+
+    def _resend(
+        self,
+        touch: Touch,
+        ref: TouchRef,
+        lead: LeadRecord,
+        enrollment: Enrollment,
+        received: frozenset[str],
+    ) -> TouchOutcome:
+        """Send a failed touch again for ``nurture retry``, through the ledger.
+
+        The enrollment has moved on past the step and stays where it is; the ledger
+        (reserved with ``resend``) still makes this at most one email. Checks the step
+        and the window like any touch, but not the frequency cap: the operator asked.
+        """
+        if self.store.pauses.delivery() is not None:
+            self.store.schedule.reschedule(touch.member, touch.due)
+            return TouchOutcome.PAUSED
+        now = self.clock.now()
+        sequence = self.catalog().catalog.sequences.get(ref.sequence)
+        step = sequence.step(ref.step) if sequence is not None else None
+        if sequence is None or step is None:
+            self.store.schedule.release_claim(touch.member)
+            return TouchOutcome.STALE
+        zone = lead_zone(lead.data, self.settings.default_timezone)
+        slot = open_slot(sequence, now, zone)
+        if slot > now:
+            self.store.schedule.reschedule(touch.member, slot.timestamp())
+            return TouchOutcome.WINDOW
+        reservation = self.store.ledger.reserve(
+            touch.member, lead.email or "", now.timestamp(), 0, False, 0, resend=True
+        )
+        if reservation.verdict is not Verdict.OK:
+            self.store.schedule.release_claim(touch.member)
+            return (
+                TouchOutcome.DUPLICATE
+                if reservation.verdict is Verdict.DONE
+                else (TouchOutcome.STALE)
+            )
+        job = _Pending(touch, ref, sequence, enrollment, lead, now, zone, received)
+        return self._deliver(job, step.template, reservation.previous_touch, resend=True)
 
     # -- the frequency cap's hold-backs -----------------------------------------
 
@@ -339,8 +389,15 @@ class TouchSender:
         )
         return message, tuple(email.content_ids)
 
-    def _deliver(self, job: _Pending, template: str, previous: str) -> TouchOutcome:
-        """Render and send a reserved touch, and record the outcome."""
+    def _deliver(
+        self, job: _Pending, template: str, previous: str, *, resend: bool = False
+    ) -> TouchOutcome:
+        """Render and send a reserved touch, and record the outcome.
+
+        With ``resend`` (``nurture retry``) the enrollment is not moved: the outcome is
+        recorded in the ledger and the counters only, and a failure is dead-lettered
+        again rather than retried by the enrollment's attempts.
+        """
         member, stamp = job.touch.member, job.now.timestamp()
         ledger, step_id = self.store.ledger, job.ref.step
         try:
@@ -356,6 +413,10 @@ class TouchSender:
             delivery.send(message)
         except TransientDeliveryError as exc:
             ledger.release(member, LedgerState.RETRY.at(stamp), stamp, previous)
+            if resend:
+                retry_at = stamp + backoff(1, exc.retry_after)
+                self.store.schedule.reschedule(member, retry_at)
+                return TouchOutcome.RETRY
             return self._retry(job, exc, message.to_email)
         except AccountFaultError as exc:
             # Not this message's fault: nothing was sent, the touch keeps its place, and
@@ -380,6 +441,13 @@ class TouchSender:
             self.store.counters.count(job.sequence.id, step_id, "unknown")
             return self._finish(job, LedgerState.UNKNOWN.at(stamp), TouchOutcome.UNKNOWN)
         sent = Sent(lateness=stamp - job.touch.due, content_ids=content_ids)
+        if resend:
+            # The enrollment no longer waits for this step, so advance records the
+            # ledger entry, counters and content and leaves the enrollment as it is.
+            self.store.ledger.advance(
+                member, LedgerState.SENT.at(stamp), job.enrollment, None, sent
+            )
+            return TouchOutcome.SENT
         return self._finish(job, LedgerState.SENT.at(stamp), TouchOutcome.SENT, sent)
 
     def _retry(self, job: _Pending, exc: TransientDeliveryError, to_email: str) -> TouchOutcome:
