@@ -150,6 +150,77 @@ def _delivery_line(delivery: dict[str, Any], now: float) -> str:
     )
 
 
+def _paused_line(paused: dict[str, Any]) -> str:
+    """The status line naming the paused sequences, who paused them and what waits."""
+    if not paused["sequences"]:
+        return "paused sequences: none"
+    parts = []
+    for sequence, how in sorted(paused["sequences"].items()):
+        name = "all sequences" if sequence == "*" else sequence
+        since = f" since {_fmt_ts(how['since'])}" if how.get("since") else ""
+        parts.append(f"{name} ({how['by']}{since})")
+    return (
+        f"paused sequences: {', '.join(parts)}; {paused['touches_waiting']} touch(es) wait "
+        "in their place"
+    )
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    return _pause_or_resume(args, pause=True)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _pause_or_resume(args, pause=False)
+
+
+def _pause_or_resume(args: argparse.Namespace, *, pause: bool) -> int:
+    from worker.errors import did_you_mean
+    from worker.runtime import Runtime
+    from worker.store.pauses import ALL_SEQUENCES
+
+    verb = "pause" if pause else "resume"
+    if bool(args.sequences) == bool(args.all):
+        print(f"nurture {verb}: name the sequence(s) or give --all", file=sys.stderr)
+        return 2
+    runtime = Runtime(_settings())
+    try:
+        runtime.check_redis()
+        known = runtime.catalog.current.catalog.sequences
+        for name in args.sequences:
+            if name not in known:
+                hint = did_you_mean(name, known)
+                print(
+                    f"nurture {verb}: no sequence {name!r}; {hint}sequences: "
+                    f"{', '.join(sorted(known))}",
+                    file=sys.stderr,
+                )
+                return 1
+        pauses = runtime.store.pauses
+        if pause:
+            chosen = [ALL_SEQUENCES] if args.all else list(args.sequences)
+            pauses.pause_sequences(chosen, runtime.clock.now().timestamp())
+            what = "every sequence" if args.all else ", ".join(chosen)
+            print(
+                f"paused {what}: nothing of it is sent; its touches keep their place and go "
+                f"out (spread out if long overdue) after `nurture resume "
+                f"{'--all' if args.all else ' '.join(chosen)}`"
+            )
+            return 0
+        chosen = list(pauses.paused_sequences()) if args.all else list(args.sequences)
+        pauses.resume_sequences(chosen)
+        print(f"resumed {', '.join(chosen) or 'nothing (none was paused)'}")
+        for name in args.sequences or known:
+            sequence = known.get(name)
+            if sequence is not None and sequence.paused:
+                print(
+                    f"  {name} stays paused by `paused: true` in {sequence.file}; remove that "
+                    "line to send it"
+                )
+        return 0
+    finally:
+        runtime.close()
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from worker.runtime import Runtime
     from worker.status import collect_status
@@ -165,6 +236,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     print(f"redis: {status['redis_url']}")
     print(_delivery_line(status["delivery"], datetime.now(UTC).timestamp()))
+    print(_paused_line(status["paused"]))
     for queue, depth in status["queues"].items():
         print(
             f"queue {queue}: {depth['ready']} ready, {depth['delayed']} delayed, "
@@ -345,6 +417,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p = sub.add_parser("status", help="queues, schedule, dead letters, suppressions")
     p.add_argument("--json", action="store_true")
+    for name, text in (
+        ("pause", "stop sending sequences now (touches keep their place)"),
+        ("resume", "send paused sequences again"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("sequences", nargs="*", help="sequence ids")
+        p.add_argument("--all", action="store_true", help="every sequence")
     p = sub.add_parser("dead-letters", help="what failed: reason, lead, sequence/step, time")
     p.add_argument("--reason", help="only those whose reason contains this text")
     p.add_argument("--sequence", help="only this sequence's touches")
@@ -370,6 +449,8 @@ COMMANDS: dict[str, Any] = {
     "serve": cmd_serve,
     "status": cmd_status,
     "dead-letters": cmd_dead_letters,
+    "pause": cmd_pause,
+    "resume": cmd_resume,
     "retry": cmd_retry,
     "discard": cmd_discard,
 }

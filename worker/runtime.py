@@ -130,6 +130,7 @@ class Runtime:
                 probe_interval=settings.pause_probe_interval,
             ),
             probe=self.probe_delivery,
+            paused_sequences=self.paused_sequences,
         )
 
     @property
@@ -143,6 +144,11 @@ class Runtime:
         if self._delivery is None:
             self._delivery = build_delivery(self.settings)
         return self._delivery
+
+    def paused_sequences(self) -> set[str]:
+        """Sequences paused now: ``paused: true`` in their file, or ``nurture pause``."""
+        in_files = {s.id for s in self.catalog.current.catalog.sequences.values() if s.paused}
+        return in_files | set(self.store.pauses.paused_sequences())
 
     def probe_delivery(self) -> str | None:
         """Whether the delivery backend can send again (see ``Delivery.probe``)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,8 +26,10 @@ from typing import Any
 import redis
 
 from worker.clock import Clock
+from worker.enrollment import TouchRef
 from worker.store import DeliveryPause, Store
 from worker.store.counters import SCHEDULER_LAG
+from worker.store.pauses import ALL_SEQUENCES
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,8 @@ log = logging.getLogger(__name__)
 EnqueueTouches = Callable[[list[list[Any]]], Any]
 #: Checks whether the delivery account works: None when it does, else what is wrong.
 Probe = Callable[[], str | None]
+#: Returns the ids of the sequences paused now (``*`` for all), from files and commands.
+PausedSequences = Callable[[], set[str]]
 #: Seconds between the ERROR lines that repeat why delivery is paused.
 PAUSE_LOG_EVERY = 60.0
 
@@ -49,6 +54,7 @@ class SchedulerSettings:
     catchup_spread: float
     touches_per_message: int
     probe_interval: float = 15.0  # NURTURE_PAUSE_PROBE_INTERVAL
+    unpark_every: float = 1.0  # seconds between looks for parked touches to put back
 
 
 class Scheduler:
@@ -60,6 +66,8 @@ class Scheduler:
         enqueue: Queues one batch of touches.
         settings: The settings the scheduler reads.
         probe: Checks whether the delivery account works again (while paused).
+        paused_sequences: The sequences paused now; touches of the others that were
+            parked while theirs was paused go back on the schedule.
     """
 
     def __init__(
@@ -69,12 +77,15 @@ class Scheduler:
         enqueue: EnqueueTouches,
         settings: SchedulerSettings,
         probe: Probe | None = None,
+        paused_sequences: PausedSequences | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.enqueue = enqueue
         self.settings = settings
         self.probe = probe
+        self.paused_sequences = paused_sequences
+        self._unparked_at = 0.0
         self.id = uuid.uuid4().hex[:8]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -86,6 +97,7 @@ class Scheduler:
         if pause is not None and not self.while_paused(pause):
             self.store.schedule.beat(self.id, now)
             return 0
+        self.unpark()
         self.catch_up(now)
         claimed = self.store.schedule.claim_due(now, self.settings.batch, self.settings.claim_lease)
         size = self.settings.touches_per_message
@@ -133,6 +145,32 @@ class Scheduler:
                 pause.reason,
             )
         return True
+
+    def unpark(self) -> int:
+        """Put back on the schedule, at their due time, the parked touches of sequences
+        no longer paused; the catch-up then spreads those long overdue.
+
+        Looks at most every ``unpark_every`` seconds, and only when something is parked.
+        """
+        if self.paused_sequences is None:
+            return 0
+        wall = time.monotonic()
+        if wall - self._unparked_at < self.settings.unpark_every:
+            return 0
+        self._unparked_at = wall
+        schedule = self.store.schedule
+        if schedule.parked_count() == 0:
+            return 0
+        paused = self.paused_sequences()
+        if ALL_SEQUENCES in paused:
+            return 0
+        back = [
+            (m, due) for m, due in schedule.parked() if TouchRef.parse(m).sequence not in paused
+        ]
+        schedule.unpark(back)
+        if back:
+            log.info("resumed: %d paused touches back on the schedule at their due time", len(back))
+        return len(back)
 
     def catch_up(self, now: float) -> int:
         """Spread touches overdue by more than the catch-up threshold (downtime backlog)."""

@@ -60,7 +60,7 @@ class TouchOutcome(StrEnum):
     FAILED = "failed"
     RETRY = "retry"  # a transient failure: tried again later
     ERROR = "error"  # an unexpected error: dead-lettered
-    PAUSED = "paused"  # delivery is paused (account fault): back on the schedule, unchanged
+    PAUSED = "paused"  # delivery or the sequence is paused: the touch keeps its due time
 
 
 @dataclass(frozen=True)
@@ -161,11 +161,9 @@ class TouchSender:
                 return self._resend(touch, ref, lead, enrollment, state.received)
             self.store.schedule.release_claim(touch.member)
             return TouchOutcome.STALE
-        if self.store.pauses.delivery() is not None:
-            # Delivery is paused (an account fault): the touch keeps its place.
-            self.store.schedule.reschedule(touch.member, touch.due)
-            return TouchOutcome.PAUSED
         sequence = self.catalog().catalog.sequences.get(ref.sequence)
+        if self._paused(touch, sequence):
+            return TouchOutcome.PAUSED
         if sequence is None:
             # Live edit removed the sequence: end its enrollments cleanly.
             return self._exit(touch, enrollment, SEQUENCE_REMOVED, TouchOutcome.EXITED)
@@ -234,6 +232,22 @@ class TouchSender:
                     self.store.leads.drop_held(ref.lead_id, ref.ledger_field)
                 return self._deliver(job, template, reservation.previous_touch)
 
+    def _paused(self, touch: Touch, sequence: Sequence | None) -> bool:
+        """Put the touch aside when delivery or its sequence is paused.
+
+        Delivery paused (an account fault): back on the schedule at its due time, where
+        schedulers leave it until the pause ends. Sequence paused (``paused: true`` or
+        ``nurture pause``): parked with its due time until the sequence is resumed.
+        """
+        pauses = self.store.pauses.state()
+        if pauses.delivery is not None:
+            self.store.schedule.reschedule(touch.member, touch.due)
+            return True
+        if sequence is not None and (sequence.paused or pauses.sequence_paused(sequence.id)):
+            self.store.schedule.park(touch.member, touch.due)
+            return True
+        return False
+
     # -- an operator's retry of a failed touch (nurture retry) --------------------
 
     def _reopened(self, member: str) -> bool:
@@ -255,11 +269,10 @@ class TouchSender:
         (reserved with ``resend``) still makes this at most one email. Checks the step
         and the window like any touch, but not the frequency cap: the operator asked.
         """
-        if self.store.pauses.delivery() is not None:
-            self.store.schedule.reschedule(touch.member, touch.due)
-            return TouchOutcome.PAUSED
         now = self.clock.now()
         sequence = self.catalog().catalog.sequences.get(ref.sequence)
+        if self._paused(touch, sequence):
+            return TouchOutcome.PAUSED
         step = sequence.step(ref.step) if sequence is not None else None
         if sequence is None or step is None:
             self.store.schedule.release_claim(touch.member)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from worker.actors import EVENTS_QUEUE, TOUCHES_QUEUE
+from worker.errors import CatalogError
 from worker.runtime import Runtime
 
 
@@ -21,6 +22,22 @@ def delivery_state(runtime: Runtime) -> dict[str, Any]:
     return {"paused": True, "reason": pause.reason, "since": pause.since}
 
 
+def paused_sequences(runtime: Runtime) -> dict[str, Any]:
+    """Paused sequences (by ``nurture pause`` or ``paused: true``) and the touches waiting."""
+    paused: dict[str, dict[str, Any]] = {
+        seq: {"by": "nurture pause", "since": since}
+        for seq, since in runtime.store.pauses.paused_sequences().items()
+    }
+    try:
+        sequences = list(runtime.catalog.current.catalog.sequences.values())
+    except CatalogError:
+        sequences = []  # `nurture validate` names the problem; status still answers
+    for sequence in sequences:
+        if sequence.paused:
+            paused.setdefault(sequence.id, {"by": f"paused: true in {sequence.file}"})
+    return {"sequences": paused, "touches_waiting": runtime.store.schedule.parked_count()}
+
+
 def collect_status(runtime: Runtime) -> dict[str, Any]:
     """Everything an operator wants to see at a glance."""
     runtime.check_redis()
@@ -28,6 +45,7 @@ def collect_status(runtime: Runtime) -> dict[str, Any]:
     return {
         "redis_url": runtime.redis_url,
         "delivery": delivery_state(runtime),
+        "paused": paused_sequences(runtime),
         "queues": queue_depths(runtime),
         "schedule": store.schedule_stats(),
         "dead_letters": {"count": store.dead_letter_count(), "latest": store.dead_letters(5)},

@@ -40,7 +40,16 @@ from worker.yamlfile import (
 )
 
 FIT_STEMS = ("fit",)
-SEQUENCE_KEYS = ("id", "description", "kind", "trigger", "exit_on", "send_window", "steps")
+SEQUENCE_KEYS = (
+    "id",
+    "description",
+    "kind",
+    "paused",
+    "trigger",
+    "exit_on",
+    "send_window",
+    "steps",
+)
 TRIGGER_KEYS = ("event", "when")
 STEP_KEYS = ("id", "description", "wait", "template", "when")
 FIT_KEYS = ("rules",)
@@ -314,6 +323,13 @@ class _Reader:
                 "description must be text",
                 "put the description in quotes",
             )
+        paused = doc.get("paused", False)
+        if not isinstance(paused, bool):
+            self.problem(
+                self.line(doc, "paused", top),
+                f"paused must be true or false, not {paused!r}",
+                "write `paused: true` to stop sending this sequence, or remove the line",
+            )
         trigger = self.trigger(doc, top)
         exit_on = self.exit_on(doc, top, trigger[0] if trigger else None)
         window = self.send_window(doc, top)
@@ -332,6 +348,7 @@ class _Reader:
             kind=kind or default_kind(trigger[0]),
             file=self.file,
             line=self.line(doc, "id", top),
+            paused=paused is True,
         )
 
     def trigger(self, doc: Mapping[Any, Any], top: int) -> tuple[str, Condition | None] | None:

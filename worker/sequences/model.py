@@ -59,6 +59,9 @@ class Sequence:
             ``transactional`` (not capped).
         file: The file it was read from.
         line: Line of its ``id``.
+        paused: ``paused: true`` in the file: nothing of it is sent; its touches keep
+            their place and go out when the line is removed (``nurture pause`` is the
+            emergency switch that needs no commit).
     """
 
     id: str
@@ -71,6 +74,7 @@ class Sequence:
     kind: Kind
     file: str
     line: int
+    paused: bool = False
 
     def step(self, step_id: str) -> Step | None:
         """The step with this id, or None."""

@@ -111,6 +111,12 @@ class Keys:
         ``nurture pause``; nothing of a paused sequence is sent."""
         return f"{self.prefix}:paused:sequences"
 
+    @property
+    def parked(self) -> str:
+        """Zset: touch id -> its due time: touches of a paused sequence, taken off the
+        schedule until the sequence is resumed (then put back at that due time)."""
+        return f"{self.prefix}:parked"
+
     def pause_turn(self, name: str) -> str:
         """String with a TTL: one process holds the turn ``name`` (``probe``, ``log``)
         while delivery is paused, so N workers probe and log once, not N times."""

@@ -30,6 +30,22 @@ class DeliveryPause:
     since: float
 
 
+@dataclass(frozen=True)
+class PauseState:
+    """Both pauses, read in one round trip (what the sender checks per touch).
+
+    Attributes:
+        delivery: The delivery pause, if any.
+        sequences: Sequence ids (or ``*``) paused by ``nurture pause``, with since.
+    """
+
+    delivery: DeliveryPause | None
+    sequences: dict[str, float]
+
+    def sequence_paused(self, sequence_id: str) -> bool:
+        return ALL_SEQUENCES in self.sequences or sequence_id in self.sequences
+
+
 class PauseStore:
     """The delivery pause and the operator's sequence pauses."""
 
@@ -54,12 +70,15 @@ class PauseStore:
 
     def delivery(self) -> DeliveryPause | None:
         """The delivery pause, or None when delivery runs."""
-        raw = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.delivery_paused))
-        if not raw:
-            return None
-        return DeliveryPause(
-            reason=raw.get(b"reason", b"").decode(), since=float(raw.get(b"since", b"0"))
-        )
+        return _delivery(cast(dict[bytes, bytes], self.redis.hgetall(self.keys.delivery_paused)))
+
+    def state(self) -> PauseState:
+        """The delivery pause and the paused sequences, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.delivery_paused)
+        pipe.hgetall(self.keys.paused_sequences)
+        delivery, sequences = pipe.execute()
+        return PauseState(_delivery(delivery), {k.decode(): float(v) for k, v in sequences.items()})
 
     def resume_delivery(self) -> bool:
         """End the delivery pause; True when there was one."""
@@ -87,3 +106,11 @@ class PauseStore:
         """Sequence id (or ``*``) -> since, for every sequence paused by the operator."""
         raw = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.paused_sequences))
         return {k.decode(): float(v) for k, v in raw.items()}
+
+
+def _delivery(raw: dict[bytes, bytes]) -> DeliveryPause | None:
+    if not raw:
+        return None
+    return DeliveryPause(
+        reason=raw.get(b"reason", b"").decode(), since=float(raw.get(b"since", b"0"))
+    )
