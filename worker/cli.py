@@ -364,6 +364,33 @@ def cmd_discard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_send_test(args: argparse.Namespace) -> int:
+    from worker.send_test import send_test
+
+    if not args.to:
+        print(
+            "nurture send-test: --to ADDRESS is required: a test goes only to an address "
+            "you name, never to a lead",
+            file=sys.stderr,
+        )
+        return 2
+    settings = _settings()
+    lead_doc = None
+    if args.lead:
+        try:
+            lead_doc = json.loads(Path(args.lead).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            print(f"nurture send-test: cannot read lead file {args.lead}: {exc}", file=sys.stderr)
+            return 1
+    message, result = send_test(settings, args.sequence, args.step, args.to, lead_doc)
+    where = settings.outbox_dir if settings.delivery == "outbox" else "SendGrid"
+    print(
+        f"sent a test of {args.sequence}/{args.step} to {message.to_email} through {where}: "
+        f"{message.subject!r} (id {result.provider_id or '-'}); not counted, not in the ledger"
+    )
+    return 0
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
     from worker.preview import preview
 
@@ -402,6 +429,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lead", required=True, help="JSON file with a lead (or an event)")
     p.add_argument("--start", help="when the trigger happens (ISO time; default now)")
     p.add_argument("--step", help="render this step's email")
+    p = sub.add_parser("send-test", help="send one step's email to your own address, marked [TEST]")
+    p.add_argument("sequence")
+    p.add_argument("--step", required=True, help="the step id")
+    p.add_argument("--to", help="the address to send the test to (required)")
+    p.add_argument("--lead", help="JSON file with the lead to render for (default: a sample)")
     p = sub.add_parser("emit", help="validate events and queue them")
     p.add_argument("file", nargs="?", default="-", help="JSON / JSON Lines file, or - for stdin")
     p = sub.add_parser("worker", help="run the queue workers and the scheduler")
@@ -450,6 +482,7 @@ COMMANDS: dict[str, Any] = {
     "status": cmd_status,
     "dead-letters": cmd_dead_letters,
     "pause": cmd_pause,
+    "send-test": cmd_send_test,
     "resume": cmd_resume,
     "retry": cmd_retry,
     "discard": cmd_discard,
