@@ -137,6 +137,15 @@ def _fmt_ts(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _fmt_due(ts: float | None) -> str:
+    """A due time in UTC and in this machine's local time (``TZ``), e.g.
+    ``2026-11-30 08:00:00 UTC (Mon 09:00 CET here)``."""
+    if ts is None:
+        return "-"
+    local = datetime.fromtimestamp(ts, UTC).astimezone()
+    return f"{_fmt_ts(ts)} ({local:%a %H:%M %Z} here)"
+
+
 def _delivery_line(delivery: dict[str, Any], now: float) -> str:
     """The status line saying whether delivery runs, or why and since when it waits."""
     if not delivery["paused"]:
@@ -245,7 +254,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     sched = status["schedule"]
     print(
         f"scheduled touches: {sched['scheduled']} (claimed: {sched['claimed']}), "
-        f"next due: {_fmt_ts(sched['next_due'])}"
+        f"next due: {_fmt_due(sched['next_due'])}"
     )
     print(f"dead letters: {status['dead_letters']['count']}")
     for letter in status["dead_letters"]["latest"]:
