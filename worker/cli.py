@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -15,7 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from worker.errors import CatalogError, NurtureError, SettingsError
+import redis
+
+from worker.errors import CatalogError, NurtureError, SettingsError, StoreUnavailableError
 from worker.settings import Settings, load_settings
 
 
@@ -509,7 +512,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nurture: {exc}", file=sys.stderr)
         return 2
     try:
-        return int(COMMANDS[args.command](args))
+        code = int(COMMANDS[args.command](args))
+        sys.stdout.flush()  # here, so a reader that went away is caught below
+        return code
+    except BrokenPipeError:
+        # The reader went away (`nurture status | head -4`): stop quietly, as Unix tools do.
+        _silence_stdout()
+        return 1
+    except redis.RedisError as exc:
+        url = os.environ.get("NURTURE_REDIS_URL") or "the embedded Redis"
+        print(
+            f"nurture {args.command}: Redis ({url}) failed: {exc}; check that it runs and "
+            "that NURTURE_REDIS_URL points at it",
+            file=sys.stderr,
+        )
+        return 1
+    except StoreUnavailableError as exc:
+        hint = "" if "NURTURE_REDIS_URL" in str(exc) else "; check NURTURE_REDIS_URL"
+        print(f"nurture {args.command}: {exc}{hint}", file=sys.stderr)
+        return 1
     except CatalogError as exc:
         print(exc, file=sys.stderr)
         print(
@@ -520,6 +541,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NurtureError as exc:
         print(f"nurture {args.command}: {exc}", file=sys.stderr)
         return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again
+    (https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,7 +22,7 @@ from worker.actors import declare_actors
 from worker.catalog import LiveCatalog, LoadedCatalog
 from worker.clock import Clock, SystemClock
 from worker.delivery import Delivery, build_delivery
-from worker.errors import StoreUnavailableError
+from worker.errors import SettingsError, StoreUnavailableError
 from worker.pipeline import EventProcessor
 from worker.redis_server import embedded_redis_url
 from worker.scheduler import Scheduler, SchedulerSettings
@@ -74,9 +74,18 @@ class Runtime:
         self.tuning = tuning or Tuning()
         self.namespace = namespace
         self.redis_url = settings.redis_url or embedded_redis_url(settings.state_dir)
-        self.redis = redis.Redis.from_url(
-            self.redis_url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30
-        )
+        try:
+            self.redis = redis.Redis.from_url(
+                self.redis_url,
+                socket_connect_timeout=2,
+                socket_timeout=10,
+                health_check_interval=30,
+            )
+        except ValueError as exc:
+            raise SettingsError(
+                f"NURTURE_REDIS_URL={self.redis_url!r} is not a Redis URL ({exc}); "
+                "use e.g. redis://127.0.0.1:6379/0"
+            ) from None
         self.store = Store(self.redis, prefix)
         self.broker: dramatiq.Broker = broker or RedisBroker(  # type: ignore[no-untyped-call]
             url=self.redis_url,
@@ -168,7 +177,9 @@ class Runtime:
     def check_redis(self) -> None:
         """Raise StoreUnavailableError naming the URL when Redis does not answer."""
         if not self.store.ping():
-            raise StoreUnavailableError(f"Redis at {self.redis_url} does not answer")
+            raise StoreUnavailableError(
+                f"Redis at {self.redis_url} does not answer; start it, or fix NURTURE_REDIS_URL"
+            )
 
     def close(self) -> None:
         """Release connections and the delivery client."""

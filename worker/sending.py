@@ -98,6 +98,44 @@ class _Pending:
     received: frozenset[str]
 
 
+#: What the one INFO line per touch says for each outcome; outcomes that only move a
+#: touch in time (window, cap, busy) are logged at DEBUG, as they repeat.
+_SAID = {
+    TouchOutcome.SENT: "sent",
+    TouchOutcome.SKIPPED: "skipped: the step's `when` is false (or the step was removed)",
+    TouchOutcome.SUPPRESSED: "not sent: the address is suppressed; enrollment ended",
+    TouchOutcome.EXITED: "not sent: the sequence was removed or the lead disqualified",
+    TouchOutcome.FAILED: "failed: kept as a dead letter (nurture dead-letters)",
+    TouchOutcome.UNKNOWN: "outcome unknown: not resent (nurture status)",
+    TouchOutcome.PAUSED: "waiting: delivery or the sequence is paused (nurture status)",
+    TouchOutcome.RETRY: "not sent yet: a transient failure; tried again later",
+    TouchOutcome.ERROR: "failed unexpectedly: kept as a dead letter",
+}
+
+
+def _log_outcome(touch: Touch, outcome: TouchOutcome) -> None:
+    """One concise line per touch processed (JSON fields with NURTURE_LOG_FORMAT=json)."""
+    said = _SAID.get(outcome)
+    level = logging.INFO if said is not None else logging.DEBUG
+    if not log.isEnabledFor(level):
+        return
+    ref = TouchRef.parse(touch.member)
+    log.log(
+        level,
+        "%s/%s lead %s: %s",
+        ref.sequence,
+        ref.step,
+        ref.lead_id,
+        said or outcome.value,
+        extra={
+            "sequence": ref.sequence,
+            "step": ref.step,
+            "lead_id": ref.lead_id,
+            "outcome": outcome.value,
+        },
+    )
+
+
 def backoff(attempt: int, retry_after: float | None) -> float:
     """Seconds before the next attempt: the provider's word, else exponential with jitter."""
     if retry_after is not None:
@@ -148,6 +186,7 @@ class TouchSender:
                 self.store.schedule.release_claim(touch.member)
                 outcome = TouchOutcome.ERROR
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            _log_outcome(touch, outcome)
         return outcomes
 
     def send(self, touch: Touch) -> TouchOutcome:

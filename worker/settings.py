@@ -6,6 +6,7 @@ Nothing else in the package reads the environment.
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -13,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from worker.addresses import sendable_address
 from worker.errors import SettingsError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -113,6 +115,14 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown IANA time zone {value!r}, e.g. Europe/Copenhagen") from exc
         return value
 
+    @field_validator("from_email")
+    @classmethod
+    def _from_email(cls, value: str | None) -> str | None:
+        # Checked at start-up, not at the first send: every email would be refused.
+        if value is None or not value.strip():
+            return None
+        return sendable_address(value.strip())
+
     @field_validator("sendgrid_host", "public_url", "hubspot_api_url")
     @classmethod
     def _url(cls, value: str) -> str:
@@ -136,6 +146,25 @@ class Settings(BaseSettings):
             raise SettingsError(
                 "NURTURE_SENDGRID_API_KEY is required when NURTURE_DELIVERY=sendgrid"
             )
+        if self.delivery == "outbox":
+            self._check_outbox()
+
+    def _check_outbox(self) -> None:
+        """Create the outbox folder if needed and prove a file can be written there.
+
+        Raises:
+            SettingsError: Naming NURTURE_OUTBOX_DIR and why it cannot be used.
+        """
+        try:
+            self.outbox_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.outbox_dir, prefix=".write-check-"):
+                pass
+        except OSError as exc:
+            raise SettingsError(
+                f"NURTURE_OUTBOX_DIR={self.outbox_dir}: cannot write there "
+                f"({exc.strerror or exc}); make it writable for this user or point "
+                "NURTURE_OUTBOX_DIR at a folder that is"
+            ) from None
 
 
 def load_settings(**overrides: object) -> Settings:
