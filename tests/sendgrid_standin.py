@@ -20,6 +20,7 @@ In tests::
         sg.latency(0.15)                   # every mail send answers after 150 ms
         sg.latency(0.15, p95=0.4, seed=1)  # lognormal: median 150 ms, p95 400 ms
         sg.rate_limit(600, period=60)      # X-RateLimit-* on every answer, 429 beyond
+        sg.account_fault("revoked", 25)    # 401 (key revoked) for 25 s, then normal
 
 As a pytest fixture (in a conftest)::
 
@@ -40,6 +41,7 @@ Control endpoints for a stand-in in another process (no authorization):
 ``POST /_standin/faults`` (JSON object, as :meth:`SendGridStandIn.faults`),
 ``POST /_standin/latency`` (JSON object, as :meth:`SendGridStandIn.latency`),
 ``POST /_standin/rate_limit`` (JSON object, as :meth:`SendGridStandIn.rate_limit`),
+``POST /_standin/account_fault`` (JSON object, as :meth:`SendGridStandIn.account_fault`),
 ``GET /_standin/receipts?since=N`` (``[lead_id, received_at]`` pairs, kept even when
 recording is off) and ``POST /_standin/record`` (``{"messages": false}`` keeps only
 receipts, for long benchmarks).
@@ -101,6 +103,26 @@ __all__ = [
 ]
 
 MAIL_SEND_PATH = "/v3/mail/send"
+SCOPES_PATH = "/v3/scopes"
+#: Account faults as SendGrid documents them: status and ``errors[0].message``
+#: (https://support.sendgrid.com/hc/en-us/articles/18322114821403-4XX-API-Errors-and-Troubleshooting-Suggestions,
+#: https://twilio.com/docs/sendgrid/api-reference/how-to-use-the-sendgrid-v3-api/errors,
+#: https://www.twilio.com/docs/api/errors/60604, https://twilio.com/docs/api/errors/60222).
+ACCOUNT_FAULTS: dict[str, tuple[int, str]] = {
+    "revoked": (401, "The provided authorization grant is invalid, expired, or revoked"),
+    "credits": (401, "Maximum credits exceeded"),
+    "not_authorized": (401, "Authenticated user is not authorized to send mail"),
+    "forbidden": (403, "access forbidden"),
+    "sender": (
+        403,
+        "The from address does not match a verified Sender Identity. Mail cannot be sent "
+        "until this error is resolved. Visit "
+        "https://sendgrid.com/docs/for-developers/sending-email/sender-identity/ "
+        "to see the Sender Identity requirements",
+    ),
+}
+#: What ``GET /v3/scopes`` lists for the stand-in's key (a real key lists many more).
+_SCOPES = ["mail.send", "scopes.read"]
 FAULT_KINDS = ("429", "500", "503", "slow", "drop", "lost")
 _HELP = "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html#message."
 _EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]]+@[^@\s<>(),;:\"\[\]]+\.[^@\s<>(),;:\"\[\]]+$")
@@ -806,11 +828,25 @@ class _Handler(BaseHTTPRequestHandler):
             self._control(method, path, query, body)
             return
         standin._count_request()
+        fault = standin._account_fault()
+        if path == SCOPES_PATH and method == "GET":
+            # https://twilio.com/docs/sendgrid/api-reference/api-key-permissions/retrieve-a-list-of-scopes-for-which-this-user-has-access
+            if fault is not None and fault[0] == 401:
+                self._answer(fault[0], _errors_body(fault[0], [_err(fault[1], None)]))
+            elif self.request_headers.get("Authorization") != standin._auth:
+                self._answer(401, _errors_body(401))
+            else:
+                self._answer(200, json.dumps({"scopes": _SCOPES}).encode())
+            return
         if path != MAIL_SEND_PATH:
             self._answer(404, _errors_body(404))
             return
         if method != "POST":
             self._answer(405, _errors_body(405))
+            return
+        if fault is not None:
+            field = "from" if fault[0] == 403 and "Sender Identity" in fault[1] else None
+            self._answer(fault[0], _errors_body(fault[0], [_err(fault[1], field)]))
             return
         latency, allowed, limits = standin._admit()
         reply = _RATE_LIMITED if not allowed else standin._next_reply()
@@ -863,6 +899,9 @@ class _Handler(BaseHTTPRequestHandler):
                 result = {"ok": True}
             elif method == "POST" and path == "/_standin/latency":
                 standin.latency(**(data or {}))
+                result = {"ok": True}
+            elif method == "POST" and path == "/_standin/account_fault":
+                standin.account_fault(**(data or {}))
                 result = {"ok": True}
             elif method == "POST" and path == "/_standin/rate_limit":
                 standin.rate_limit(**(data or {}))
@@ -960,6 +999,9 @@ class SendGridStandIn:
         self._rng = random.Random()
         self._latency = Latency()
         self._rate: RateLimitWindow | None = None
+        self._fault: tuple[int, str] | None = None
+        self._fault_until = 0.0
+        self.fault_refusals = 0  # mail sends refused by an account fault
         self._arrived = threading.Condition(self._lock)
         self._stopping = threading.Event()
         self._server: _Server | None = None
@@ -1127,6 +1169,29 @@ class SendGridStandIn:
         with self._lock:
             self._latency = latency
 
+    def account_fault(self, kind: str | None = "revoked", seconds: float = 3600.0) -> None:
+        """Refuse every request for ``seconds`` as SendGrid does for an account fault.
+
+        Args:
+            kind: A key of :data:`ACCOUNT_FAULTS` (``"revoked"``: the key was revoked,
+                401; ``"credits"``: 401 "Maximum credits exceeded"; ``"sender"``: 403 for
+                an unverified Sender Identity; ...), or None to end the fault now.
+            seconds: How long the fault lasts; then the account works again.
+        """
+        if kind is not None and kind not in ACCOUNT_FAULTS:
+            raise ValueError(f"unknown account fault {kind!r}; use one of {list(ACCOUNT_FAULTS)}")
+        with self._lock:
+            self._fault = None if kind is None else ACCOUNT_FAULTS[kind]
+            self._fault_until = time.monotonic() + seconds
+
+    def _account_fault(self) -> tuple[int, str] | None:
+        with self._lock:
+            if self._fault is not None and time.monotonic() >= self._fault_until:
+                self._fault = None
+            if self._fault is not None:
+                self.fault_refusals += 1
+            return self._fault
+
     def rate_limit(self, limit: int | None = None, period: float = 1.0) -> None:
         """Limit mail sends to ``limit`` per ``period`` seconds, as SendGrid does; every
         answer then carries ``X-RateLimit-*`` and requests beyond the limit get a 429.
@@ -1147,6 +1212,7 @@ class SendGridStandIn:
             self._fault_kinds = ()
             self._latency = Latency()
             self._rate = None
+            self._fault = None
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
         """Block until at least ``count`` messages were accepted.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -15,7 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from worker.errors import CatalogError, NurtureError, SettingsError
+import redis
+
+from worker.errors import CatalogError, NurtureError, SettingsError, StoreUnavailableError
 from worker.settings import Settings, load_settings
 
 
@@ -185,6 +188,99 @@ def _fmt_ts(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _fmt_due(ts: float | None) -> str:
+    """A due time in UTC and in this machine's local time (``TZ``), e.g.
+    ``2026-11-30 08:00:00 UTC (Mon 09:00 CET here)``."""
+    if ts is None:
+        return "-"
+    local = datetime.fromtimestamp(ts, UTC).astimezone()
+    return f"{_fmt_ts(ts)} ({local:%a %H:%M %Z} here)"
+
+
+def _delivery_line(delivery: dict[str, Any], now: float) -> str:
+    """The status line saying whether delivery runs, or why and since when it waits."""
+    if not delivery["paused"]:
+        return "delivery: running"
+    since = float(delivery["since"])
+    minutes = max(0, int(now - since)) // 60
+    return (
+        f"delivery: PAUSED since {_fmt_ts(since)} ({minutes} min) by an account fault: "
+        f"{delivery['reason']} -- touches keep their place; the worker checks the account "
+        "and resumes by itself once it works"
+    )
+
+
+def _paused_line(paused: dict[str, Any]) -> str:
+    """The status line naming the paused sequences, who paused them and what waits."""
+    if not paused["sequences"]:
+        return "paused sequences: none"
+    parts = []
+    for sequence, how in sorted(paused["sequences"].items()):
+        name = "all sequences" if sequence == "*" else sequence
+        since = f" since {_fmt_ts(how['since'])}" if how.get("since") else ""
+        parts.append(f"{name} ({how['by']}{since})")
+    return (
+        f"paused sequences: {', '.join(parts)}; {paused['touches_waiting']} touch(es) wait "
+        "in their place"
+    )
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    return _pause_or_resume(args, pause=True)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _pause_or_resume(args, pause=False)
+
+
+def _pause_or_resume(args: argparse.Namespace, *, pause: bool) -> int:
+    from worker.errors import did_you_mean
+    from worker.runtime import Runtime
+    from worker.store.pauses import ALL_SEQUENCES
+
+    verb = "pause" if pause else "resume"
+    if bool(args.sequences) == bool(args.all):
+        print(f"nurture {verb}: name the sequence(s) or give --all", file=sys.stderr)
+        return 2
+    runtime = Runtime(_settings())
+    try:
+        runtime.check_redis()
+        known = runtime.catalog.current.catalog.sequences
+        for name in args.sequences:
+            if name not in known:
+                hint = did_you_mean(name, known)
+                print(
+                    f"nurture {verb}: no sequence {name!r}; {hint}sequences: "
+                    f"{', '.join(sorted(known))}",
+                    file=sys.stderr,
+                )
+                return 1
+        pauses = runtime.store.pauses
+        if pause:
+            chosen = [ALL_SEQUENCES] if args.all else list(args.sequences)
+            pauses.pause_sequences(chosen, runtime.clock.now().timestamp())
+            what = "every sequence" if args.all else ", ".join(chosen)
+            print(
+                f"paused {what}: nothing of it is sent; its touches keep their place and go "
+                f"out (spread out if long overdue) after `nurture resume "
+                f"{'--all' if args.all else ' '.join(chosen)}`"
+            )
+            return 0
+        chosen = list(pauses.paused_sequences()) if args.all else list(args.sequences)
+        pauses.resume_sequences(chosen)
+        print(f"resumed {', '.join(chosen) or 'nothing (none was paused)'}")
+        for name in args.sequences or known:
+            sequence = known.get(name)
+            if sequence is not None and sequence.paused:
+                print(
+                    f"  {name} stays paused by `paused: true` in {sequence.file}; remove that "
+                    "line to send it"
+                )
+        return 0
+    finally:
+        runtime.close()
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from worker.runtime import Runtime
     from worker.status import collect_status
@@ -199,6 +295,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2, default=str))
         return 0
     print(f"redis: {status['redis_url']}")
+    print(_delivery_line(status["delivery"], datetime.now(UTC).timestamp()))
+    print(_paused_line(status["paused"]))
     for queue, depth in status["queues"].items():
         print(
             f"queue {queue}: {depth['ready']} ready, {depth['delayed']} delayed, "
@@ -207,7 +305,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     sched = status["schedule"]
     print(
         f"scheduled touches: {sched['scheduled']} (claimed: {sched['claimed']}), "
-        f"next due: {_fmt_ts(sched['next_due'])}"
+        f"next due: {_fmt_due(sched['next_due'])}"
     )
     print(f"dead letters: {status['dead_letters']['count']}")
     for letter in status["dead_letters"]["latest"]:
@@ -220,6 +318,136 @@ def cmd_status(args: argparse.Namespace) -> int:
         for step, counters in steps.items():
             counts = ", ".join(f"{k} {v}" for k, v in sorted(counters.items()))
             print(f"  {sequence}/{step}: {counts}")
+    return 0
+
+
+def _dead_letter_choice(args: argparse.Namespace, runtime: Any) -> list[Any]:
+    """The dead letters the arguments of retry/discard/dead-letters select."""
+    from worker import dead_letters
+
+    letters = dead_letters.load(runtime)
+    return dead_letters.select(
+        letters,
+        ids=getattr(args, "ids", None) or None,
+        reason=args.reason,
+        sequence=args.sequence,
+    )
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    from worker import dead_letters
+    from worker.runtime import Runtime
+
+    runtime = Runtime(_settings(), load_catalog=False)
+    try:
+        runtime.check_redis()
+        letters = _dead_letter_choice(args, runtime)
+    finally:
+        runtime.close()
+    counts = dead_letters.counts_by_category(letters)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "count": len(letters),
+                    "by_reason": dict(counts),
+                    "letters": [d.as_dict() for d in letters],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(f"dead letters: {len(letters)}")
+    if not letters:
+        return 0
+    print("by reason:")
+    for name, count in counts:
+        print(f"  {count:>6}  {name}")
+    shown = letters[-args.limit :] if args.limit else letters
+    if len(shown) < len(letters):
+        print(f"latest {len(shown)} (use --limit 0 for all):")
+    for d in shown:
+        where = f"{d.sequence}/{d.step}" if d.sequence else "-"
+        print(f"{d.id}  {_fmt_ts(d.at)}  {d.kind:<6} lead={d.lead or '-'}  {where}  {d.reason}")
+    print(
+        "\nretry: nurture retry ID... | --reason TEXT | --sequence ID | --all; "
+        "drop: nurture discard ..."
+    )
+    return 0
+
+
+def _require_selection(args: argparse.Namespace, command: str) -> bool:
+    if args.ids or args.reason or args.sequence or args.all:
+        return True
+    print(
+        f"nurture {command}: say which dead letters: IDs, --reason TEXT, --sequence ID or "
+        "--all (see `nurture dead-letters`)",
+        file=sys.stderr,
+    )
+    return False
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from worker import dead_letters
+    from worker.runtime import Runtime
+
+    if not _require_selection(args, "retry"):
+        return 2
+    runtime = Runtime(_settings(), load_catalog=False)
+    try:
+        runtime.check_redis()
+        report = dead_letters.retry(runtime, _dead_letter_choice(args, runtime))
+    finally:
+        runtime.close()
+    print(
+        f"retried: {report.touches} touch(es) back on the schedule, {report.events} "
+        "event(s) queued again"
+    )
+    for letter_id, why in report.refused:
+        print(f"  not retried {letter_id}: {why}")
+    return 0
+
+
+def cmd_discard(args: argparse.Namespace) -> int:
+    from worker import dead_letters
+    from worker.runtime import Runtime
+
+    if not _require_selection(args, "discard"):
+        return 2
+    runtime = Runtime(_settings(), load_catalog=False)
+    try:
+        runtime.check_redis()
+        gone = dead_letters.discard(runtime, _dead_letter_choice(args, runtime))
+    finally:
+        runtime.close()
+    print(f"discarded {gone} dead letter(s)")
+    return 0
+
+
+def cmd_send_test(args: argparse.Namespace) -> int:
+    from worker.send_test import send_test
+
+    if not args.to:
+        print(
+            "nurture send-test: --to ADDRESS is required: a test goes only to an address "
+            "you name, never to a lead",
+            file=sys.stderr,
+        )
+        return 2
+    settings = _settings()
+    lead_doc = None
+    if args.lead:
+        try:
+            lead_doc = json.loads(Path(args.lead).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            print(f"nurture send-test: cannot read lead file {args.lead}: {exc}", file=sys.stderr)
+            return 1
+    message, result = send_test(settings, args.sequence, args.step, args.to, lead_doc)
+    where = settings.outbox_dir if settings.delivery == "outbox" else "SendGrid"
+    print(
+        f"sent a test of {args.sequence}/{args.step} to {message.to_email} through {where}: "
+        f"{message.subject!r} (id {result.provider_id or '-'}); not counted, not in the ledger"
+    )
     return 0
 
 
@@ -270,6 +498,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lead", required=True, help="JSON file with a lead (or an event)")
     p.add_argument("--start", help="when the trigger happens (ISO time; default now)")
     p.add_argument("--step", help="render this step's email")
+    p = sub.add_parser("send-test", help="send one step's email to your own address, marked [TEST]")
+    p.add_argument("sequence")
+    p.add_argument("--step", required=True, help="the step id")
+    p.add_argument("--to", help="the address to send the test to (required)")
+    p.add_argument("--lead", help="JSON file with the lead to render for (default: a sample)")
     p = sub.add_parser("emit", help="validate events and queue them")
     p.add_argument("file", nargs="?", default="-", help="JSON / JSON Lines file, or - for stdin")
     p = sub.add_parser(
@@ -289,6 +522,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p = sub.add_parser("status", help="queues, schedule, dead letters, suppressions")
     p.add_argument("--json", action="store_true")
+    for name, text in (
+        ("pause", "stop sending sequences now (touches keep their place)"),
+        ("resume", "send paused sequences again"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("sequences", nargs="*", help="sequence ids")
+        p.add_argument("--all", action="store_true", help="every sequence")
+    p = sub.add_parser("dead-letters", help="what failed: reason, lead, sequence/step, time")
+    p.add_argument("--reason", help="only those whose reason contains this text")
+    p.add_argument("--sequence", help="only this sequence's touches")
+    p.add_argument("--limit", type=int, default=50, help="show the latest N (0: all)")
+    p.add_argument("--json", action="store_true")
+    for name, text in (
+        ("retry", "send failed touches again (never twice) and re-queue failed events"),
+        ("discard", "forget dead letters you have dealt with"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("ids", nargs="*", help="dead letter ids (from `nurture dead-letters`)")
+        p.add_argument("--reason", help="those whose reason contains this text")
+        p.add_argument("--sequence", help="this sequence's touches")
+        p.add_argument("--all", action="store_true", help="every dead letter")
     return parser
 
 
@@ -301,6 +555,12 @@ COMMANDS: dict[str, Any] = {
     "worker": cmd_worker,
     "serve": cmd_serve,
     "status": cmd_status,
+    "dead-letters": cmd_dead_letters,
+    "pause": cmd_pause,
+    "send-test": cmd_send_test,
+    "resume": cmd_resume,
+    "retry": cmd_retry,
+    "discard": cmd_discard,
 }
 
 
@@ -315,7 +575,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nurture: {exc}", file=sys.stderr)
         return 2
     try:
-        return int(COMMANDS[args.command](args))
+        code = int(COMMANDS[args.command](args))
+        sys.stdout.flush()  # here, so a reader that went away is caught below
+        return code
+    except BrokenPipeError:
+        # The reader went away (`nurture status | head -4`): stop quietly, as Unix tools do.
+        _silence_stdout()
+        return 1
+    except redis.RedisError as exc:
+        url = os.environ.get("NURTURE_REDIS_URL") or "the embedded Redis"
+        print(
+            f"nurture {args.command}: Redis ({url}) failed: {exc}; check that it runs and "
+            "that NURTURE_REDIS_URL points at it",
+            file=sys.stderr,
+        )
+        return 1
+    except StoreUnavailableError as exc:
+        hint = "" if "NURTURE_REDIS_URL" in str(exc) else "; check NURTURE_REDIS_URL"
+        print(f"nurture {args.command}: {exc}{hint}", file=sys.stderr)
+        return 1
     except CatalogError as exc:
         print(exc, file=sys.stderr)
         print(
@@ -326,6 +604,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NurtureError as exc:
         print(f"nurture {args.command}: {exc}", file=sys.stderr)
         return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again
+    (https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -120,6 +120,16 @@ class PermanentDeliveryError(DeliveryError):
     """Raised when the provider refused the message for good (4xx other than 429)."""
 
 
+class AccountFaultError(DeliveryError):
+    """Raised when the provider refuses every message because of the account, not the message.
+
+    A revoked or wrong API key (SendGrid 401), credits used up (401 "Maximum credits
+    exceeded"), a key without the Mail Send permission or a sender address that is not a
+    verified Sender Identity (403). Retrying one message cannot help and failing it would
+    be wrong: delivery pauses for every worker until the account works again.
+    """
+
+
 class OutcomeUnknownError(DeliveryError):
     """Raised when the request may or may not have reached the provider.
 

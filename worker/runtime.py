@@ -25,7 +25,7 @@ from worker.crm.hubspot_api import HubSpotContacts, HubSpotRateLimiter
 from worker.crm.hubspot_sync import fetch_handler
 from worker.crm.mapping import Mapping as CrmMapping
 from worker.delivery import Delivery, build_delivery
-from worker.errors import StoreUnavailableError
+from worker.errors import SettingsError, StoreUnavailableError
 from worker.pipeline import EventProcessor
 from worker.redis_server import embedded_redis_url
 from worker.scheduler import Scheduler, SchedulerSettings
@@ -78,9 +78,18 @@ class Runtime:
         self.tuning = tuning or Tuning()
         self.namespace = namespace
         self.redis_url = settings.redis_url or embedded_redis_url(settings.state_dir)
-        self.redis = redis.Redis.from_url(
-            self.redis_url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30
-        )
+        try:
+            self.redis = redis.Redis.from_url(
+                self.redis_url,
+                socket_connect_timeout=2,
+                socket_timeout=10,
+                health_check_interval=30,
+            )
+        except ValueError as exc:
+            raise SettingsError(
+                f"NURTURE_REDIS_URL={self.redis_url!r} is not a Redis URL ({exc}); "
+                "use e.g. redis://127.0.0.1:6379/0"
+            ) from None
         self.store = Store(self.redis, prefix)
         self.broker: dramatiq.Broker = broker or RedisBroker(  # type: ignore[no-untyped-call]
             url=self.redis_url,
@@ -155,7 +164,10 @@ class Runtime:
                 catchup_after=settings.catchup_after,
                 catchup_spread=settings.catchup_spread,
                 touches_per_message=self.tuning.touches_per_message,
+                probe_interval=settings.pause_probe_interval,
             ),
+            probe=self.probe_delivery,
+            paused_sequences=self.paused_sequences,
         )
 
     @property
@@ -170,6 +182,16 @@ class Runtime:
             self._delivery = build_delivery(self.settings)
         return self._delivery
 
+    def paused_sequences(self) -> set[str]:
+        """Sequences paused now: ``paused: true`` in their file, or ``nurture pause``."""
+        in_files = {s.id for s in self.catalog.current.catalog.sequences.values() if s.paused}
+        return in_files | set(self.store.pauses.paused_sequences())
+
+    def probe_delivery(self) -> str | None:
+        """Whether the delivery backend can send again (see ``Delivery.probe``)."""
+        probe = getattr(self.delivery, "probe", None)  # wrappers in benchmarks may lack it
+        return probe() if probe is not None else None
+
     @cached_property
     def unsubscribe_secret(self) -> str:
         configured = self.settings.unsubscribe_secret
@@ -183,7 +205,9 @@ class Runtime:
     def check_redis(self) -> None:
         """Raise StoreUnavailableError naming the URL when Redis does not answer."""
         if not self.store.ping():
-            raise StoreUnavailableError(f"Redis at {self.redis_url} does not answer")
+            raise StoreUnavailableError(
+                f"Redis at {self.redis_url} does not answer; start it, or fix NURTURE_REDIS_URL"
+            )
 
     def close(self) -> None:
         """Release connections and the delivery client."""

@@ -5,27 +5,42 @@ atomic Lua step, so a touch is claimed once; a claim is a lease, so a scheduler 
 dies after claiming loses nothing. After downtime, touches overdue by more than
 ``NURTURE_CATCHUP_AFTER`` are spread over ``NURTURE_CATCHUP_SPREAD`` in their
 original order instead of being fired at once.
+
+While delivery is paused by an account fault (see ``worker/store/pauses.py``) the
+schedulers claim nothing: touches keep their place. One of them at a time probes the
+account every ``NURTURE_PAUSE_PROBE_INTERVAL`` and ends the pause when it works; one
+ERROR line a minute (from one scheduler of all) says why and since when.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
 from worker.clock import Clock
-from worker.store import Store
+from worker.enrollment import TouchRef
+from worker.store import DeliveryPause, Store
 from worker.store.counters import SCHEDULER_LAG
+from worker.store.pauses import ALL_SEQUENCES
 
 log = logging.getLogger(__name__)
 
 #: Queues a batch of ``[touch id, due time]`` pairs (the ``send_touches`` actor's send).
 EnqueueTouches = Callable[[list[list[Any]]], Any]
+#: Checks whether the delivery account works: None when it does, else what is wrong.
+Probe = Callable[[], str | None]
+#: Returns the ids of the sequences paused now (``*`` for all), from files and commands.
+PausedSequences = Callable[[], set[str]]
+#: Seconds between the ERROR lines that repeat why delivery is paused.
+PAUSE_LOG_EVERY = 60.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +53,8 @@ class SchedulerSettings:
     catchup_after: float
     catchup_spread: float
     touches_per_message: int
+    probe_interval: float = 15.0  # NURTURE_PAUSE_PROBE_INTERVAL
+    unpark_every: float = 1.0  # seconds between looks for parked touches to put back
 
 
 class Scheduler:
@@ -48,15 +65,27 @@ class Scheduler:
         clock: The time source.
         enqueue: Queues one batch of touches.
         settings: The settings the scheduler reads.
+        probe: Checks whether the delivery account works again (while paused).
+        paused_sequences: The sequences paused now; touches of the others that were
+            parked while theirs was paused go back on the schedule.
     """
 
     def __init__(
-        self, store: Store, clock: Clock, enqueue: EnqueueTouches, settings: SchedulerSettings
+        self,
+        store: Store,
+        clock: Clock,
+        enqueue: EnqueueTouches,
+        settings: SchedulerSettings,
+        probe: Probe | None = None,
+        paused_sequences: PausedSequences | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.enqueue = enqueue
         self.settings = settings
+        self.probe = probe
+        self.paused_sequences = paused_sequences
+        self._unparked_at = 0.0
         self.id = uuid.uuid4().hex[:8]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -64,6 +93,11 @@ class Scheduler:
     def tick(self) -> int:
         """Claim and queue what is due now; returns how many touches were queued."""
         now = self.clock.now().timestamp()
+        pause = self.store.pauses.delivery()
+        if pause is not None and not self.while_paused(pause):
+            self.store.schedule.beat(self.id, now)
+            return 0
+        self.unpark()
         self.catch_up(now)
         claimed = self.store.schedule.claim_due(now, self.settings.batch, self.settings.claim_lease)
         size = self.settings.touches_per_message
@@ -76,6 +110,67 @@ class Scheduler:
             self.store.counters.set_global(SCHEDULER_LAG, lag)
         self.store.schedule.beat(self.id, now)
         return len(claimed)
+
+    def while_paused(self, pause: DeliveryPause) -> bool:
+        """Say why delivery waits (once a minute) and probe (one scheduler at a time).
+
+        Returns:
+            True when the probe found the account working and ended the pause.
+        """
+        wall = self.clock.now().timestamp()
+        if self.store.pauses.take_turn("log", PAUSE_LOG_EVERY):
+            log.error(
+                "delivery paused since %s (%d s): %s; touches keep their place; probing "
+                "every %ss and resuming by itself",
+                datetime.fromtimestamp(pause.since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+                max(0, int(wall - pause.since)),
+                pause.reason,
+                int(self.settings.probe_interval),
+            )
+        if self.probe is None or not self.store.pauses.take_turn(
+            "probe", self.settings.probe_interval
+        ):
+            return False
+        try:
+            problem = self.probe()
+        except Exception as exc:  # a probe that breaks must not stop the scheduler
+            problem = f"probe failed: {exc!r}"
+        if problem is not None:
+            log.warning("delivery still paused: %s", problem)
+            return False
+        if self.store.pauses.resume_delivery():
+            log.warning(
+                "delivery resumed: the account works again after %d s paused (%s)",
+                max(0, int(wall - pause.since)),
+                pause.reason,
+            )
+        return True
+
+    def unpark(self) -> int:
+        """Put back on the schedule, at their due time, the parked touches of sequences
+        no longer paused; the catch-up then spreads those long overdue.
+
+        Looks at most every ``unpark_every`` seconds, and only when something is parked.
+        """
+        if self.paused_sequences is None:
+            return 0
+        wall = time.monotonic()
+        if wall - self._unparked_at < self.settings.unpark_every:
+            return 0
+        self._unparked_at = wall
+        schedule = self.store.schedule
+        if schedule.parked_count() == 0:
+            return 0
+        paused = self.paused_sequences()
+        if ALL_SEQUENCES in paused:
+            return 0
+        back = [
+            (m, due) for m, due in schedule.parked() if TouchRef.parse(m).sequence not in paused
+        ]
+        schedule.unpark(back)
+        if back:
+            log.info("resumed: %d paused touches back on the schedule at their due time", len(back))
+        return len(back)
 
     def catch_up(self, now: float) -> int:
         """Spread touches overdue by more than the catch-up threshold (downtime backlog)."""

@@ -32,6 +32,7 @@ from worker.enrollment import (
     touch_id,
 )
 from worker.errors import (
+    AccountFaultError,
     OutcomeUnknownError,
     PermanentDeliveryError,
     RenderError,
@@ -61,6 +62,7 @@ class TouchOutcome(StrEnum):
     FAILED = "failed"
     RETRY = "retry"  # a transient failure: tried again later
     ERROR = "error"  # an unexpected error: dead-lettered
+    PAUSED = "paused"  # delivery or the sequence is paused: the touch keeps its due time
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,44 @@ class _Pending:
     now: datetime
     zone: ZoneInfo
     received: frozenset[str]
+
+
+#: What the one INFO line per touch says for each outcome; outcomes that only move a
+#: touch in time (window, cap, busy) are logged at DEBUG, as they repeat.
+_SAID = {
+    TouchOutcome.SENT: "sent",
+    TouchOutcome.SKIPPED: "skipped: the step's `when` is false (or the step was removed)",
+    TouchOutcome.SUPPRESSED: "not sent: the address is suppressed; enrollment ended",
+    TouchOutcome.EXITED: "not sent: the sequence was removed or the lead disqualified",
+    TouchOutcome.FAILED: "failed: kept as a dead letter (nurture dead-letters)",
+    TouchOutcome.UNKNOWN: "outcome unknown: not resent (nurture status)",
+    TouchOutcome.PAUSED: "waiting: delivery or the sequence is paused (nurture status)",
+    TouchOutcome.RETRY: "not sent yet: a transient failure; tried again later",
+    TouchOutcome.ERROR: "failed unexpectedly: kept as a dead letter",
+}
+
+
+def _log_outcome(touch: Touch, outcome: TouchOutcome) -> None:
+    """One concise line per touch processed (JSON fields with NURTURE_LOG_FORMAT=json)."""
+    said = _SAID.get(outcome)
+    level = logging.INFO if said is not None else logging.DEBUG
+    if not log.isEnabledFor(level):
+        return
+    ref = TouchRef.parse(touch.member)
+    log.log(
+        level,
+        "%s/%s lead %s: %s",
+        ref.sequence,
+        ref.step,
+        ref.lead_id,
+        said or outcome.value,
+        extra={
+            "sequence": ref.sequence,
+            "step": ref.step,
+            "lead_id": ref.lead_id,
+            "outcome": outcome.value,
+        },
+    )
 
 
 def backoff(attempt: int, retry_after: float | None) -> float:
@@ -156,6 +196,7 @@ class TouchSender:
                 self.store.schedule.release_claim(touch.member)
                 outcome = TouchOutcome.ERROR
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            _log_outcome(touch, outcome)
         return outcomes
 
     def send(self, touch: Touch) -> TouchOutcome:
@@ -165,9 +206,13 @@ class TouchSender:
         state = self.store.enrolled.touch_state(ref.lead_id, ref.sequence)
         lead, enrollment = state.lead, state.enrollment
         if lead is None or enrollment is None or not enrollment.waits_for(ref.generation, ref.step):
+            if lead is not None and enrollment is not None and self._reopened(touch.member):
+                return self._resend(touch, ref, lead, enrollment, state.received)
             self.store.schedule.release_claim(touch.member)
             return TouchOutcome.STALE
         sequence = self.catalog().catalog.sequences.get(ref.sequence)
+        if self._paused(touch, sequence):
+            return TouchOutcome.PAUSED
         if sequence is None:
             # Live edit removed the sequence: end its enrollments cleanly.
             return self._exit(touch, enrollment, SEQUENCE_REMOVED, TouchOutcome.EXITED)
@@ -235,6 +280,69 @@ class TouchSender:
                 if ref.ledger_field in job.lead.held():
                     self.store.leads.drop_held(ref.lead_id, ref.ledger_field)
                 return self._deliver(job, template, reservation.previous_touch)
+
+    def _paused(self, touch: Touch, sequence: Sequence | None) -> bool:
+        """Put the touch aside when delivery or its sequence is paused.
+
+        Delivery paused (an account fault): back on the schedule at its due time, where
+        schedulers leave it until the pause ends. Sequence paused (``paused: true`` or
+        ``nurture pause``): parked with its due time until the sequence is resumed.
+        """
+        pauses = self.store.pauses.state()
+        if pauses.delivery is not None:
+            self.store.schedule.reschedule(touch.member, touch.due)
+            return True
+        if sequence is not None and (sequence.paused or pauses.sequence_paused(sequence.id)):
+            self.store.schedule.park(touch.member, touch.due)
+            return True
+        return False
+
+    # -- an operator's retry of a failed touch (nurture retry) --------------------
+
+    def _reopened(self, member: str) -> bool:
+        """Whether ``nurture retry`` reopened this (failed, passed) touch."""
+        state = self.store.ledger.state(member) or ""
+        return state.startswith(f"{LedgerState.RETRY.value}:")
+
+    def _resend(
+        self,
+        touch: Touch,
+        ref: TouchRef,
+        lead: LeadRecord,
+        enrollment: Enrollment,
+        received: frozenset[str],
+    ) -> TouchOutcome:
+        """Send a failed touch again for ``nurture retry``, through the ledger.
+
+        The enrollment has moved on past the step and stays where it is; the ledger
+        (reserved with ``resend``) still makes this at most one email. Checks the step
+        and the window like any touch, but not the frequency cap: the operator asked.
+        """
+        now = self.clock.now()
+        sequence = self.catalog().catalog.sequences.get(ref.sequence)
+        if self._paused(touch, sequence):
+            return TouchOutcome.PAUSED
+        step = sequence.step(ref.step) if sequence is not None else None
+        if sequence is None or step is None:
+            self.store.schedule.release_claim(touch.member)
+            return TouchOutcome.STALE
+        zone = lead_zone(lead.data, self.settings.default_timezone)
+        slot = open_slot(sequence, now, zone)
+        if slot > now:
+            self.store.schedule.reschedule(touch.member, slot.timestamp())
+            return TouchOutcome.WINDOW
+        reservation = self.store.ledger.reserve(
+            touch.member, lead.email or "", now.timestamp(), 0, False, 0, resend=True
+        )
+        if reservation.verdict is not Verdict.OK:
+            self.store.schedule.release_claim(touch.member)
+            return (
+                TouchOutcome.DUPLICATE
+                if reservation.verdict is Verdict.DONE
+                else (TouchOutcome.STALE)
+            )
+        job = _Pending(touch, ref, sequence, enrollment, lead, now, zone, received)
+        return self._deliver(job, step.template, reservation.previous_touch, resend=True)
 
     # -- the frequency cap's hold-backs -----------------------------------------
 
@@ -354,8 +462,15 @@ class TouchSender:
         )
         return message, tuple(email.content_ids)
 
-    def _deliver(self, job: _Pending, template: str, previous: str) -> TouchOutcome:
-        """Render and send a reserved touch, and record the outcome."""
+    def _deliver(
+        self, job: _Pending, template: str, previous: str, *, resend: bool = False
+    ) -> TouchOutcome:
+        """Render and send a reserved touch, and record the outcome.
+
+        With ``resend`` (``nurture retry``) the enrollment is not moved: the outcome is
+        recorded in the ledger and the counters only, and a failure is dead-lettered
+        again rather than retried by the enrollment's attempts.
+        """
         member, stamp = job.touch.member, job.now.timestamp()
         ledger, step_id = self.store.ledger, job.ref.step
         try:
@@ -371,7 +486,23 @@ class TouchSender:
             delivery.send(message)
         except TransientDeliveryError as exc:
             ledger.release(member, LedgerState.RETRY.at(stamp), stamp, previous)
+            if resend:
+                retry_at = stamp + backoff(1, exc.retry_after)
+                self.store.schedule.reschedule(member, retry_at)
+                return TouchOutcome.RETRY
             return self._retry(job, exc, message.to_email)
+        except AccountFaultError as exc:
+            # Not this message's fault: nothing was sent, the touch keeps its place, and
+            # delivery pauses for every worker until a probe finds the account working.
+            ledger.release(member, LedgerState.RETRY.at(stamp), stamp, previous)
+            self.store.schedule.reschedule(member, job.touch.due)
+            if self.store.pauses.pause_delivery(str(exc), stamp):
+                log.error(
+                    "delivery paused for all workers: %s; touches keep their place and go "
+                    "out once the account works again (checked automatically)",
+                    exc,
+                )
+            return TouchOutcome.PAUSED
         except PermanentDeliveryError as exc:
             ledger.release(member, LedgerState.DEAD.at(stamp), stamp, previous)
             self.store.dead.add("touch", f"refused by {delivery.name}: {exc}", {"touch": member})
@@ -383,6 +514,13 @@ class TouchSender:
             self.store.counters.count(job.sequence.id, step_id, "unknown")
             return self._finish(job, LedgerState.UNKNOWN.at(stamp), TouchOutcome.UNKNOWN)
         sent = Sent(lateness=stamp - job.touch.due, content_ids=content_ids)
+        if resend:
+            # The enrollment no longer waits for this step, so advance records the
+            # ledger entry, counters and content and leaves the enrollment as it is.
+            self.store.ledger.advance(
+                member, LedgerState.SENT.at(stamp), job.enrollment, None, sent
+            )
+            return TouchOutcome.SENT
         return self._finish(job, LedgerState.SENT.at(stamp), TouchOutcome.SENT, sent)
 
     def _retry(self, job: _Pending, exc: TransientDeliveryError, to_email: str) -> TouchOutcome:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -98,6 +99,9 @@ class Settings(BaseSettings):
     # instead of fired at once; see README "Catch-up after downtime".
     catchup_after: Duration = 3600.0
     catchup_spread: Duration = 3600.0
+    # While delivery is paused by an account fault (revoked key...), how often one worker
+    # checks whether the account works again (SendGrid: GET /v3/scopes).
+    pause_probe_interval: Duration = 15.0
     # A claimed touch not finished within this lease is offered again (crash recovery).
     claim_lease: Duration = 300.0
     # A send reserved longer ago than this without an outcome was cut off by a crash:
@@ -127,9 +131,10 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown IANA time zone {value!r}, e.g. Europe/Copenhagen") from exc
         return value
 
-    @field_validator("reply_to", "unsubscribe_mailbox")
+    @field_validator("from_email", "reply_to", "unsubscribe_mailbox")
     @classmethod
     def _address(cls, value: str | None) -> str | None:
+        # Checked at start-up, not at the first send: every email would be refused.
         if value is None or not value.strip():
             return None
         return sendable_address(value.strip())
@@ -168,6 +173,25 @@ class Settings(BaseSettings):
             )
         if self.delivery == "sendgrid":
             self._require_real_sender()
+        if self.delivery == "outbox":
+            self._check_outbox()
+
+    def _check_outbox(self) -> None:
+        """Create the outbox folder if needed and prove a file can be written there.
+
+        Raises:
+            SettingsError: Naming NURTURE_OUTBOX_DIR and why it cannot be used.
+        """
+        try:
+            self.outbox_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.outbox_dir, prefix=".write-check-"):
+                pass
+        except OSError as exc:
+            raise SettingsError(
+                f"NURTURE_OUTBOX_DIR={self.outbox_dir}: cannot write there "
+                f"({exc.strerror or exc}); make it writable for this user or point "
+                "NURTURE_OUTBOX_DIR at a folder that is"
+            ) from None
 
     def _require_real_sender(self) -> None:
         """What real recipients see must work: an https unsubscribe link on a public

@@ -6,6 +6,7 @@ from typing import Any
 
 from worker.actors import EVENTS_QUEUE, TOUCHES_QUEUE
 from worker.crm.hubspot_sync import FETCH_QUEUE
+from worker.errors import CatalogError
 from worker.runtime import Runtime
 
 
@@ -14,12 +15,38 @@ def queue_depths(runtime: Runtime) -> dict[str, dict[str, int]]:
     return runtime.store.queue_depths(runtime.namespace, (EVENTS_QUEUE, TOUCHES_QUEUE, FETCH_QUEUE))
 
 
+def delivery_state(runtime: Runtime) -> dict[str, Any]:
+    """Whether delivery runs, or why and since when it is paused (an account fault)."""
+    pause = runtime.store.pauses.delivery()
+    if pause is None:
+        return {"paused": False}
+    return {"paused": True, "reason": pause.reason, "since": pause.since}
+
+
+def paused_sequences(runtime: Runtime) -> dict[str, Any]:
+    """Paused sequences (by ``nurture pause`` or ``paused: true``) and the touches waiting."""
+    paused: dict[str, dict[str, Any]] = {
+        seq: {"by": "nurture pause", "since": since}
+        for seq, since in runtime.store.pauses.paused_sequences().items()
+    }
+    try:
+        sequences = list(runtime.catalog.current.catalog.sequences.values())
+    except CatalogError:
+        sequences = []  # `nurture validate` names the problem; status still answers
+    for sequence in sequences:
+        if sequence.paused:
+            paused.setdefault(sequence.id, {"by": f"paused: true in {sequence.file}"})
+    return {"sequences": paused, "touches_waiting": runtime.store.schedule.parked_count()}
+
+
 def collect_status(runtime: Runtime) -> dict[str, Any]:
     """Everything an operator wants to see at a glance."""
     runtime.check_redis()
     store = runtime.store
     return {
         "redis_url": runtime.redis_url,
+        "delivery": delivery_state(runtime),
+        "paused": paused_sequences(runtime),
         "queues": queue_depths(runtime),
         "schedule": store.schedule_stats(),
         "dead_letters": {"count": store.dead_letter_count(), "latest": store.dead_letters(5)},

@@ -23,6 +23,7 @@ from worker.delivery.sendgrid import (
     retry_after_seconds,
 )
 from worker.errors import (
+    AccountFaultError,
     OutcomeUnknownError,
     PermanentDeliveryError,
     SettingsError,
@@ -204,17 +205,18 @@ def test_invalid_payload_is_refused_by_the_standin_as_sendgrid_would(
     assert standin.messages == []
 
 
-def test_unverified_sender_is_permanent(standin: SendGridStandIn) -> None:
+def test_unverified_sender_is_an_account_fault(standin: SendGridStandIn) -> None:
+    """No message can go out from an unverified sender: delivery pauses (issue 12)."""
     standin.verified_senders = {"hello@nurture.example"}
     delivery = SendGridDelivery(standin.api_key, standin.url, timeout=2)
-    with pytest.raises(PermanentDeliveryError, match="403: The from address does not match"):
+    with pytest.raises(AccountFaultError, match="403: The from address does not match"):
         delivery.send(make_message(from_email="someone@else.example"))
     assert delivery.send(make_message()).provider_id
 
 
-def test_wrong_key_is_permanent(standin: SendGridStandIn) -> None:
+def test_wrong_key_is_an_account_fault(standin: SendGridStandIn) -> None:
     delivery = SendGridDelivery("SG.wrong", standin.url, timeout=2)
-    with pytest.raises(PermanentDeliveryError, match="401: The provided authorization grant"):
+    with pytest.raises(AccountFaultError, match="401: The provided authorization grant"):
         delivery.send(make_message())
     assert standin.messages == []
 

@@ -53,6 +53,7 @@ def test_shipped_sequences_load_without_problems() -> None:
         "decline",
         "keep-giving",
         "outbound-intro",
+        "quick-start",
         "referral-intro",
         "value-first",
     ]
@@ -194,6 +195,7 @@ def test_event_types_cover_triggers_and_exits() -> None:
     assert [s.id for s in catalog.triggered_by("lead.created")] == [
         "keep-giving",
         "outbound-intro",
+        "quick-start",
         "referral-intro",
         "value-first",
     ]

@@ -9,6 +9,8 @@ failure correctly:
   (429, 5xx, connection refused, DNS failure, a full disk).
 * :class:`~worker.errors.PermanentDeliveryError` — the message is refused for good
   (4xx other than 408/429, a malformed message); retrying cannot help.
+* :class:`~worker.errors.AccountFaultError` — the account, key or sender is refused
+  (SendGrid 401/403): no message can go out until it is fixed; delivery pauses.
 * :class:`~worker.errors.OutcomeUnknownError` — the request left us but no answer came
   back (timeout, connection dropped); the provider may or may not have accepted it.
 """
@@ -122,6 +124,15 @@ class Delivery(Protocol):
         Never raises because of one bad message: its error takes its place in the list.
         """
         return send_each(self, messages)
+
+    def probe(self) -> str | None:
+        """Check whether the backend can send again after an account fault.
+
+        Returns:
+            None when it can (the default: a backend without accounts always can);
+            else what is still wrong.
+        """
+        return None
 
     def close(self) -> None:
         """Release resources; the backend must not be used afterwards."""

@@ -20,7 +20,10 @@ what happened                             raised
                                           ``retry_after`` from ``X-RateLimit-Reset``
                                           (else ``Retry-After``), 1..3600 s
 408, 5xx, other non-2xx                   ``TransientDeliveryError``
-other 4xx (400, 401, 403, 413, ...)       ``PermanentDeliveryError`` with SendGrid's
+401, 403                                  ``AccountFaultError``: the key, the
+                                          credits or the sender identity is wrong
+                                          (an account fault: delivery pauses)
+other 4xx (400, 413, ...)                 ``PermanentDeliveryError`` with SendGrid's
                                           error messages
 refused, DNS, TLS, connect timeout —      ``TransientDeliveryError``: the request
 anything before the request was sent      never left, so it cannot have been accepted
@@ -73,6 +76,7 @@ from worker.delivery.base import (
     send_each,
 )
 from worker.errors import (
+    AccountFaultError,
     DeliveryError,
     OutcomeUnknownError,
     PermanentDeliveryError,
@@ -97,6 +101,17 @@ MAX_IDLE_REUSE = 4.0
 #: to keep the CPU busy while SendGrid takes ~150 ms per answer (see
 #: benchmarks/delivery.py), few enough to stay well inside the file-descriptor limit.
 DEFAULT_CONCURRENCY = 128
+#: Answers that concern the account, not the message: SendGrid's documented 401s ("The
+#: provided authorization grant is invalid, expired, or revoked", "Maximum credits
+#: exceeded", "Authenticated user is not authorized to send mail") and 403s ("access
+#: forbidden" for a key without Mail Send, "The from address does not match a verified
+#: Sender Identity"); see
+#: https://support.sendgrid.com/hc/en-us/articles/18322114821403-4XX-API-Errors-and-Troubleshooting-Suggestions,
+#: https://www.twilio.com/docs/api/errors/60604 and https://twilio.com/docs/api/errors/60222.
+#: A 400 names one message's mistake (a bad address) and stays a per-message refusal.
+ACCOUNT_FAULT_STATUSES = frozenset({401, 403})
+#: SendGrid's scope that lets a key send mail (GET /v3/scopes lists the key's scopes).
+MAIL_SEND_SCOPE = "mail.send"
 #: Longest wait for a rate-limiter turn before the message is given back to the queue.
 DEFAULT_LIMITER_WAIT = 5.0
 
@@ -268,6 +283,8 @@ def classify_status(
         # 408/5xx are SendGrid's own trouble; 1xx/3xx are never valid answers to a
         # mail send, most likely a proxy or misconfigured host: not the message's fault.
         return TransientDeliveryError(f"SendGrid {text}", retry_after=retry_after_seconds(headers))
+    if status in ACCOUNT_FAULT_STATUSES:
+        return AccountFaultError(f"SendGrid {text}")
     return PermanentDeliveryError(f"SendGrid {text}")
 
 
@@ -597,6 +614,31 @@ class SendGridDelivery(Delivery):
             raise classify_status(status, response.headers, response.body)
         provider_id = response.headers.get("X-Message-Id") if response.headers else None
         return SendResult(provider_id=str(provider_id) if provider_id else None)
+
+    def probe(self) -> str | None:
+        """Check, without sending mail, whether the key works: ``GET /v3/scopes``.
+
+        SendGrid answers it with the key's scopes
+        (https://twilio.com/docs/sendgrid/api-reference/api-key-permissions/retrieve-a-list-of-scopes-for-which-this-user-has-access),
+        or 401 for a revoked key. A 403 about the sender identity cannot be seen this
+        way; the first send after resuming is then the probe (and pauses again).
+
+        Returns:
+            None when the key works and may send mail; else what is wrong.
+        """
+        try:
+            response = self._client.client.scopes.get(timeout=self.timeout)
+        except SendGridHTTPError as exc:
+            return str(classify_status(int(exc.status_code), exc.headers, exc.body))
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            return f"SendGrid unreachable at {self.host}: {exc}"
+        try:
+            scopes = json.loads(response.body or b"{}").get("scopes") or []
+        except (ValueError, AttributeError):
+            return f"SendGrid at {self.host}: GET /v3/scopes answered something unexpected"
+        if MAIL_SEND_SCOPE not in scopes:
+            return "SendGrid: the API key lacks the mail.send permission (GET /v3/scopes)"
+        return None
 
     def close(self) -> None:
         """Finish the sends in flight, then close the kept-alive connections."""

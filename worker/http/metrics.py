@@ -46,6 +46,7 @@ class StoreCollector(Collector):
             queues = queue_depths(self.rt)
             dead = store.dead_letter_count()
             suppressed = store.suppressed_count()
+            pause = store.pauses.delivery()
         except redis.RedisError as exc:
             # /metrics must keep answering while Redis is down: that is when it matters.
             log.warning("metrics: Redis unavailable: %s", exc)
@@ -57,6 +58,11 @@ class StoreCollector(Collector):
         yield _touches(stats)
         yield _queue_depths(queues)
         yield from self._schedule(schedule, counters)
+        yield GaugeMetricFamily(
+            "nurture_delivery_paused",
+            "1 while delivery is paused by an account fault (revoked key, unverified sender)",
+            value=0.0 if pause is None else 1.0,
+        )
         yield GaugeMetricFamily(
             "nurture_dead_letters", "Dead letters kept for the operator", value=float(dead)
         )

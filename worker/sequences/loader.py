@@ -45,6 +45,7 @@ SEQUENCE_KEYS = (
     "id",
     "description",
     "kind",
+    "paused",
     "trigger",
     "exit_on",
     "send_window",
@@ -326,6 +327,13 @@ class _Reader:
                 "description must be text",
                 "put the description in quotes",
             )
+        paused = doc.get("paused", False)
+        if not isinstance(paused, bool):
+            self.problem(
+                self.line(doc, "paused", top),
+                f"paused must be true or false, not {paused!r}",
+                "write `paused: true` to stop sending this sequence, or remove the line",
+            )
         trigger = self.trigger(doc, top)
         exit_on = self.exit_on(doc, top, trigger[0] if trigger else None)
         window = self.send_window(doc, top)
@@ -354,6 +362,7 @@ class _Reader:
             line=self.line(doc, "id", top),
             sender=sender,
             tracking=tracking,
+            paused=paused is True,
         )
 
     def trigger(self, doc: Mapping[Any, Any], top: int) -> tuple[str, Condition | None] | None:

@@ -71,6 +71,9 @@ class Sequence:
         line: Line of its ``id``.
         sender: Its own ``from`` / ``reply_to`` (None: the settings' sender).
         tracking: Open and click tracking (off unless the file says).
+        paused: ``paused: true`` in the file: nothing of it is sent; its touches keep
+            their place and go out when the line is removed (``nurture pause`` is the
+            emergency switch that needs no commit).
     """
 
     id: str
@@ -85,6 +88,7 @@ class Sequence:
     line: int
     sender: SequenceSender | None = None
     tracking: Tracking = field(default_factory=Tracking)
+    paused: bool = False
 
     def step(self, step_id: str) -> Step | None:
         """The step with this id, or None."""

@@ -8,6 +8,7 @@ Split by what it stores, each part with typed results:
 - :mod:`~worker.store.enrollments`: enrollments, written with their schedule entries;
 - :mod:`~worker.store.schedule`: the durable schedule and the schedulers' claims;
 - :mod:`~worker.store.ledger`: the send ledger (reserve / release / advance scripts);
+- :mod:`~worker.store.pauses`: delivery paused by an account fault, sequences paused;
 - :mod:`~worker.store.counters`, :mod:`~worker.store.dead_letters`,
   :mod:`~worker.store.suppressions`, :mod:`~worker.store.queues`;
 - :mod:`~worker.store.scripts`: the Lua scripts in ``lua/``, loaded in one place.
@@ -37,6 +38,7 @@ from worker.store.events import (
 from worker.store.keys import Keys
 from worker.store.leads import LeadRecord, LeadStore
 from worker.store.ledger import Ledger, LedgerState, Reservation, Sent, Verdict
+from worker.store.pauses import DeliveryPause, PauseStore
 from worker.store.queues import queue_depths
 from worker.store.schedule import ScheduleStats, ScheduleStore
 from worker.store.scripts import load_scripts
@@ -47,6 +49,7 @@ __all__ = [
     "EVENT_DEDUP_SECONDS",
     "EVENT_PENDING_SECONDS",
     "WEBHOOK_DEDUP_SECONDS",
+    "DeliveryPause",
     "Enrollment",
     "LeadRecord",
     "LedgerState",
@@ -79,6 +82,7 @@ class Store:
         self.ledger = Ledger(client, self.keys, scripts, self.suppressions.key_for)
         self.counters = Counters(client, self.keys)
         self.dead = DeadLetterStore(client, self.keys)
+        self.pauses = PauseStore(client, self.keys)
 
     def ping(self) -> bool:
         """True when Redis answers."""

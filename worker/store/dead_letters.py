@@ -73,5 +73,20 @@ class DeadLetterStore:
             start = "(" + entries[-1][0].decode()
         return deleted
 
+    def all(self, limit: int = 10_000) -> list[dict[str, str]]:
+        """Up to ``limit`` dead letters, oldest first (for listing and retrying)."""
+        entries = cast(
+            list[tuple[bytes, dict[bytes, bytes]]],
+            self.redis.xrange(self.keys.dead, count=limit),
+        )
+        return [
+            {"id": entry_id.decode(), **{k.decode(): v.decode() for k, v in fields.items()}}
+            for entry_id, fields in entries
+        ]
+
+    def delete(self, ids: list[str]) -> int:
+        """Remove dead letters by id (retried or discarded); returns how many went."""
+        return int(self.redis.xdel(self.keys.dead, *ids)) if ids else 0
+
     def count(self) -> int:
         return int(self.redis.xlen(self.keys.dead))

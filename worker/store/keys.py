@@ -115,6 +115,29 @@ class Keys:
         return f"{self.prefix}:sgevt:{provider_event_id}"
 
     @property
+    def delivery_paused(self) -> str:
+        """Hash: ``reason``, ``since`` (unix time): delivery is paused for every worker
+        because of an account fault (revoked key, unverified sender); absent when not."""
+        return f"{self.prefix}:paused:delivery"
+
+    @property
+    def paused_sequences(self) -> str:
+        """Hash: sequence id (or ``*`` for all) -> unix time it was paused by
+        ``nurture pause``; nothing of a paused sequence is sent."""
+        return f"{self.prefix}:paused:sequences"
+
+    @property
+    def parked(self) -> str:
+        """Zset: touch id -> its due time: touches of a paused sequence, taken off the
+        schedule until the sequence is resumed (then put back at that due time)."""
+        return f"{self.prefix}:parked"
+
+    def pause_turn(self, name: str) -> str:
+        """String with a TTL: one process holds the turn ``name`` (``probe``, ``log``)
+        while delivery is paused, so N workers probe and log once, not N times."""
+        return f"{self.prefix}:paused:turn:{name}"
+
+    @property
     def heartbeat(self) -> str:
         """Hash: scheduler id -> last tick time (for status and lag)."""
         return f"{self.prefix}:schedulers"

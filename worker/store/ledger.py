@@ -101,6 +101,7 @@ class Ledger:
         self._reserve = scripts["reserve_send"]
         self._release = scripts["release_send"]
         self._advance = scripts["advance"]
+        self._reopen = scripts["reopen_send"]
 
     def reserve(
         self,
@@ -110,8 +111,14 @@ class Ledger:
         cap_seconds: float,
         capped: bool,
         stale_after: float,
+        resend: bool = False,
     ) -> Reservation:
-        """Reserve one touch for sending (see ``lua/reserve_send.lua``)."""
+        """Reserve one touch for sending (see ``lua/reserve_send.lua``).
+
+        Args:
+            resend: An operator's retry of a failed touch: the enrollment has moved on
+                past the step, and must only still be the same one and not exited.
+        """
         touch = TouchRef.parse(member)
         result = self._reserve(
             keys=[
@@ -130,6 +137,7 @@ class Ledger:
                 touch.sequence,
                 touch.generation,
                 touch.step,
+                "1" if resend else "0",
             ],
         )
         return Reservation.from_script(cast(list[bytes | str], result))
@@ -191,6 +199,26 @@ class Ledger:
             ],
         )
         return bool(moved)
+
+    def reopen(self, member: str, when: float) -> str | None:
+        """Make a failed touch (ledger ``dead:``) sendable again (``retry:``).
+
+        Only a touch that certainly was not sent is reopened: ``dead:`` means SendGrid
+        refused it, the render failed or the retries ran out. Anything else (sent,
+        unknown outcome, skipped, never reserved) is left as it is.
+
+        Returns:
+            None when reopened; else the ledger entry that stopped it ("" when none).
+        """
+        touch = TouchRef.parse(member)
+        raw = self._reopen(
+            keys=[self.keys.ledger(touch.lead_id)],
+            args=[touch.ledger_field, LedgerState.RETRY.at(when)],
+        )
+        blocked = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if not blocked:
+            return None
+        return "" if blocked == "none" else blocked
 
     def record_unknown(self, member: str, when: float) -> None:
         """Remember a send whose outcome is unknown, for ``nurture status``."""

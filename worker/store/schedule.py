@@ -58,6 +58,35 @@ class ScheduleStore:
         if moves:
             self.redis.zadd(self.keys.schedule, dict(moves), xx=True)
 
+    def park(self, member: str, due: float) -> None:
+        """Take a claimed touch of a paused sequence off the schedule, keeping its due
+        time, so schedulers stop offering it until :meth:`unpark`."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(self.keys.parked, {member: due})
+        pipe.zrem(self.keys.schedule, member)
+        pipe.zrem(self.keys.claimed, member)
+        pipe.execute()
+
+    def parked_count(self) -> int:
+        return int(self.redis.zcard(self.keys.parked))
+
+    def parked(self) -> list[tuple[str, float]]:
+        """Every parked touch with its due time, earliest first."""
+        raw = cast(
+            list[tuple[bytes, float]], self.redis.zrange(self.keys.parked, 0, -1, withscores=True)
+        )
+        return [(member.decode(), float(due)) for member, due in raw]
+
+    def unpark(self, touches: list[tuple[str, float]]) -> None:
+        """Put parked touches back on the schedule at their due time (the scheduler's
+        catch-up spreads those long overdue, as after downtime)."""
+        if not touches:
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(self.keys.schedule, dict(touches))
+        pipe.zrem(self.keys.parked, *[member for member, _ in touches])
+        pipe.execute()
+
     def release_claim(self, member: str) -> None:
         """Drop a claim that needs no further work (stale or finished)."""
         self.redis.zrem(self.keys.claimed, member)

@@ -1,7 +1,11 @@
-"""Operations: ``/healthz`` (liveness), ``/readyz`` (Redis reachable), ``/metrics``."""
+"""Operations: ``/healthz`` (liveness), ``/readyz`` (Redis reachable; ``degraded`` with
+the reason while delivery is paused by an account fault), ``/metrics``."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import redis
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -9,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from worker.http.deps import MetricsDep, RuntimeDep
 from worker.http.metrics import CONTENT_TYPE
 from worker.http.schemas import Status
+from worker.runtime import Runtime
 
 router = APIRouter(tags=["operations"])
 
@@ -31,11 +36,28 @@ async def healthz() -> Status:
 )
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
     if await run_in_threadpool(runtime.store.ping):
+        pause = await run_in_threadpool(_delivery_pause, runtime)
+        if pause is not None:
+            # Events are still accepted and kept, so this service stays ready (200);
+            # the body says why no email goes out.
+            return JSONResponse(Status(status="degraded", message=pause).model_dump())
         return JSONResponse(Status(status="ready").model_dump(exclude_none=True))
     return JSONResponse(
         Status(status="unavailable", message="Redis does not answer").model_dump(),
         status_code=503,
     )
+
+
+def _delivery_pause(runtime: Runtime) -> str | None:
+    """Why delivery is paused and since when, or None when it runs (or Redis failed)."""
+    try:
+        pause = runtime.store.pauses.delivery()
+    except redis.RedisError:
+        return None
+    if pause is None:
+        return None
+    since = datetime.fromtimestamp(pause.since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"delivery paused since {since} by an account fault: {pause.reason}"
 
 
 @router.get(

@@ -24,6 +24,7 @@ local stale_after = tonumber(ARGV[5])    -- a 'sending' entry older than this: c
 local sequence_id = ARGV[6]
 local generation = ARGV[7]
 local step_id = ARGV[8]
+local resend = ARGV[9] == '1'            -- an operator's retry of a failed touch (nurture retry)
 
 -- The enrollment must still be waiting for exactly this step: checking it here,
 -- atomically with the reservation, is what makes an exit (reply, unsubscribe,
@@ -33,7 +34,13 @@ if not raw then
   return {'stale'}
 end
 local enrollment = cjson.decode(raw)
-if enrollment['state'] ~= 'active' or tostring(enrollment['generation']) ~= generation
+if resend then
+  -- The enrollment moved on past the failed step; it must still be the same
+  -- enrollment and not have ended by an exit (reply, unsubscribe...).
+  if enrollment['state'] == 'exited' or tostring(enrollment['generation']) ~= generation then
+    return {'stale'}
+  end
+elseif enrollment['state'] ~= 'active' or tostring(enrollment['generation']) ~= generation
     or enrollment['step'] ~= step_id then
   return {'stale'}
 end

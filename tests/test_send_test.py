@@ -1,0 +1,119 @@
+"""``nurture send-test`` (issue 12, item 5), as an operator runs it: one step's email to
+the address given with ``--to``, through the configured delivery, marked as a test, and
+nowhere in the ledger, the counters or the frequency cap.
+
+SendGrid is the loopback stand-in answering as the v3 Mail Send API documents
+(https://twilio.com/docs/sendgrid/api-reference/how-to-use-the-sendgrid-v3-api/errors).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from email import policy
+from email.parser import BytesParser
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import ROOT
+from tests.sendgrid_standin import SendGridStandIn
+
+pytestmark = pytest.mark.slow  # runs the CLI as subprocesses
+
+
+@pytest.fixture
+def env(redis_url: str, catalog_dirs: dict[str, Path], tmp_path: Path) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
+    clean.update(
+        {
+            "NURTURE_REDIS_URL": redis_url,
+            "NURTURE_SEQUENCES_DIR": str(catalog_dirs["sequences"]),
+            "NURTURE_TEMPLATES_DIR": str(catalog_dirs["templates"]),
+            "NURTURE_CONTENT_DIR": str(catalog_dirs["content"]),
+            "NURTURE_OUTBOX_DIR": str(tmp_path / "outbox"),
+            "NURTURE_FROM_EMAIL": "hello@nurture.example",
+            "NURTURE_POSTAL_ADDRESS": "Vesterbrogade 1, 1620 København V",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    return clean
+
+
+def cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_through_sendgrid_marked_and_not_recorded(
+    env: dict[str, str], tmp_path: Path, redis_url: str
+) -> None:
+    with SendGridStandIn() as standin:
+        env.update(
+            {
+                "NURTURE_DELIVERY": "sendgrid",
+                "NURTURE_SENDGRID_HOST": standin.url,
+                "NURTURE_SENDGRID_API_KEY": standin.api_key,
+            }
+        )
+        result = cli(
+            [
+                "send-test",
+                "value-first",
+                "--step",
+                "case-study",
+                "--to",
+                "me@agency.example",
+                "--lead",
+                str(ROOT / "examples" / "lead.json"),
+            ],
+            env,
+            tmp_path,
+        )
+        assert result.returncode == 0, result.stderr
+        [message] = standin.messages
+    assert message.to == ["me@agency.example"]  # never the lead's own address
+    assert message.subject.startswith("[TEST] ")
+    assert "sent a test of value-first/case-study to me@agency.example" in result.stdout
+    assert "Ann" in (message.text or "")  # rendered for the lead in the file
+    # Not a touch: no ledger, counters, cap clock or lead in Redis.
+    client = redis.Redis.from_url(redis_url)
+    assert client.keys("nurture:*") == []
+    client.close()
+
+
+def test_through_the_outbox_with_the_sample_lead(env: dict[str, str], tmp_path: Path) -> None:
+    result = cli(
+        ["send-test", "value-first", "--step", "outcome-story", "--to", "me@agency.example"],
+        env,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    [path] = (tmp_path / "outbox").glob("*.eml")
+    email = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+    assert email["To"] == "me@agency.example"
+    assert str(email["Subject"]).startswith("[TEST] ")
+
+
+def test_refused_without_to_and_with_unknown_names(env: dict[str, str], tmp_path: Path) -> None:
+    missing = cli(["send-test", "value-first", "--step", "case-study"], env, tmp_path)
+    assert missing.returncode == 2
+    assert "--to ADDRESS is required" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    step = cli(
+        ["send-test", "value-first", "--step", "nope", "--to", "me@a.example"], env, tmp_path
+    )
+    assert step.returncode == 1 and "its steps are: outcome-story" in step.stderr
+    bad = cli(
+        ["send-test", "value-first", "--step", "case-study", "--to", "not-an-email"], env, tmp_path
+    )
+    assert bad.returncode == 1 and "--to:" in bad.stderr
+    assert not (tmp_path / "outbox").exists() or not list((tmp_path / "outbox").glob("*.eml"))

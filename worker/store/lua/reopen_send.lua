@@ -1,0 +1,20 @@
+-- Reopen a failed touch for an operator's retry (nurture retry): only an entry that
+-- says 'dead' (certainly not sent) becomes 'retry', so a retry can never send a
+-- touch that went out or may have gone out.
+--
+-- Keys:
+--   <prefix>:sent:<lead>  hash  ledger field -> '<state>:<unix time>'
+-- Returns '' when reopened, else the entry that stopped it ('' -> 'none').
+local ledger_key = KEYS[1]
+local ledger_field = ARGV[1]
+local new_state = ARGV[2]      -- 'retry:<now>'
+
+local state = redis.call('HGET', ledger_key, ledger_field)
+if not state then
+  return 'none'
+end
+if string.sub(state, 1, 5) ~= 'dead:' then
+  return state
+end
+redis.call('HSET', ledger_key, ledger_field, new_state)
+return ''
