@@ -31,6 +31,7 @@ from dramatiq.common import dq_name, q_name, xq_name
 from dramatiq.errors import ConnectionClosed
 
 from worker.errors import SettingsError
+from worker.store.queues import queue_depths as redis_queue_depths
 
 AMQP_SCHEMES = ("amqp", "amqps")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -172,26 +173,8 @@ def queue_depths(broker: dramatiq.Broker) -> dict[str, dict[str, int]]:
     """
     queues = _canonical_queues(broker)
     if isinstance(broker, RedisBroker):
-        return _redis_depths(broker, queues)
+        return redis_queue_depths(broker.client, broker.namespace, queues)
     return {queue: _rabbitmq_depth(broker, queue) for queue in queues}
-
-
-def _redis_depths(broker: RedisBroker, queues: list[str]) -> dict[str, dict[str, int]]:
-    # dramatiq's Redis layout: a list of ready message ids per queue, the same for the
-    # delay queue, and a sorted set of dead message ids (see its dispatch.lua).
-    ns = broker.namespace
-    pipe = broker.client.pipeline(transaction=False)
-    for queue in queues:
-        pipe.llen(f"{ns}:{queue}")
-        pipe.llen(f"{ns}:{dq_name(queue)}")
-        pipe.zcard(f"{ns}:{xq_name(queue)}")
-    values = pipe.execute()
-    return {
-        queue: {"ready": int(r), "delayed": int(d), "dead": int(x)}
-        for queue, (r, d, x) in zip(
-            queues, (values[i : i + 3] for i in range(0, len(values), 3)), strict=True
-        )
-    }
 
 
 def _rabbitmq_depth(broker: Any, queue: str) -> dict[str, int]:

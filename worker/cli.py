@@ -151,6 +151,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2, default=str))
         return 0
     print(f"redis: {status['redis_url']}")
+    print(f"queues: {status['broker']}")
     for queue, depth in status["queues"].items():
         print(
             f"queue {queue}: {depth['ready']} ready, {depth['delayed']} delayed, "

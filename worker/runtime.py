@@ -16,9 +16,9 @@ from functools import cached_property
 
 import dramatiq
 import redis
-from dramatiq.brokers.redis import RedisBroker
 
 from worker.actors import declare_actors
+from worker.broker import make_broker, redact_url
 from worker.catalog import LiveCatalog, LoadedCatalog
 from worker.clock import Clock, SystemClock
 from worker.delivery import Delivery, build_delivery
@@ -64,8 +64,9 @@ class Runtime:
         """Wire one process.
 
         Args:
-            broker: The dramatiq broker; by default a ``RedisBroker`` on the same Redis
-                (tests of the domain pass a ``StubBroker`` and run messages inline).
+            broker: The dramatiq broker; by default the one ``NURTURE_BROKER_URL`` names
+                (RabbitMQ), else a ``RedisBroker`` on the state Redis (tests of the
+                domain pass a ``StubBroker`` and run messages inline).
             catalog: A catalog loaded already (tests share one); by default loaded
                 from the settings' folders, now or (``load_catalog=False``) at first use.
         """
@@ -78,10 +79,12 @@ class Runtime:
             self.redis_url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30
         )
         self.store = Store(self.redis, prefix)
-        self.broker: dramatiq.Broker = broker or RedisBroker(  # type: ignore[no-untyped-call]
-            url=self.redis_url,
-            namespace=namespace,
-            heartbeat_timeout=self.tuning.heartbeat_timeout_ms,
+        self.broker: dramatiq.Broker = broker or make_broker(
+            self.redis_url,
+            settings.broker_url,
+            namespace,
+            self.tuning.heartbeat_timeout_ms,
+            quorum_queues=settings.broker_quorum_queues,
         )
         self._delivery = delivery
         self._catalog = catalog or (LiveCatalog(settings) if load_catalog else None)
@@ -156,6 +159,13 @@ class Runtime:
         """Raise StoreUnavailableError naming the URL when Redis does not answer."""
         if not self.store.ping():
             raise StoreUnavailableError(f"Redis at {self.redis_url} does not answer")
+
+    @property
+    def broker_name(self) -> str:
+        """Where the queues are, for status and errors (password masked)."""
+        if self.settings.broker_url:
+            return f"NURTURE_BROKER_URL {redact_url(self.settings.broker_url)}"
+        return f"NURTURE_REDIS_URL {redact_url(self.redis_url)}"
 
     def close(self) -> None:
         """Release connections and the delivery client."""

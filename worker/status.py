@@ -4,13 +4,42 @@ from __future__ import annotations
 
 from typing import Any
 
+import dramatiq.errors
+import redis
+
 from worker.actors import EVENTS_QUEUE, TOUCHES_QUEUE
+from worker.broker import queue_depths as broker_queue_depths
+from worker.errors import BrokerUnavailableError
 from worker.runtime import Runtime
+
+#: Errors of either broker when it does not answer (redis-py's, dramatiq's for RabbitMQ).
+BROKER_ERRORS = (redis.RedisError, dramatiq.errors.ConnectionError)
 
 
 def queue_depths(runtime: Runtime) -> dict[str, dict[str, int]]:
-    """Ready, delayed and failed message counts per dramatiq queue."""
-    return runtime.store.queue_depths(runtime.namespace, (EVENTS_QUEUE, TOUCHES_QUEUE))
+    """Ready, delayed and failed (dead-lettered) message counts per queue, read from
+    whichever broker carries the queues (the state Redis, or ``NURTURE_BROKER_URL``).
+
+    Raises:
+        BrokerUnavailableError: Naming the broker's setting when it does not answer.
+    """
+    try:
+        depths = broker_queue_depths(runtime.broker)
+    except BROKER_ERRORS as exc:
+        raise BrokerUnavailableError(
+            f"the message broker ({runtime.broker_name}) does not answer: {exc}; "
+            "check that it runs and that the setting points at it"
+        ) from exc
+    empty = {"ready": 0, "delayed": 0, "dead": 0}
+    return {
+        queue: {
+            "ready": depths.get(queue, empty)["ready"],
+            "delayed": depths.get(queue, empty)["delayed"],
+            # "failed": the name status and the metric's label have always used.
+            "failed": depths.get(queue, empty)["dead"],
+        }
+        for queue in (EVENTS_QUEUE, TOUCHES_QUEUE)
+    }
 
 
 def collect_status(runtime: Runtime) -> dict[str, Any]:
@@ -19,6 +48,7 @@ def collect_status(runtime: Runtime) -> dict[str, Any]:
     store = runtime.store
     return {
         "redis_url": runtime.redis_url,
+        "broker": runtime.broker_name,
         "queues": queue_depths(runtime),
         "schedule": store.schedule_stats(),
         "dead_letters": {"count": store.dead_letter_count(), "latest": store.dead_letters(5)},
