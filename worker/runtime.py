@@ -15,14 +15,15 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import dramatiq
+import dramatiq.errors
 import redis
 
 from worker.actors import declare_actors
-from worker.broker import make_broker, redact_url
+from worker.broker import make_broker, queue_depths, redact_url
 from worker.catalog import LiveCatalog, LoadedCatalog
 from worker.clock import Clock, SystemClock
 from worker.delivery import Delivery, build_delivery
-from worker.errors import StoreUnavailableError
+from worker.errors import BrokerUnavailableError, StoreUnavailableError
 from worker.pipeline import EventProcessor
 from worker.redis_server import embedded_redis_url
 from worker.scheduler import Scheduler, SchedulerSettings
@@ -159,6 +160,21 @@ class Runtime:
         """Raise StoreUnavailableError naming the URL when Redis does not answer."""
         if not self.store.ping():
             raise StoreUnavailableError(f"Redis at {self.redis_url} does not answer")
+
+    def broker_depths(self) -> dict[str, dict[str, int]]:
+        """Ready, delayed and dead message counts per declared queue, from whichever
+        broker carries the queues (also the broker's health check).
+
+        Raises:
+            BrokerUnavailableError: Naming the broker's setting when it does not answer.
+        """
+        try:
+            return queue_depths(self.broker)
+        except (redis.RedisError, dramatiq.errors.ConnectionError) as exc:
+            raise BrokerUnavailableError(
+                f"the message broker ({self.broker_name}) does not answer: {exc}; "
+                "check that it runs and that the setting points at it"
+            ) from exc
 
     @property
     def broker_name(self) -> str:

@@ -4,16 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import dramatiq.errors
-import redis
-
 from worker.actors import EVENTS_QUEUE, TOUCHES_QUEUE
-from worker.broker import queue_depths as broker_queue_depths
-from worker.errors import BrokerUnavailableError
 from worker.runtime import Runtime
-
-#: Errors of either broker when it does not answer (redis-py's, dramatiq's for RabbitMQ).
-BROKER_ERRORS = (redis.RedisError, dramatiq.errors.ConnectionError)
 
 
 def queue_depths(runtime: Runtime) -> dict[str, dict[str, int]]:
@@ -23,13 +15,7 @@ def queue_depths(runtime: Runtime) -> dict[str, dict[str, int]]:
     Raises:
         BrokerUnavailableError: Naming the broker's setting when it does not answer.
     """
-    try:
-        depths = broker_queue_depths(runtime.broker)
-    except BROKER_ERRORS as exc:
-        raise BrokerUnavailableError(
-            f"the message broker ({runtime.broker_name}) does not answer: {exc}; "
-            "check that it runs and that the setting points at it"
-        ) from exc
+    depths = runtime.broker_depths()
     empty = {"ready": 0, "delayed": 0, "dead": 0}
     return {
         queue: {

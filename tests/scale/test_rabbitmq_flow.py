@@ -9,13 +9,18 @@ https://www.rabbitmq.com/amqp-0-9-1-reference#queue.declare.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import threading
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from prometheus_client import generate_latest
 
+from tests.chaos.procs import nurture_command
 from tests.harness import Harness, event, running
 from tests.rabbitmq import AmqpTarget
 from worker.errors import BrokerUnavailableError, SettingsError
@@ -23,6 +28,7 @@ from worker.http.metrics import HttpMetrics
 from worker.redis_server import free_port
 from worker.settings import load_settings
 from worker.status import collect_status
+from worker.worker_process import wait_for_broker
 
 INBOUND = {
     "first_name": "Ann",
@@ -90,6 +96,9 @@ def test_a_broker_that_does_not_answer_is_named_with_its_password_masked(
     assert "s3cret" not in str(refused.value)
     # Nothing half-accepted: the id is forgotten, so the sender's retry will be queued.
     assert h.rt.store.events.mark_seen(["e1"]) == [True]
+    # A worker waits for the broker at start-up, then gives up naming it.
+    with pytest.raises(BrokerUnavailableError, match="NURTURE_BROKER_URL"):
+        wait_for_broker(h.rt, threading.Event(), limit=1.5)
 
 
 def test_a_url_that_is_no_broker_is_refused_naming_the_setting() -> None:
@@ -99,3 +108,31 @@ def test_a_url_that_is_no_broker_is_refused_naming_the_setting() -> None:
     assert message.startswith("NURTURE_BROKER_URL: ")
     assert "amqp://" in message and "hunter2" not in message
     assert load_settings(_env_file=None, broker_url=" ").broker_url is None
+
+
+@pytest.mark.slow
+def test_nurture_status_names_the_broker_that_does_not_answer(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """One line naming the setting, the password masked, no traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
+    env.update(
+        NURTURE_REDIS_URL=redis_url,
+        NURTURE_STATE_DIR=str(tmp_path),
+        NURTURE_BROKER_URL=f"amqp://nurture:s3cret@127.0.0.1:{free_port()}/nurture",
+    )
+    result = subprocess.run(
+        [*nurture_command(), "status"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "NURTURE_BROKER_URL amqp://nurture:***@127.0.0.1" in lines[0]
+    assert "s3cret" not in result.stderr + result.stdout
