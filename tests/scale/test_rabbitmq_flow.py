@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +23,8 @@ from prometheus_client import generate_latest
 
 from tests.chaos.procs import nurture_command
 from tests.harness import Harness, event, running
-from tests.rabbitmq import AmqpTarget
+from tests.rabbitmq import AmqpTarget, RabbitNode
+from tests.tcp_proxy import TcpProxy
 from worker.errors import BrokerUnavailableError, SettingsError
 from worker.http.metrics import HttpMetrics
 from worker.redis_server import free_port
@@ -136,3 +138,35 @@ def test_nurture_status_names_the_broker_that_does_not_answer(
     assert len(lines) == 1, result.stderr
     assert "NURTURE_BROKER_URL amqp://nurture:***@127.0.0.1" in lines[0]
     assert "s3cret" not in result.stderr + result.stdout
+
+
+def test_sending_resumes_after_rabbitmq_was_away(
+    make_harness: Callable[..., Harness], app_queues: AmqpTarget, rabbitmq_node: RabbitNode
+) -> None:
+    """RabbitMQ cut off mid-run (every connection dropped): the scheduler keeps ticking,
+    its claims stay leased, and once RabbitMQ is back the touch goes out, once."""
+    with TcpProxy(rabbitmq_node.port) as proxy:
+        url = app_queues.url.replace(f":{rabbitmq_node.port}/", f":{proxy.port}/")
+        h = make_harness(broker_url=url, claim_lease=5.0)
+        with running(h):
+            h.emit(event("e1", **INBOUND))
+            h.settle()
+            assert len(h.rt.store.scheduled_for("lead-1")) == 1
+            proxy.cut()
+            h.clock.advance(timedelta(minutes=10))  # the first touch is due
+            scheduler = h.rt.scheduler()
+            scheduler.start()
+            try:
+                time.sleep(2.5)  # several ticks, each failing to queue the touch
+                assert scheduler._thread is not None and scheduler._thread.is_alive()
+                assert h.sent() == []
+                proxy.restore()
+                h.clock.advance(timedelta(seconds=6))  # the failed claim's lease is over
+                deadline = time.monotonic() + 60
+                while not h.sent() and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                time.sleep(1.0)  # a second send, were there one, would be out by now
+            finally:
+                scheduler.stop()
+    assert [step for (_lead, _seq, step) in h.sent()] == ["outcome-story"]
+    assert h.rt.store.stats()["value-first"]["outcome-story"]["sent"] == 1
