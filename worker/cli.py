@@ -176,6 +176,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from worker.migrate import migrate_queues
+    from worker.runtime import Runtime
+
+    runtime = Runtime(_settings(), load_catalog=False)
+    try:
+        runtime.check_redis()
+        runtime.broker_depths()  # the target answers, before anything is taken from Redis
+        moved = migrate_queues(runtime)
+    finally:
+        runtime.close()
+    for one in moved:
+        print(f"queue {one.queue}: moved {one.ready} ready, {one.delayed} delayed")
+    return 0
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
     from worker.preview import preview
 
@@ -229,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p = sub.add_parser("status", help="queues, schedule, dead letters, suppressions")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("migrate", help="move an install's data to a new home")
+    p.add_argument(
+        "what",
+        choices=["queues"],
+        help="queues: move the messages queued in NURTURE_REDIS_URL to NURTURE_BROKER_URL",
+    )
     return parser
 
 
@@ -239,6 +261,7 @@ COMMANDS: dict[str, Any] = {
     "worker": cmd_worker,
     "serve": cmd_serve,
     "status": cmd_status,
+    "migrate": cmd_migrate,
 }
 
 
