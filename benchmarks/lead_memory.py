@@ -11,8 +11,11 @@ a manual clock jumped through every due time), and reports:
 * during the sends, every command Redis ran (``MONITOR``): commands per sent touch and
   the share of the busiest keys, the figures a Redis Cluster design must spread.
 
-Usage: ``python -m benchmarks.lead_memory --copies 250 [--json out.json]``. Talks to
-nothing but the redis-server it starts on 127.0.0.1.
+Usage: ``python -m benchmarks.lead_memory --copies 250 [--json out.json]
+[--broker-url amqp://guest:guest@127.0.0.1:5672/<vhost>]``. Talks to nothing but the
+redis-server it starts on 127.0.0.1 and, with ``--broker-url``, that RabbitMQ (give it an
+empty vhost of its own): then the queues are off Redis and the counts are the state's
+alone.
 """
 
 from __future__ import annotations
@@ -254,7 +257,7 @@ def _key_class(key: str) -> str:
     return key
 
 
-def run(copies: int) -> dict[str, Any]:
+def run(copies: int, broker_url: str | None = None) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="lead-memory-"))
     server = start_redis(work / "redis", appendonly=False)
     settings = Settings(  # type: ignore[call-arg]
@@ -272,12 +275,17 @@ def run(copies: int) -> dict[str, Any]:
         unsubscribe_secret="bench-unsubscribe-secret",
         frequency_cap=0.0,
         state_dir=work / ".nurture",
+        broker_url=broker_url,
     )
     clock = ManualClock(MONDAY_9AM)
     runtime = Runtime(settings, clock=clock)
     harness = Harness(runtime, clock, settings.outbox_dir)
     client = server.client()
-    result: dict[str, Any] = {"copies": copies, "redis_version": client.info()["redis_version"]}
+    result: dict[str, Any] = {
+        "copies": copies,
+        "redis_version": client.info()["redis_version"],
+        "broker": "rabbitmq" if broker_url else "redis",
+    }
     try:
         harness.start(threads=4)
         events = [validate_event(doc) for doc in example_events(copies)]
@@ -330,6 +338,7 @@ def report(result: dict[str, Any]) -> str:
     leads = result["leads"]
     lines = [
         f"leads: {leads} (shipped examples x {result['copies']}), Redis {result['redis_version']}"
+        f", queues on {result.get('broker', 'redis')}"
     ]
     for stage in ("enrolled", "done"):
         data = result[stage]
@@ -363,8 +372,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=250)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--broker-url", help="queue on this RabbitMQ (an empty vhost)")
     args = parser.parse_args()
-    result = run(args.copies)
+    result = run(args.copies, args.broker_url)
     print(report(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

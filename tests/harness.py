@@ -3,8 +3,9 @@ the scheduler until all is quiet.
 
 Two ways to run the queue:
 
-- **workers** (end-to-end): a ``RedisBroker`` and real dramatiq worker threads
-  (started by :func:`running`);
+- **workers** (end-to-end): the runtime's broker (a ``RedisBroker``, or RabbitMQ when
+  the settings name ``broker_url``) and real dramatiq worker threads (started by
+  :func:`running`);
 - **inline** (domain tests): dramatiq's ``StubBroker``; :meth:`Harness.settle` takes
   each queued message and runs its actor's function in the test's thread, so no worker
   threads run and nothing waits on polling. Redis is still the real one.
@@ -27,6 +28,7 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
 from worker.actors import EVENTS_QUEUE, TOUCHES_QUEUE
+from worker.broker import join_queue
 from worker.clock import ManualClock
 from worker.crm.hubspot_sync import FETCH_QUEUE
 from worker.events import Event, validate_event
@@ -89,7 +91,7 @@ class Harness:
                 self.run_queued()
             else:
                 for queue in (EVENTS_QUEUE, FETCH_QUEUE, TOUCHES_QUEUE):
-                    self.rt.broker.join(queue, interval=10, timeout=int(timeout * 1000))
+                    join_queue(self.rt.broker, queue, int(timeout * 1000))
             if self._worker is not None:
                 self._worker.join()
             # Claims still leased (e.g. a send another worker reserved) are not "due".

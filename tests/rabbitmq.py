@@ -199,3 +199,17 @@ def amqp(rabbitmq_node: RabbitNode, amqp_vhost: str | None) -> Iterator[AmqpTarg
     )
     yield target
     target.delete_queues(*target.queues)
+
+
+#: The queues a whole worker declares (worker/actors.py), with dramatiq's companions.
+APP_QUEUES = ("events", "touches")
+
+
+@pytest.fixture
+def app_queues(amqp: AmqpTarget) -> Iterator[AmqpTarget]:
+    """RabbitMQ for a whole worker (in-process or ``nurture worker`` subprocesses): the
+    worker's own queue names in the session's vhost, deleted before the test (nothing
+    left by an earlier one) and after it."""
+    amqp.delete_queues(*APP_QUEUES)
+    amqp.queues.extend(APP_QUEUES)
+    yield amqp

@@ -31,7 +31,7 @@ from dramatiq.common import dq_name, q_name, xq_name
 from dramatiq.errors import ConnectionClosed
 
 from worker.errors import SettingsError
-from worker.store.queues import queue_depths as store_queue_depths
+from worker.store.queues import queue_depths as redis_queue_depths
 
 AMQP_SCHEMES = ("amqp", "amqps")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -173,17 +173,8 @@ def queue_depths(broker: dramatiq.Broker) -> dict[str, dict[str, int]]:
     """
     queues = _canonical_queues(broker)
     if isinstance(broker, RedisBroker):
-        return _redis_depths(broker, queues)
+        return redis_queue_depths(broker.client, broker.namespace, queues)
     return {queue: _rabbitmq_depth(broker, queue) for queue in queues}
-
-
-def _redis_depths(broker: RedisBroker, queues: list[str]) -> dict[str, dict[str, int]]:
-    # dramatiq's Redis layout is read by the store, like every other Redis key.
-    depths = store_queue_depths(broker.client, broker.namespace, queues)
-    return {
-        queue: {"ready": d["ready"], "delayed": d["delayed"], "dead": d["failed"]}
-        for queue, d in depths.items()
-    }
 
 
 def _rabbitmq_depth(broker: Any, queue: str) -> dict[str, int]:

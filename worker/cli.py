@@ -295,6 +295,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2, default=str))
         return 0
     print(f"redis: {status['redis_url']}")
+    print(f"queues: {status['broker']}")
     print(_delivery_line(status["delivery"], datetime.now(UTC).timestamp()))
     print(_paused_line(status["paused"]))
     for queue, depth in status["queues"].items():
@@ -451,6 +452,22 @@ def cmd_send_test(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from worker.migrate import migrate_queues
+    from worker.runtime import Runtime
+
+    runtime = Runtime(_settings(), load_catalog=False)
+    try:
+        runtime.check_redis()
+        runtime.broker_depths()  # the target answers, before anything is taken from Redis
+        moved = migrate_queues(runtime)
+    finally:
+        runtime.close()
+    for one in moved:
+        print(f"queue {one.queue}: moved {one.ready} ready, {one.delayed} delayed")
+    return 0
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
     from worker.preview import preview
 
@@ -543,6 +560,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--reason", help="those whose reason contains this text")
         p.add_argument("--sequence", help="this sequence's touches")
         p.add_argument("--all", action="store_true", help="every dead letter")
+    p = sub.add_parser("migrate", help="move an install's data to a new home")
+    p.add_argument(
+        "what",
+        choices=["queues"],
+        help="queues: move the messages queued in NURTURE_REDIS_URL to NURTURE_BROKER_URL",
+    )
     return parser
 
 
@@ -561,6 +584,7 @@ COMMANDS: dict[str, Any] = {
     "resume": cmd_resume,
     "retry": cmd_retry,
     "discard": cmd_discard,
+    "migrate": cmd_migrate,
 }
 
 

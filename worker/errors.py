@@ -141,6 +141,13 @@ class StoreUnavailableError(NurtureError):
     """Raised when Redis cannot be reached."""
 
 
+class BrokerUnavailableError(StoreUnavailableError):
+    """Raised when the message broker (``NURTURE_BROKER_URL``) cannot be reached.
+
+    A kind of store outage: callers answering 503 for Redis answer it for this too.
+    """
+
+
 class MappingError(NurtureError):
     """Raised when a CRM mapping file is missing or invalid.
 

@@ -7,9 +7,10 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+import dramatiq.errors
 import redis
 
-from worker.errors import StoreUnavailableError
+from worker.errors import BrokerUnavailableError, StoreUnavailableError
 from worker.events import Event
 from worker.runtime import Runtime
 
@@ -52,11 +53,13 @@ def ingest(runtime: Runtime, events: list[Event]) -> IngestResult:
             chunk = encoded[start : start + size]
             runtime.actors.process_events.send(chunk)
             queued += len(chunk)
-    except redis.RedisError as exc:
+    except (redis.RedisError, dramatiq.errors.ConnectionError) as exc:
         # If even this fails, the ids stay marked for EVENT_PENDING_SECONDS only.
         with contextlib.suppress(redis.RedisError):
             runtime.store.events.forget(event.id for event in fresh[queued:])
-        raise StoreUnavailableError(f"Redis unavailable while queueing: {exc}") from exc
+        raise BrokerUnavailableError(
+            f"the message broker ({runtime.broker_name}) is unavailable while queueing: {exc}"
+        ) from exc
     try:
         runtime.store.events.confirm(event.id for event in fresh)
     except redis.RedisError as exc:

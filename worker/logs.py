@@ -37,3 +37,8 @@ def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # dramatiq logs every worker thread's start and stop at INFO: keep that out of the way.
     logging.getLogger("dramatiq").setLevel(max(logging.WARNING, root.level))
+    # pika (RabbitMQ) logs one failed connect as eight ERROR lines and a traceback; the
+    # worker and dramatiq report broker failures themselves, naming NURTURE_BROKER_URL.
+    # NURTURE_LOG_LEVEL=DEBUG shows pika's own account again.
+    if root.level > logging.DEBUG:
+        logging.getLogger("pika").setLevel(logging.CRITICAL)

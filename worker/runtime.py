@@ -15,17 +15,18 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import dramatiq
+import dramatiq.errors
 import redis
-from dramatiq.brokers.redis import RedisBroker
 
 from worker.actors import declare_actors
+from worker.broker import make_broker, queue_depths, redact_url
 from worker.catalog import LiveCatalog, LoadedCatalog
 from worker.clock import Clock, SystemClock
 from worker.crm.hubspot_api import HubSpotContacts, HubSpotRateLimiter
 from worker.crm.hubspot_sync import fetch_handler
 from worker.crm.mapping import Mapping as CrmMapping
 from worker.delivery import Delivery, build_delivery
-from worker.errors import SettingsError, StoreUnavailableError
+from worker.errors import BrokerUnavailableError, SettingsError, StoreUnavailableError
 from worker.pipeline import EventProcessor
 from worker.redis_server import embedded_redis_url
 from worker.scheduler import Scheduler, SchedulerSettings
@@ -68,8 +69,9 @@ class Runtime:
         """Wire one process.
 
         Args:
-            broker: The dramatiq broker; by default a ``RedisBroker`` on the same Redis
-                (tests of the domain pass a ``StubBroker`` and run messages inline).
+            broker: The dramatiq broker; by default the one ``NURTURE_BROKER_URL`` names
+                (RabbitMQ), else a ``RedisBroker`` on the state Redis (tests of the
+                domain pass a ``StubBroker`` and run messages inline).
             catalog: A catalog loaded already (tests share one); by default loaded
                 from the settings' folders, now or (``load_catalog=False``) at first use.
         """
@@ -91,10 +93,12 @@ class Runtime:
                 "use e.g. redis://127.0.0.1:6379/0"
             ) from None
         self.store = Store(self.redis, prefix)
-        self.broker: dramatiq.Broker = broker or RedisBroker(  # type: ignore[no-untyped-call]
-            url=self.redis_url,
-            namespace=namespace,
-            heartbeat_timeout=self.tuning.heartbeat_timeout_ms,
+        self.broker: dramatiq.Broker = broker or make_broker(
+            self.redis_url,
+            settings.broker_url,
+            namespace,
+            self.tuning.heartbeat_timeout_ms,
+            quorum_queues=settings.broker_quorum_queues,
         )
         self._delivery = delivery
         self._catalog = catalog or (LiveCatalog(settings) if load_catalog else None)
@@ -208,6 +212,28 @@ class Runtime:
             raise StoreUnavailableError(
                 f"Redis at {self.redis_url} does not answer; start it, or fix NURTURE_REDIS_URL"
             )
+
+    def broker_depths(self) -> dict[str, dict[str, int]]:
+        """Ready, delayed and dead message counts per declared queue, from whichever
+        broker carries the queues (also the broker's health check).
+
+        Raises:
+            BrokerUnavailableError: Naming the broker's setting when it does not answer.
+        """
+        try:
+            return queue_depths(self.broker)
+        except (redis.RedisError, dramatiq.errors.ConnectionError) as exc:
+            raise BrokerUnavailableError(
+                f"the message broker ({self.broker_name}) does not answer: {exc}; "
+                "check that it runs and that the setting points at it"
+            ) from exc
+
+    @property
+    def broker_name(self) -> str:
+        """Where the queues are, for status and errors (password masked)."""
+        if self.settings.broker_url:
+            return f"NURTURE_BROKER_URL {redact_url(self.settings.broker_url)}"
+        return f"NURTURE_REDIS_URL {redact_url(self.redis_url)}"
 
     def close(self) -> None:
         """Release connections and the delivery client."""

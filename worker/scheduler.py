@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import dramatiq.errors
 import redis
 
 from worker.clock import Clock
@@ -202,6 +203,12 @@ class Scheduler:
                 queued = self.tick()
             except redis.RedisError as exc:
                 log.warning("scheduler: Redis unavailable (%s); retrying", exc)
+                self._stop.wait(1.0)
+                continue
+            except dramatiq.errors.ConnectionError as exc:
+                # RabbitMQ (NURTURE_BROKER_URL) down: the claims stay leased and come
+                # back after the lease; keep ticking so sending resumes when it returns.
+                log.warning("scheduler: message broker unavailable (%s); retrying", exc)
                 self._stop.wait(1.0)
                 continue
             if queued < self.settings.batch:

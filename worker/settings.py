@@ -17,6 +17,7 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.addresses import sendable_address
+from worker.broker import broker_kind
 from worker.errors import SettingsError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -59,6 +60,11 @@ class Settings(BaseSettings):
     )
 
     redis_url: str | None = None
+    # Queues on RabbitMQ (amqp://user:password@host:5672/vhost, nodes separated by ';')
+    # or on a Redis of their own; unset: the queues live in NURTURE_REDIS_URL.
+    broker_url: str | None = None
+    # RabbitMQ only: declare quorum queues (replicated); false for classic queues.
+    broker_quorum_queues: bool = True
     sequences_dir: Path = Path("./sequences")
     templates_dir: Path = Path("./templates")
     content_dir: Path = Path("./content")
@@ -146,6 +152,18 @@ class Settings(BaseSettings):
             return None
         if not value.strip().startswith("https://"):
             raise ValueError(f"{value!r} is not an https:// link; write the whole booking link")
+        return value.strip()
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        try:
+            broker_kind(value)
+        except SettingsError as exc:
+            # The message shows the URL with its password masked (redact_url).
+            raise ValueError(str(exc).removeprefix("NURTURE_BROKER_URL: ")) from None
         return value.strip()
 
     @field_validator("sendgrid_host", "public_url", "hubspot_api_url")

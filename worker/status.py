@@ -11,8 +11,23 @@ from worker.runtime import Runtime
 
 
 def queue_depths(runtime: Runtime) -> dict[str, dict[str, int]]:
-    """Ready, delayed and failed message counts per dramatiq queue."""
-    return runtime.store.queue_depths(runtime.namespace, (EVENTS_QUEUE, TOUCHES_QUEUE, FETCH_QUEUE))
+    """Ready, delayed and failed (dead-lettered) message counts per queue, read from
+    whichever broker carries the queues (the state Redis, or ``NURTURE_BROKER_URL``).
+
+    Raises:
+        BrokerUnavailableError: Naming the broker's setting when it does not answer.
+    """
+    depths = runtime.broker_depths()
+    empty = {"ready": 0, "delayed": 0, "dead": 0}
+    return {
+        queue: {
+            "ready": depths.get(queue, empty)["ready"],
+            "delayed": depths.get(queue, empty)["delayed"],
+            # "failed": the name status and the metric's label have always used.
+            "failed": depths.get(queue, empty)["dead"],
+        }
+        for queue in (EVENTS_QUEUE, TOUCHES_QUEUE, FETCH_QUEUE)
+    }
 
 
 def delivery_state(runtime: Runtime) -> dict[str, Any]:
@@ -47,6 +62,7 @@ def collect_status(runtime: Runtime) -> dict[str, Any]:
         "redis_url": runtime.redis_url,
         "delivery": delivery_state(runtime),
         "paused": paused_sequences(runtime),
+        "broker": runtime.broker_name,
         "queues": queue_depths(runtime),
         "schedule": store.schedule_stats(),
         "dead_letters": {"count": store.dead_letter_count(), "latest": store.dead_letters(5)},

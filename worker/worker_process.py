@@ -20,6 +20,7 @@ from collections import deque
 
 import dramatiq
 
+from worker.errors import BrokerUnavailableError
 from worker.redis_server import embedded_redis_url
 from worker.runtime import Runtime
 from worker.settings import Settings
@@ -51,6 +52,21 @@ def wait_for_redis(runtime: Runtime, stop: threading.Event, limit: float = 60.0)
         stop.wait(1.0)
 
 
+def wait_for_broker(runtime: Runtime, stop: threading.Event, limit: float = 60.0) -> None:
+    """Wait for the message broker (RabbitMQ may start after the workers), then give up
+    with an error naming ``NURTURE_BROKER_URL``."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            runtime.broker_depths()
+            return
+        except BrokerUnavailableError:
+            if time.monotonic() > deadline or stop.is_set():
+                raise
+            log.warning("waiting for the message broker (%s)", runtime.broker_name)
+        stop.wait(1.0)
+
+
 def run_worker(
     runtime: Runtime,
     stop: threading.Event,
@@ -65,6 +81,7 @@ def run_worker(
     schedule when their lease runs out.
     """
     wait_for_redis(runtime, stop)
+    wait_for_broker(runtime, stop)
     worker = dramatiq.Worker(
         runtime.broker,
         worker_threads=threads or runtime.settings.worker_threads,

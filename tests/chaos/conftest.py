@@ -10,6 +10,7 @@ import pytest
 
 from tests.chaos.procs import Procs, install_chaos_sequence
 from tests.harness import Harness
+from tests.rabbitmq import amqp, amqp_vhost, app_queues, rabbitmq_node
 from tests.sendgrid_standin import SendGridStandIn
 
 
@@ -53,3 +54,6 @@ def sendgrid_harness(
     return make_harness(
         delivery="sendgrid", sendgrid_api_key=standin.api_key, sendgrid_host=standin.url
     )
+
+
+__all__ = ["amqp", "amqp_vhost", "app_queues", "rabbitmq_node"]

@@ -461,14 +461,21 @@ def first_receipts(standin: SendGridStandIn) -> dict[tuple[str, str, str], float
     return out
 
 
-def emit(redis_url: str, docs: list[dict[str, Any]], state_dir: Path) -> int:
-    """Queue events in-process (what `nurture emit` does); returns how many were accepted."""
+def emit(
+    redis_url: str, docs: list[dict[str, Any]], state_dir: Path, broker_url: str | None = None
+) -> int:
+    """Queue events in-process (what `nurture emit` does); returns how many were accepted.
+
+    ``broker_url``: queue them on that broker (RabbitMQ) instead of the state Redis.
+    """
     from worker.events import validate_event
     from worker.ingest import ingest
     from worker.runtime import Runtime
     from worker.settings import Settings
 
-    settings = Settings(_env_file=None, redis_url=redis_url, state_dir=state_dir)  # type: ignore[call-arg]
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, redis_url=redis_url, state_dir=state_dir, broker_url=broker_url
+    )
     runtime = Runtime(settings, load_catalog=False)
     try:
         events = [validate_event(doc, i) for i, doc in enumerate(docs)]

@@ -1,6 +1,11 @@
 """`kill -9` of a `nurture worker` in the middle of the sends, then a restart: every
 touch is delivered exactly once, except the sends that were in flight at the kill,
-which are recorded as outcome-unknown (never resent, never silently dropped)."""
+which are recorded as outcome-unknown (never resent, never silently dropped).
+
+Run twice: queues on the state Redis (the default), and queues on RabbitMQ
+(``NURTURE_BROKER_URL``), where the killed worker's unacked messages go back to the
+queue as soon as RabbitMQ sees its connection drop.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from tests.chaos.procs import (
     wait_until,
     worker_env,
 )
+from tests.rabbitmq import AmqpTarget
 from tests.sendgrid_standin import SendGridStandIn
 
 THREADS = 4
@@ -38,21 +44,51 @@ def test_kill_9_mid_sends_then_restart_sends_each_touch_exactly_once(
     tmp_path: Path,
     full_size: bool,
 ) -> None:
+    kill_mid_sends(redis_url, None, chaos_catalog, standin, procs, tmp_path, full_size)
+
+
+@pytest.mark.chaos
+def test_kill_9_with_queues_on_rabbitmq_sends_each_touch_exactly_once(
+    redis_url: str,
+    app_queues: AmqpTarget,
+    chaos_catalog: dict[str, Path],
+    standin: SendGridStandIn,
+    procs: Procs,
+    tmp_path: Path,
+    full_size: bool,
+) -> None:
+    kill_mid_sends(redis_url, app_queues.url, chaos_catalog, standin, procs, tmp_path, full_size)
+
+
+def kill_mid_sends(
+    redis_url: str,
+    broker_url: str | None,
+    catalog: dict[str, Path],
+    standin: SendGridStandIn,
+    procs: Procs,
+    tmp_path: Path,
+    full_size: bool,
+    name: str = "kill9",
+) -> None:
+    """Start a worker, kill -9 it at 40 % of the sends, restart it with a second one
+    alongside, and audit every touch."""
     leads = lead_ids(2500 if full_size else 200)  # two touches per lead
     touches = len(expected_touches(leads))
     client = redis.Redis.from_url(redis_url)
     # Every answer takes a few ms, like a real API: requests are in flight at the kill.
     standin.faults(rate=1.0, kinds=("slow",), slow_delay=0.02)
+    extra = {"NURTURE_BROKER_URL": broker_url} if broker_url else {}
     env = worker_env(
-        redis_url=redis_url, catalog_dirs=chaos_catalog, state_dir=tmp_path, standin=standin
+        redis_url=redis_url, catalog_dirs=catalog, state_dir=tmp_path, standin=standin, **extra
     )
-    assert emit(redis_url, [chaos_event(lead) for lead in leads], tmp_path) == len(leads)
+    events = [chaos_event(lead) for lead in leads]
+    assert emit(redis_url, events, tmp_path, broker_url) == len(leads)
     started = time.monotonic()
     victim = procs.worker(env, THREADS, name="victim")
     wait_until(
         lambda: enrollment_states(client, leads).get("none", 0) == 0,
         120,
-        what="every event processed",
+        what=f"every event processed\n{procs.logs()}",
     )
     wait_until(
         lambda: standin.accepted >= touches * 0.4,
@@ -80,7 +116,8 @@ def test_kill_9_mid_sends_then_restart_sends_each_touch_exactly_once(
     exit_codes = [proc.wait(30) for proc in procs.started[1:]]
 
     report(
-        "kill9",
+        name,
+        broker="rabbitmq" if broker_url else "redis",
         touches=touches,
         received_at_kill=received_at_kill,
         in_flight_at_kill=sending_at_kill,

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from worker.errors import ApiError
+from worker.errors import ApiError, BrokerUnavailableError
 from worker.runtime import Runtime
 from worker.status import queue_depths
 
@@ -43,7 +43,6 @@ class StoreCollector(Collector):
             stats = store.stats()
             counters = store.global_counters()
             schedule = store.schedule_stats()
-            queues = queue_depths(self.rt)
             dead = store.dead_letter_count()
             suppressed = store.suppressed_count()
             pause = store.pauses.delivery()
@@ -56,7 +55,7 @@ class StoreCollector(Collector):
         up.add_metric([], 1)
         yield up
         yield _touches(stats)
-        yield _queue_depths(queues)
+        yield from self._queues()
         yield from self._schedule(schedule, counters)
         yield GaugeMetricFamily(
             "nurture_delivery_paused",
@@ -79,6 +78,22 @@ class StoreCollector(Collector):
         for name, amount in sorted(counters.items()):
             worker.add_metric([name], amount)
         yield worker
+
+    def _queues(self) -> Iterator[Metric]:
+        # The broker may be RabbitMQ, up or down independently of Redis.
+        up = GaugeMetricFamily(
+            "nurture_broker_up", "1 when the message broker answered this scrape, else 0"
+        )
+        try:
+            queues = queue_depths(self.rt)
+        except BrokerUnavailableError as exc:
+            log.warning("metrics: %s", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield _queue_depths(queues)
 
     def _schedule(self, schedule: dict[str, Any], counters: dict[str, float]) -> Iterator[Metric]:
         yield GaugeMetricFamily(

@@ -20,7 +20,7 @@ the flat methods below serve the HTTP service, the CLI, and tests that read stat
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, cast
 
 import redis
@@ -39,7 +39,6 @@ from worker.store.keys import Keys
 from worker.store.leads import LeadRecord, LeadStore
 from worker.store.ledger import Ledger, LedgerState, Reservation, Sent, Verdict
 from worker.store.pauses import DeliveryPause, PauseStore
-from worker.store.queues import queue_depths
 from worker.store.schedule import ScheduleStats, ScheduleStore
 from worker.store.scripts import load_scripts
 from worker.store.suppressions import SuppressionStore
@@ -90,10 +89,6 @@ class Store:
             return bool(self.redis.ping())
         except redis.RedisError:
             return False
-
-    def queue_depths(self, namespace: str, queues: Iterable[str]) -> dict[str, dict[str, int]]:
-        """Ready, delayed and failed message counts per dramatiq queue."""
-        return queue_depths(self.redis, namespace, queues)
 
     def unsubscribe_secret(self, configured: str | None) -> str:
         """The configured secret, else one generated once and shared through Redis."""

@@ -16,6 +16,17 @@ class Keys:
 
     prefix: str = "nurture"
 
+    def per_lead(self, kind: str, lead_id: str) -> str:
+        """The one builder of every key that belongs to one lead: ``<prefix>:<kind>:<id>``.
+
+        Every per-lead builder below goes through here (tests/test_keys.py checks it), so
+        the Redis Cluster layout (docs/scale-notes.md, section 2: a ``{b<n>}`` bucket tag
+        per lead, keeping all of a lead's keys, and the schedule shard its touches live
+        in, in one slot) changes this one function and tags every per-lead key at once,
+        those added later included. New per-lead keys: build them with this.
+        """
+        return f"{self.prefix}:{kind}:{lead_id}"
+
     def event(self, event_id: str) -> str:
         """String, set NX with a TTL: this event id was accepted (replay guard)."""
         return f"{self.prefix}:evt:{event_id}"
@@ -26,24 +37,24 @@ class Keys:
         ``held:<ledger field>`` (first due time of a touch the frequency cap holds back),
         ``fts`` (JSON: field -> time of its stored value), ``contactable`` (when the lead
         first became contactable), ``merged_into`` (the lead a CRM merge folded it into)."""
-        return f"{self.prefix}:lead:{lead_id}"
+        return self.per_lead("lead", lead_id)
 
     def lead_lock(self, lead_id: str) -> str:
         """Lock serialising the processing of one lead's events."""
-        return f"{self.prefix}:lock:{lead_id}"
+        return self.per_lead("lock", lead_id)
 
     def enrollments(self, lead_id: str) -> str:
         """Hash: sequence id -> enrollment JSON (one lead's enrollments, all states)."""
-        return f"{self.prefix}:enr:{lead_id}"
+        return self.per_lead("enr", lead_id)
 
     def ledger(self, lead_id: str) -> str:
         """Hash: touch field -> ``sending:<ts>`` | ``sent:<ts>`` | ``retry:<ts>`` |
         ``dead:<ts>`` | ``unknown:<ts>`` | ``skipped:<ts>``: the idempotency ledger."""
-        return f"{self.prefix}:sent:{lead_id}"
+        return self.per_lead("sent", lead_id)
 
     def received(self, lead_id: str) -> str:
         """Set: content item ids this lead has been sent (never the same piece twice)."""
-        return f"{self.prefix}:recv:{lead_id}"
+        return self.per_lead("recv", lead_id)
 
     def email_index(self, email: str) -> str:
         """Set: lead ids using this address (lower-cased)."""

@@ -1,0 +1,78 @@
+"""``nurture migrate queues``: move the messages still queued in dramatiq's Redis broker
+to the broker ``NURTURE_BROKER_URL`` names (RabbitMQ), when an install moves its queues.
+
+Run it with every worker stopped and the HTTP services already pointed at the new
+broker (docs/deployment.md, "Moving an existing single-Redis install over"). Each message
+is published to the new broker first (publisher confirms: RabbitMQ has it) and only then
+removed from Redis, so a crash mid-way leaves a message in both places at worst, which is
+harmless: events are deduplicated by id when applied, touches by the send ledger.
+Delayed messages keep their due time. Dead letters stay where they are (they are kept in
+the dead-letter stream ``nurture status`` shows as well).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import q_name
+
+from worker.actors import EVENTS_QUEUE, TOUCHES_QUEUE
+from worker.broker import broker_kind
+from worker.errors import SettingsError
+from worker.runtime import Runtime
+from worker.store.queues import drop_queued_message, queued_messages
+
+
+@dataclass(frozen=True)
+class MovedQueue:
+    """What ``migrate_queues`` moved from one queue."""
+
+    queue: str
+    ready: int
+    delayed: int
+
+
+def migrate_queues(runtime: Runtime, redis_namespace: str = "dramatiq") -> list[MovedQueue]:
+    """Move every queued message from the state Redis's dramatiq queues to the runtime's
+    broker.
+
+    Raises:
+        SettingsError: When ``NURTURE_BROKER_URL`` does not name a broker other than
+            the state Redis.
+    """
+    if broker_kind(runtime.settings.broker_url) != "rabbitmq" or isinstance(
+        runtime.broker, RedisBroker
+    ):
+        raise SettingsError(
+            "NURTURE_BROKER_URL: set it to the RabbitMQ the queues move to "
+            "(amqp://user:password@host:5672/vhost); nurture migrate queues moves the "
+            "messages queued in NURTURE_REDIS_URL there"
+        )
+    client = runtime.store.redis
+    return [
+        _move_queue(client, runtime.broker, redis_namespace, queue)
+        for queue in (EVENTS_QUEUE, TOUCHES_QUEUE)
+    ]
+
+
+def _move_queue(
+    client: redis.Redis, target: dramatiq.Broker, namespace: str, queue: str
+) -> MovedQueue:
+    ready = delayed = 0
+    for name, message_id, body in queued_messages(client, namespace, queue):
+        message = dramatiq.Message.decode(body)
+        message = message.copy(queue_name=q_name(message.queue_name))
+        eta = message.options.pop("eta", None)
+        if eta is not None:
+            delay = max(0, int(eta) - int(time.time() * 1000))
+            target.enqueue(message, delay=delay)
+            delayed += 1
+        else:
+            target.enqueue(message)
+            ready += 1
+        drop_queued_message(client, namespace, name, message_id)
+    return MovedQueue(queue, ready, delayed)
