@@ -27,6 +27,7 @@ import pika.exceptions
 from dramatiq.brokers import rabbitmq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name, q_name, xq_name
 from dramatiq.errors import ConnectionClosed
 
@@ -174,7 +175,17 @@ def queue_depths(broker: dramatiq.Broker) -> dict[str, dict[str, int]]:
     queues = _canonical_queues(broker)
     if isinstance(broker, RedisBroker):
         return redis_queue_depths(broker.client, broker.namespace, queues)
+    if isinstance(broker, StubBroker):
+        return {queue: _stub_depth(broker, queue) for queue in queues}
     return {queue: _rabbitmq_depth(broker, queue) for queue in queues}
+
+
+def _stub_depth(broker: StubBroker, queue: str) -> dict[str, int]:
+    # dramatiq's in-memory broker, which the fast domain tests run on.
+    queues = broker.queues
+    ready = queues[queue].qsize() if queue in queues else 0
+    delayed = queues[dq_name(queue)].qsize() if dq_name(queue) in queues else 0
+    return {"ready": ready, "delayed": delayed, "dead": len(broker.dead_letters_by_queue[queue])}
 
 
 def _rabbitmq_depth(broker: Any, queue: str) -> dict[str, int]:
