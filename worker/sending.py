@@ -21,7 +21,7 @@ import redis
 
 from worker.catalog import LoadedCatalog
 from worker.clock import Clock
-from worker.delivery import Delivery, Message
+from worker.delivery import Delivery, Message, SendResult
 from worker.enrollment import (
     DISQUALIFIED,
     SEQUENCE_REMOVED,
@@ -31,7 +31,7 @@ from worker.enrollment import (
     touch_id,
 )
 from worker.errors import (
-    OutcomeUnknownError,
+    DeliveryError,
     PermanentDeliveryError,
     RenderError,
     TransientDeliveryError,
@@ -96,6 +96,16 @@ class _Pending:
     received: frozenset[str]
 
 
+@dataclass(frozen=True)
+class _Ready:
+    """A touch reserved in the ledger and rendered: waiting for delivery."""
+
+    pending: _Pending
+    message: Message
+    content_ids: tuple[str, ...]
+    previous: str  # the lead's last touch before this reservation (restored on release)
+
+
 def backoff(attempt: int, retry_after: float | None) -> float:
     """Seconds before the next attempt: the provider's word, else exponential with jitter."""
     if retry_after is not None:
@@ -133,23 +143,85 @@ class TouchSender:
         self.settings = settings
 
     def send_batch(self, touches: list[Touch]) -> dict[str, int]:
-        """Process touches one by one; one bad touch never stops the others."""
+        """Process a batch of touches; one bad touch never stops the others.
+
+        Three phases, so the waiting for the provider overlaps: each touch is checked,
+        reserved in the ledger and rendered; the reserved messages are delivered together
+        (:meth:`~worker.delivery.Delivery.send_many`, many requests in flight); then each
+        outcome is recorded on its own. The batch is one queue message (at most
+        ``Tuning.touches_per_message`` touches), which bounds the memory it holds.
+
+        Raises:
+            redis.RedisError: After the touches already reserved were delivered and
+                recorded (as far as Redis allows): the queue retries the message and
+                the ledger keeps it from sending anything twice.
+        """
         outcomes: dict[str, int] = {}
+        ready: list[_Ready] = []
+        failure: redis.RedisError | None = None
         for touch in touches:
             try:
-                outcome = self.send(touch)
-            except redis.RedisError:
-                raise  # the queue retries the message; the ledger prevents duplicates
+                prepared = self._prepare(touch)
+            except redis.RedisError as exc:
+                # Stop reserving; what is reserved already still goes out and is
+                # recorded, so no reservation is left to become "outcome unknown".
+                failure = exc
+                break
             except Exception as exc:
-                log.exception("touch %r failed unexpectedly", touch.member)
-                self.store.dead.add("touch", f"unexpected error: {exc!r}", {"touch": touch.member})
-                self.store.schedule.release_claim(touch.member)
-                outcome = TouchOutcome.ERROR
-            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                prepared = self._unexpected(touch, exc)
+            if isinstance(prepared, _Ready):
+                ready.append(prepared)
+            else:
+                outcomes[prepared] = outcomes.get(prepared, 0) + 1
+        for outcome in self._deliver_all(ready):
+            if isinstance(outcome, redis.RedisError):
+                failure = failure or outcome
+            else:
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        if failure is not None:
+            raise failure  # the queue retries the message; the ledger prevents duplicates
         return outcomes
 
     def send(self, touch: Touch) -> TouchOutcome:
         """Process one touch; returns what happened."""
+        prepared = self._prepare(touch)
+        if not isinstance(prepared, _Ready):
+            return prepared
+        (result,) = self.delivery().send_many([prepared.message])
+        return self._record(prepared, result)
+
+    def _deliver_all(self, ready: list[_Ready]) -> list[TouchOutcome | redis.RedisError]:
+        """Deliver reserved touches together, then record each outcome on its own.
+
+        A Redis failure while recording one touch does not stop recording the others
+        (their emails are out); it is returned in that touch's place.
+        """
+        if not ready:
+            return []
+        results = self.delivery().send_many([job.message for job in ready])
+        outcomes: list[TouchOutcome | redis.RedisError] = []
+        for job, result in zip(ready, results, strict=True):
+            try:
+                outcomes.append(self._record(job, result))
+            except redis.RedisError as exc:
+                outcomes.append(exc)
+            except Exception as exc:
+                log.exception("touch %r failed unexpectedly", job.pending.touch.member)
+                self.store.dead.add(
+                    "touch", f"unexpected error: {exc!r}", {"touch": job.pending.touch.member}
+                )
+                outcomes.append(TouchOutcome.ERROR)
+        return outcomes
+
+    def _unexpected(self, touch: Touch, exc: Exception) -> TouchOutcome:
+        """A bug or bad data while preparing one touch: dead-letter it, keep going."""
+        log.exception("touch %r failed unexpectedly", touch.member)
+        self.store.dead.add("touch", f"unexpected error: {exc!r}", {"touch": touch.member})
+        self.store.schedule.release_claim(touch.member)
+        return TouchOutcome.ERROR
+
+    def _prepare(self, touch: Touch) -> TouchOutcome | _Ready:
+        """Check, reserve and render one touch: its outcome, or a message ready to go."""
         ref = TouchRef.parse(touch.member)
         now = self.clock.now()
         state = self.store.enrolled.touch_state(ref.lead_id, ref.sequence)
@@ -178,8 +250,8 @@ class TouchSender:
             return TouchOutcome.WINDOW
         return self._reserve(job, step.template)
 
-    def _reserve(self, job: _Pending, template: str) -> TouchOutcome:
-        """Reserve the send in the ledger (with the frequency cap), then deliver."""
+    def _reserve(self, job: _Pending, template: str) -> TouchOutcome | _Ready:
+        """Reserve the send in the ledger (with the frequency cap), then render it."""
         touch, ref, now = job.touch, job.ref, job.now
         capped = job.sequence.kind == "nurture" and self.settings.frequency_cap > 0
         if capped and self._older_touch_due(touch, job.lead, now):
@@ -224,7 +296,7 @@ class TouchSender:
             case Verdict.OK:
                 if ref.ledger_field in job.lead.held():
                     self.store.leads.drop_held(ref.lead_id, ref.ledger_field)
-                return self._deliver(job, template, reservation.previous_touch)
+                return self._render(job, template, reservation.previous_touch)
 
     # -- the frequency cap's hold-backs -----------------------------------------
 
@@ -333,35 +405,47 @@ class TouchSender:
         )
         return message, tuple(email.content_ids)
 
-    def _deliver(self, job: _Pending, template: str, previous: str) -> TouchOutcome:
-        """Render and send a reserved touch, and record the outcome."""
+    def _render(self, job: _Pending, template: str, previous: str) -> TouchOutcome | _Ready:
+        """Render a reserved touch; a template that does not render releases it as dead."""
         member, stamp = job.touch.member, job.now.timestamp()
-        ledger, step_id = self.store.ledger, job.ref.step
         try:
             unsubscribe_url = self.unsubscribe_url(job.ref.lead_id)
             message, content_ids = self._message(job, template, unsubscribe_url)
         except RenderError as exc:
-            ledger.release(member, LedgerState.DEAD.at(stamp), stamp, previous)
+            self.store.ledger.release(member, LedgerState.DEAD.at(stamp), stamp, previous)
             self.store.dead.add("touch", f"render failed: {exc}", {"touch": member})
-            self.store.counters.count(job.sequence.id, step_id, "failed")
+            self.store.counters.count(job.sequence.id, job.ref.step, "failed")
             return self._finish(job, "", TouchOutcome.FAILED)
-        delivery = self.delivery()
-        try:
-            delivery.send(message)
-        except TransientDeliveryError as exc:
+        return _Ready(job, message, content_ids, previous)
+
+    def _record(self, ready: _Ready, result: SendResult | DeliveryError) -> TouchOutcome:
+        """Record what delivery did with one reserved touch (the one place per outcome).
+
+        Args:
+            ready: The reserved, rendered touch.
+            result: The backend's result for its message, or the classified error.
+        """
+        job, previous = ready.pending, ready.previous
+        member, stamp = job.touch.member, job.now.timestamp()
+        ledger, step_id = self.store.ledger, job.ref.step
+        name = self.delivery().name
+        if isinstance(result, TransientDeliveryError):
             ledger.release(member, LedgerState.RETRY.at(stamp), stamp, previous)
-            return self._retry(job, exc, message.to_email)
-        except PermanentDeliveryError as exc:
+            return self._retry(job, result, ready.message.to_email)
+        if isinstance(result, PermanentDeliveryError):
             ledger.release(member, LedgerState.DEAD.at(stamp), stamp, previous)
-            self.store.dead.add("touch", f"refused by {delivery.name}: {exc}", {"touch": member})
+            self.store.dead.add("touch", f"refused by {name}: {result}", {"touch": member})
             self.store.counters.count(job.sequence.id, step_id, "failed")
             return self._finish(job, "", TouchOutcome.FAILED)
-        except OutcomeUnknownError as exc:
+        if isinstance(result, DeliveryError):
+            # OutcomeUnknownError, or any other delivery error: it may have gone out.
             ledger.record_unknown(member, stamp)
-            self.store.dead.add("touch", f"outcome unknown, not resent: {exc}", {"touch": member})
+            self.store.dead.add(
+                "touch", f"outcome unknown, not resent: {result}", {"touch": member}
+            )
             self.store.counters.count(job.sequence.id, step_id, "unknown")
             return self._finish(job, LedgerState.UNKNOWN.at(stamp), TouchOutcome.UNKNOWN)
-        sent = Sent(lateness=stamp - job.touch.due, content_ids=content_ids)
+        sent = Sent(lateness=stamp - job.touch.due, content_ids=ready.content_ids)
         return self._finish(job, LedgerState.SENT.at(stamp), TouchOutcome.SENT, sent)
 
     def _retry(self, job: _Pending, exc: TransientDeliveryError, to_email: str) -> TouchOutcome:
