@@ -51,7 +51,7 @@ def latency_table(
     rows: list[dict[str, Any]] = []
     for run in range(runs):
         for latency in latencies:
-            result = burst.monday_burst(bench, count, latency=latency, lead_in=2.0)
+            result = burst.monday_burst(bench, count, latency=latency, lead_in=8.0)
             result["run"] = run
             rows.append(result)
             print(
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         result["latency_medians"] = medians(result["latency_rows"])
         if args.burst:
             print(f"Monday burst: {args.burst} touches at 150 ms", file=sys.stderr, flush=True)
-            result["burst"] = burst.monday_burst(bench, args.burst)
+            result["burst"] = burst.monday_burst(bench, args.burst, lead_in=20.0)
         if args.e2e:
             print(f"end to end: {args.e2e} leads", file=sys.stderr, flush=True)
             result["e2e"] = e2e.e2e_suite(bench, args.e2e, (0.0, 0.15), 1)

@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from tests.sendgrid_standin import SendGridStandIn
-from worker.ratelimit import KEY_PREFIX, RateLimiter
+from worker.store.ratelimit import KEY_PREFIX, RateLimiter
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,7 +144,7 @@ _SENDER = textwrap.dedent(
     from worker.delivery.base import Message, SendResult
     from worker.delivery.sendgrid import SendGridDelivery
     from worker.errors import TransientDeliveryError
-    from worker.ratelimit import RateLimiter
+    from worker.store.ratelimit import RateLimiter
 
     url, key, redis_url, tag, count, shared = sys.argv[1:7]
     limiter = RateLimiter(redis.Redis.from_url(redis_url)) if shared == "1" else None

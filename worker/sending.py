@@ -37,7 +37,7 @@ from worker.errors import (
     TransientDeliveryError,
 )
 from worker.sequences import Sequence, condition_context
-from worker.store import LeadRecord, LedgerState, Sent, Store, Verdict
+from worker.store import LeadRecord, LedgerState, Sent, Store, TouchState, Verdict
 from worker.timing import due_time, lead_zone, open_slot
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,21 @@ class _Ready:
     previous: str  # the lead's last touch before this reservation (restored on release)
 
 
+def _rounds(touches: list[Touch]) -> list[list[Touch]]:
+    """Split a batch so no round holds two touches of one lead (order kept)."""
+    rounds: list[list[Touch]] = []
+    taken: list[set[str]] = []
+    for touch in touches:
+        lead = TouchRef.parse(touch.member).lead_id
+        index = next((i for i, leads in enumerate(taken) if lead not in leads), len(rounds))
+        if index == len(rounds):
+            rounds.append([])
+            taken.append(set())
+        rounds[index].append(touch)
+        taken[index].add(lead)
+    return rounds
+
+
 def backoff(attempt: int, retry_after: float | None) -> float:
     """Seconds before the next attempt: the provider's word, else exponential with jitter."""
     if retry_after is not None:
@@ -145,11 +160,13 @@ class TouchSender:
     def send_batch(self, touches: list[Touch]) -> dict[str, int]:
         """Process a batch of touches; one bad touch never stops the others.
 
-        Three phases, so the waiting for the provider overlaps: each touch is checked,
-        reserved in the ledger and rendered; the reserved messages are delivered together
+        The waiting for the provider overlaps: the touches are checked, reserved in the
+        ledger and rendered; the reserved messages are delivered together
         (:meth:`~worker.delivery.Delivery.send_many`, many requests in flight); then each
-        outcome is recorded on its own. The batch is one queue message (at most
-        ``Tuning.touches_per_message`` touches), which bounds the memory it holds.
+        outcome is recorded on its own. A lead's second touch in the batch waits for a
+        later round: what its first one sends (the content the lead received, the cap)
+        must be recorded before the second is rendered. The batch is one queue message
+        (at most ``Tuning.touches_per_message`` touches), which bounds its memory.
 
         Raises:
             redis.RedisError: After the touches already reserved were delivered and
@@ -157,11 +174,20 @@ class TouchSender:
                 the ledger keeps it from sending anything twice.
         """
         outcomes: dict[str, int] = {}
+        for round_ in _rounds(touches):
+            for outcome, count in self._send_round(round_).items():
+                outcomes[outcome] = outcomes.get(outcome, 0) + count
+        return outcomes
+
+    def _send_round(self, touches: list[Touch]) -> dict[str, int]:
+        """Reserve and render, deliver together, record: touches of distinct leads."""
+        outcomes: dict[str, int] = {}
         ready: list[_Ready] = []
         failure: redis.RedisError | None = None
+        states = self._read_states(touches)  # a Redis failure here: nothing reserved yet
         for touch in touches:
             try:
-                prepared = self._prepare(touch)
+                prepared = self._prepare(touch, states[touch.member])
             except redis.RedisError as exc:
                 # Stop reserving; what is reserved already still goes out and is
                 # recorded, so no reservation is left to become "outcome unknown".
@@ -189,6 +215,12 @@ class TouchSender:
             return prepared
         (result,) = self.delivery().send_many([prepared.message])
         return self._record(prepared, result)
+
+    def _read_states(self, touches: list[Touch]) -> dict[str, TouchState]:
+        """What each touch's checks read (touches of distinct leads): one round trip."""
+        refs = [TouchRef.parse(touch.member) for touch in touches]
+        states = self.store.enrolled.touch_states([(r.lead_id, r.sequence) for r in refs])
+        return {touch.member: state for touch, state in zip(touches, states, strict=True)}
 
     def _deliver_all(self, ready: list[_Ready]) -> list[TouchOutcome | redis.RedisError]:
         """Deliver reserved touches together, then record each outcome on its own.
@@ -220,11 +252,17 @@ class TouchSender:
         self.store.schedule.release_claim(touch.member)
         return TouchOutcome.ERROR
 
-    def _prepare(self, touch: Touch) -> TouchOutcome | _Ready:
-        """Check, reserve and render one touch: its outcome, or a message ready to go."""
+    def _prepare(self, touch: Touch, state: TouchState | None = None) -> TouchOutcome | _Ready:
+        """Check, reserve and render one touch: its outcome, or a message ready to go.
+
+        Args:
+            touch: The claimed touch.
+            state: What was read for it ahead (:meth:`_read_states`); None reads it now.
+        """
         ref = TouchRef.parse(touch.member)
         now = self.clock.now()
-        state = self.store.enrolled.touch_state(ref.lead_id, ref.sequence)
+        if state is None:
+            state = self.store.enrolled.touch_state(ref.lead_id, ref.sequence)
         lead, enrollment = state.lead, state.enrollment
         if lead is None or enrollment is None or not enrollment.waits_for(ref.generation, ref.step):
             self.store.schedule.release_claim(touch.member)

@@ -26,7 +26,7 @@ def build_delivery(settings: Settings, client: redis.Redis | None = None) -> Del
     Args:
         settings: The worker's settings.
         client: The Redis holding SendGrid's rate limits shared by every worker
-            process (:class:`~worker.ratelimit.RateLimiter`); None sends without it.
+            process (:class:`~worker.store.ratelimit.RateLimiter`); None sends without it.
 
     Returns:
         An :class:`~worker.delivery.outbox.OutboxDelivery` or a
@@ -39,7 +39,7 @@ def build_delivery(settings: Settings, client: redis.Redis | None = None) -> Del
     if settings.delivery == "sendgrid":
         # Imported here so the outbox mode never loads the SendGrid library.
         from worker.delivery.sendgrid import SendGridDelivery
-        from worker.ratelimit import RateLimiter
+        from worker.store.ratelimit import RateLimiter
 
         # The request must end (answer or timeout) well before NURTURE_SEND_TIMEOUT, after
         # which a duplicate delivery of the touch declares its outcome unknown.

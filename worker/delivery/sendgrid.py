@@ -34,7 +34,7 @@ a bounded pool of threads (``concurrency``), each with its own kept-alive connec
 and reports every message's outcome on its own, exactly as :meth:`~SendGridDelivery.send`
 would have (benchmarks/delivery.py measures the choice against the stand-in).
 
-Rate limits: with a :class:`~worker.ratelimit.RateLimiter`, every request first takes a
+Rate limits: with a :class:`~worker.store.ratelimit.RateLimiter`, every request first takes a
 turn from the limiter shared by all processes in Redis, and every answer's
 ``X-RateLimit-*`` headers and 429s go back into it. A turn not available within
 ``limiter_wait`` seconds raises ``TransientDeliveryError`` with ``retry_after`` (nothing
@@ -78,7 +78,7 @@ from worker.errors import (
     SettingsError,
     TransientDeliveryError,
 )
-from worker.ratelimit import RateLimiter
+from worker.store.ratelimit import RateLimiter
 
 DEFAULT_HOST = "https://api.sendgrid.com"
 #: Seconds to wait for connect and for each read; beyond it the outcome is unknown.
