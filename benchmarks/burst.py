@@ -36,8 +36,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from worker.keys import Keys
-
 from benchmarks.common import (
     PREFIX,
     Bench,
@@ -49,6 +47,7 @@ from benchmarks.state import ZONES, lead_event, lead_fields, lead_id, write_lead
 from worker.events import validate_event
 from worker.ingest import ingest
 from worker.runtime import Runtime
+from worker.store.keys import Keys
 
 ORDER_TOLERANCE = 1.0  # seconds: sends within this of each other may go in any order
 KEYS = Keys(PREFIX)

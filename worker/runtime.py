@@ -183,7 +183,7 @@ class Runtime:
     @property
     def delivery(self) -> Delivery:
         if self._delivery is None:
-            self._delivery = build_delivery(self.settings)
+            self._delivery = build_delivery(self.settings, self.redis)
         return self._delivery
 
     def paused_sequences(self) -> set[str]:

@@ -21,7 +21,7 @@ import redis
 
 from worker.catalog import LoadedCatalog
 from worker.clock import Clock
-from worker.delivery import Delivery, Message
+from worker.delivery import Delivery, Message, SendResult
 from worker.delivery.base import unsubscribe_mailto
 from worker.enrollment import (
     DISQUALIFIED,
@@ -33,14 +33,14 @@ from worker.enrollment import (
 )
 from worker.errors import (
     AccountFaultError,
-    OutcomeUnknownError,
+    DeliveryError,
     PermanentDeliveryError,
     RenderError,
     TransientDeliveryError,
 )
 from worker.senders import SenderDefaults, resolve
 from worker.sequences import Sequence, condition_context
-from worker.store import LeadRecord, LedgerState, Sent, Store, Verdict
+from worker.store import LeadRecord, LedgerState, Sent, Store, TouchState, Verdict
 from worker.timing import due_time, lead_zone, open_slot
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,32 @@ class _Pending:
     now: datetime
     zone: ZoneInfo
     received: frozenset[str]
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A touch reserved in the ledger and rendered: waiting for delivery."""
+
+    pending: _Pending
+    message: Message
+    content_ids: tuple[str, ...]
+    previous: str  # the lead's last touch before this reservation (restored on release)
+    resend: bool = False  # nurture retry: the enrollment has moved on and stays put
+
+
+def _rounds(touches: list[Touch]) -> list[list[Touch]]:
+    """Split a batch so no round holds two touches of one lead (order kept)."""
+    rounds: list[list[Touch]] = []
+    taken: list[set[str]] = []
+    for touch in touches:
+        lead = TouchRef.parse(touch.member).lead_id
+        index = next((i for i, leads in enumerate(taken) if lead not in leads), len(rounds))
+        if index == len(rounds):
+            rounds.append([])
+            taken.append(set())
+        rounds[index].append(touch)
+        taken[index].add(lead)
+    return rounds
 
 
 #: What the one INFO line per touch says for each outcome; outcomes that only move a
@@ -183,27 +209,113 @@ class TouchSender:
         self.settings = settings
 
     def send_batch(self, touches: list[Touch]) -> dict[str, int]:
-        """Process touches one by one; one bad touch never stops the others."""
+        """Process a batch of touches; one bad touch never stops the others.
+
+        The waiting for the provider overlaps: the touches are checked, reserved in the
+        ledger and rendered; the reserved messages are delivered together
+        (:meth:`~worker.delivery.Delivery.send_many`, many requests in flight); then each
+        outcome is recorded on its own. A lead's second touch in the batch waits for a
+        later round: what its first one sends (the content the lead received, the cap)
+        must be recorded before the second is rendered. The batch is one queue message
+        (at most ``Tuning.touches_per_message`` touches), which bounds its memory.
+
+        Raises:
+            redis.RedisError: After the touches already reserved were delivered and
+                recorded (as far as Redis allows): the queue retries the message and
+                the ledger keeps it from sending anything twice.
+        """
         outcomes: dict[str, int] = {}
+        for round_ in _rounds(touches):
+            for outcome, count in self._send_round(round_).items():
+                outcomes[outcome] = outcomes.get(outcome, 0) + count
+        return outcomes
+
+    def _send_round(self, touches: list[Touch]) -> dict[str, int]:
+        """Reserve and render, deliver together, record: touches of distinct leads."""
+        outcomes: dict[str, int] = {}
+        ready: list[_Ready] = []
+        failure: redis.RedisError | None = None
+        states = self._read_states(touches)  # a Redis failure here: nothing reserved yet
         for touch in touches:
             try:
-                outcome = self.send(touch)
-            except redis.RedisError:
-                raise  # the queue retries the message; the ledger prevents duplicates
+                prepared = self._prepare(touch, states[touch.member])
+            except redis.RedisError as exc:
+                # Stop reserving; what is reserved already still goes out and is
+                # recorded, so no reservation is left to become "outcome unknown".
+                failure = exc
+                break
             except Exception as exc:
-                log.exception("touch %r failed unexpectedly", touch.member)
-                self.store.dead.add("touch", f"unexpected error: {exc!r}", {"touch": touch.member})
-                self.store.schedule.release_claim(touch.member)
-                outcome = TouchOutcome.ERROR
-            outcomes[outcome] = outcomes.get(outcome, 0) + 1
-            _log_outcome(touch, outcome)
+                prepared = self._unexpected(touch, exc)
+            if isinstance(prepared, _Ready):
+                ready.append(prepared)
+            else:
+                outcomes[prepared] = outcomes.get(prepared, 0) + 1
+                _log_outcome(touch, prepared)
+        for job, outcome in zip(ready, self._deliver_all(ready), strict=True):
+            if isinstance(outcome, redis.RedisError):
+                failure = failure or outcome
+            else:
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                _log_outcome(job.pending.touch, outcome)
+        if failure is not None:
+            raise failure  # the queue retries the message; the ledger prevents duplicates
         return outcomes
 
     def send(self, touch: Touch) -> TouchOutcome:
         """Process one touch; returns what happened."""
+        prepared = self._prepare(touch)
+        if not isinstance(prepared, _Ready):
+            return prepared
+        (result,) = self.delivery().send_many([prepared.message])
+        return self._record(prepared, result)
+
+    def _read_states(self, touches: list[Touch]) -> dict[str, TouchState]:
+        """What each touch's checks read (touches of distinct leads): one round trip."""
+        refs = [TouchRef.parse(touch.member) for touch in touches]
+        states = self.store.enrolled.touch_states([(r.lead_id, r.sequence) for r in refs])
+        return {touch.member: state for touch, state in zip(touches, states, strict=True)}
+
+    def _deliver_all(self, ready: list[_Ready]) -> list[TouchOutcome | redis.RedisError]:
+        """Deliver reserved touches together, then record each outcome on its own.
+
+        A Redis failure while recording one touch does not stop recording the others
+        (their emails are out); it is returned in that touch's place.
+        """
+        if not ready:
+            return []
+        results = self.delivery().send_many([job.message for job in ready])
+        outcomes: list[TouchOutcome | redis.RedisError] = []
+        for job, result in zip(ready, results, strict=True):
+            try:
+                outcomes.append(self._record(job, result))
+            except redis.RedisError as exc:
+                outcomes.append(exc)
+            except Exception as exc:
+                log.exception("touch %r failed unexpectedly", job.pending.touch.member)
+                self.store.dead.add(
+                    "touch", f"unexpected error: {exc!r}", {"touch": job.pending.touch.member}
+                )
+                outcomes.append(TouchOutcome.ERROR)
+        return outcomes
+
+    def _unexpected(self, touch: Touch, exc: Exception) -> TouchOutcome:
+        """A bug or bad data while preparing one touch: dead-letter it, keep going."""
+        log.exception("touch %r failed unexpectedly", touch.member)
+        self.store.dead.add("touch", f"unexpected error: {exc!r}", {"touch": touch.member})
+        self.store.schedule.release_claim(touch.member)
+        return TouchOutcome.ERROR
+
+    def _prepare(self, touch: Touch, state: TouchState | None = None) -> TouchOutcome | _Ready:
+        """Check, reserve and render one touch: its outcome, or a message ready to go.
+
+        Args:
+            touch: The claimed touch.
+            state: What was read for it ahead (:meth:`_read_states`); None reads it now.
+        """
         ref = TouchRef.parse(touch.member)
         now = self.clock.now()
-        state = self.store.enrolled.touch_state(ref.lead_id, ref.sequence)
+        if state is None:
+            state = self.store.enrolled.touch_state(ref.lead_id, ref.sequence)
         lead, enrollment = state.lead, state.enrollment
         if lead is None or enrollment is None or not enrollment.waits_for(ref.generation, ref.step):
             if lead is not None and enrollment is not None and self._reopened(touch.member):
@@ -233,8 +345,8 @@ class TouchSender:
             return TouchOutcome.WINDOW
         return self._reserve(job, step.template)
 
-    def _reserve(self, job: _Pending, template: str) -> TouchOutcome:
-        """Reserve the send in the ledger (with the frequency cap), then deliver."""
+    def _reserve(self, job: _Pending, template: str) -> TouchOutcome | _Ready:
+        """Reserve the send in the ledger (with the frequency cap), then render it."""
         touch, ref, now = job.touch, job.ref, job.now
         capped = job.sequence.kind == "nurture" and self.settings.frequency_cap > 0
         if capped and self._older_touch_due(touch, job.lead, now):
@@ -279,7 +391,7 @@ class TouchSender:
             case Verdict.OK:
                 if ref.ledger_field in job.lead.held():
                     self.store.leads.drop_held(ref.lead_id, ref.ledger_field)
-                return self._deliver(job, template, reservation.previous_touch)
+                return self._render(job, template, reservation.previous_touch)
 
     def _paused(self, touch: Touch, sequence: Sequence | None) -> bool:
         """Put the touch aside when delivery or its sequence is paused.
@@ -311,7 +423,7 @@ class TouchSender:
         lead: LeadRecord,
         enrollment: Enrollment,
         received: frozenset[str],
-    ) -> TouchOutcome:
+    ) -> TouchOutcome | _Ready:
         """Send a failed touch again for ``nurture retry``, through the ledger.
 
         The enrollment has moved on past the step and stays where it is; the ledger
@@ -342,7 +454,7 @@ class TouchSender:
                 else (TouchOutcome.STALE)
             )
         job = _Pending(touch, ref, sequence, enrollment, lead, now, zone, received)
-        return self._deliver(job, step.template, reservation.previous_touch, resend=True)
+        return self._render(job, step.template, reservation.previous_touch, resend=True)
 
     # -- the frequency cap's hold-backs -----------------------------------------
 
@@ -462,66 +574,75 @@ class TouchSender:
         )
         return message, tuple(email.content_ids)
 
-    def _deliver(
+    def _render(
         self, job: _Pending, template: str, previous: str, *, resend: bool = False
-    ) -> TouchOutcome:
-        """Render and send a reserved touch, and record the outcome.
-
-        With ``resend`` (``nurture retry``) the enrollment is not moved: the outcome is
-        recorded in the ledger and the counters only, and a failure is dead-lettered
-        again rather than retried by the enrollment's attempts.
-        """
+    ) -> TouchOutcome | _Ready:
+        """Render a reserved touch; a template that does not render releases it as dead."""
         member, stamp = job.touch.member, job.now.timestamp()
-        ledger, step_id = self.store.ledger, job.ref.step
         try:
             unsubscribe_url = self.unsubscribe_url(job.ref.lead_id)
             message, content_ids = self._message(job, template, unsubscribe_url)
         except RenderError as exc:
-            ledger.release(member, LedgerState.DEAD.at(stamp), stamp, previous)
+            self.store.ledger.release(member, LedgerState.DEAD.at(stamp), stamp, previous)
             self.store.dead.add("touch", f"render failed: {exc}", {"touch": member})
-            self.store.counters.count(job.sequence.id, step_id, "failed")
+            self.store.counters.count(job.sequence.id, job.ref.step, "failed")
             return self._finish(job, "", TouchOutcome.FAILED)
-        delivery = self.delivery()
-        try:
-            delivery.send(message)
-        except TransientDeliveryError as exc:
+        return _Ready(job, message, content_ids, previous, resend)
+
+    def _record(self, ready: _Ready, result: SendResult | DeliveryError) -> TouchOutcome:
+        """Record what delivery did with one reserved touch (the one place per outcome).
+
+        Args:
+            ready: The reserved, rendered touch.
+            result: The backend's result for its message, or the classified error.
+        """
+        job, previous = ready.pending, ready.previous
+        member, stamp = job.touch.member, job.now.timestamp()
+        ledger, step_id = self.store.ledger, job.ref.step
+        name = self.delivery().name
+        if isinstance(result, AccountFaultError):
+            return self._account_fault(ready, result)
+        if isinstance(result, TransientDeliveryError):
             ledger.release(member, LedgerState.RETRY.at(stamp), stamp, previous)
-            if resend:
-                retry_at = stamp + backoff(1, exc.retry_after)
-                self.store.schedule.reschedule(member, retry_at)
+            if ready.resend:
+                self.store.schedule.reschedule(member, stamp + backoff(1, result.retry_after))
                 return TouchOutcome.RETRY
-            return self._retry(job, exc, message.to_email)
-        except AccountFaultError as exc:
-            # Not this message's fault: nothing was sent, the touch keeps its place, and
-            # delivery pauses for every worker until a probe finds the account working.
-            ledger.release(member, LedgerState.RETRY.at(stamp), stamp, previous)
-            self.store.schedule.reschedule(member, job.touch.due)
-            if self.store.pauses.pause_delivery(str(exc), stamp):
-                log.error(
-                    "delivery paused for all workers: %s; touches keep their place and go "
-                    "out once the account works again (checked automatically)",
-                    exc,
-                )
-            return TouchOutcome.PAUSED
-        except PermanentDeliveryError as exc:
+            return self._retry(job, result, ready.message.to_email)
+        if isinstance(result, PermanentDeliveryError):
             ledger.release(member, LedgerState.DEAD.at(stamp), stamp, previous)
-            self.store.dead.add("touch", f"refused by {delivery.name}: {exc}", {"touch": member})
+            self.store.dead.add("touch", f"refused by {name}: {result}", {"touch": member})
             self.store.counters.count(job.sequence.id, step_id, "failed")
             return self._finish(job, "", TouchOutcome.FAILED)
-        except OutcomeUnknownError as exc:
+        if isinstance(result, DeliveryError):
+            # OutcomeUnknownError, or any other delivery error: it may have gone out.
             ledger.record_unknown(member, stamp)
-            self.store.dead.add("touch", f"outcome unknown, not resent: {exc}", {"touch": member})
+            self.store.dead.add(
+                "touch", f"outcome unknown, not resent: {result}", {"touch": member}
+            )
             self.store.counters.count(job.sequence.id, step_id, "unknown")
             return self._finish(job, LedgerState.UNKNOWN.at(stamp), TouchOutcome.UNKNOWN)
-        sent = Sent(lateness=stamp - job.touch.due, content_ids=content_ids)
-        if resend:
+        sent = Sent(lateness=stamp - job.touch.due, content_ids=ready.content_ids)
+        if ready.resend:
             # The enrollment no longer waits for this step, so advance records the
             # ledger entry, counters and content and leaves the enrollment as it is.
-            self.store.ledger.advance(
-                member, LedgerState.SENT.at(stamp), job.enrollment, None, sent
-            )
+            ledger.advance(member, LedgerState.SENT.at(stamp), job.enrollment, None, sent)
             return TouchOutcome.SENT
         return self._finish(job, LedgerState.SENT.at(stamp), TouchOutcome.SENT, sent)
+
+    def _account_fault(self, ready: _Ready, exc: AccountFaultError) -> TouchOutcome:
+        """Not this message's fault: nothing was sent, the touch keeps its place, and
+        delivery pauses for every worker until a probe finds the account working."""
+        job = ready.pending
+        member, stamp = job.touch.member, job.now.timestamp()
+        self.store.ledger.release(member, LedgerState.RETRY.at(stamp), stamp, ready.previous)
+        self.store.schedule.reschedule(member, job.touch.due)
+        if self.store.pauses.pause_delivery(str(exc), stamp):
+            log.error(
+                "delivery paused for all workers: %s; touches keep their place and go "
+                "out once the account works again (checked automatically)",
+                exc,
+            )
+        return TouchOutcome.PAUSED
 
     def _retry(self, job: _Pending, exc: TransientDeliveryError, to_email: str) -> TouchOutcome:
         """A transient failure: try again later, or give up after the last attempt."""

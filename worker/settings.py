@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     outbox_dir: Path = Path("./outbox")
     sendgrid_api_key: SecretStr | None = None
     sendgrid_host: str = "https://api.sendgrid.com"
+    # Requests to SendGrid in flight at once per worker process (benchmarks/delivery.py).
+    sendgrid_concurrency: int = Field(default=128, ge=1, le=1024)
+    # An agreed fixed rate (sends per second, shared by every worker); unset: only
+    # SendGrid's own X-RateLimit-* answers and 429s pace the sends.
+    sendgrid_max_rate: float | None = Field(default=None, gt=0)
     # SendGrid Event Webhook verification key (base64 ECDSA public key).
     sendgrid_webhook_public_key: str | None = None
     from_email: str | None = None

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from pydantic import ValidationError
 
 from tests.sendgrid_standin import Reply, SendGridStandIn
 from worker.delivery import build_delivery
@@ -336,6 +338,43 @@ def test_build_delivery_makes_a_sendgrid_backend_for_the_configured_host(
     assert delivery.name == "sendgrid"
     delivery.send(make_message())
     assert len(standin.messages) == 1
+
+
+def test_build_delivery_shares_the_rate_limits_and_sizes_the_pool_from_the_settings(
+    standin: SendGridStandIn, redis_url: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    delivery = build_delivery(
+        settings(
+            delivery="sendgrid",
+            sendgrid_api_key=standin.api_key,
+            sendgrid_host=standin.url,
+            sendgrid_concurrency=7,
+            sendgrid_max_rate=50,
+        ),
+        client,
+    )
+    try:
+        assert isinstance(delivery, SendGridDelivery)
+        assert delivery.concurrency == 7
+        assert delivery.limiter is not None and delivery.limiter.max_rate == 50
+        # Answers now carry X-RateLimit-Limit/Remaining/Reset, as SendGrid documents at
+        # https://www.twilio.com/docs/sendgrid/api-reference/how-to-use-the-sendgrid-v3-api/rate-limits
+        standin.rate_limit(100, period=60)
+        results = delivery.send_many([make_message(key=f"k{n}") for n in range(3)])
+        assert [type(r).__name__ for r in results] == ["SendResult"] * 3
+        state = delivery.limiter.state()
+        assert state["limit"] == 100 and state["tat"] > 0  # the shared state in Redis
+    finally:
+        delivery.close()
+        client.close()
+
+
+def test_settings_refuse_a_zero_concurrency_or_rate() -> None:
+    with pytest.raises(ValidationError):
+        settings(sendgrid_concurrency=0)
+    with pytest.raises(ValidationError):
+        settings(sendgrid_max_rate=0)
 
 
 def test_build_delivery_makes_an_outbox(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ finishing a touch (which moves the enrollment on) is the ledger's ``advance`` sc
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -63,6 +63,23 @@ class EnrollmentStore:
             Enrollment.from_json(raw_enrollment) if raw_enrollment else None,
             frozenset(m.decode() for m in members),
         )
+
+    def touch_states(self, pairs: Sequence[tuple[str, str]]) -> list[TouchState]:
+        """:meth:`touch_state` for several (lead, sequence) pairs: one round trip in all."""
+        pipe = self.redis.pipeline(transaction=False)
+        for lead_id, sequence in pairs:
+            pipe.hgetall(self.keys.lead(lead_id))
+            pipe.hget(self.keys.enrollments(lead_id), sequence)
+            pipe.smembers(self.keys.received(lead_id))
+        raw = pipe.execute()
+        return [
+            TouchState(
+                lead_record(lead_id, raw[3 * i]),
+                Enrollment.from_json(raw[3 * i + 1]) if raw[3 * i + 1] else None,
+                frozenset(m.decode() for m in raw[3 * i + 2]),
+            )
+            for i, (lead_id, _sequence) in enumerate(pairs)
+        ]
 
     def write(
         self,
