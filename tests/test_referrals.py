@@ -61,64 +61,77 @@ REFERRAL_STEPS = [
     ("referral-intro", "how-to-guide"),
 ]
 WEAK_STEPS = [("referral-intro", "intro-weak"), *REFERRAL_STEPS[1:]]
+STRONG = {**OLE, "relationship": "strong"}
 
 
 @pytest.mark.parametrize(
     ("fields", "data"),
     [
-        ({"source": "referral"}, {"referrer": OLE}),
-        ({}, {"referrer": OLE}),  # some CRMs fill in the referrer but no source
-        ({"source": "website"}, {"referrer": OLE}),  # the named referrer wins
+        ({"source": "referral"}, {"referrer": STRONG}),
+        ({}, {"referrer": STRONG}),  # some CRMs fill in the referrer but no source
+        ({"source": "website"}, {"referrer": STRONG}),  # the named referrer wins
     ],
     ids=["source-and-referrer", "referrer-only", "website-with-referrer"],
 )
 def test_referred_lead_gets_an_intro_naming_the_referrer(
     make_harness: Callable[..., Harness], fields: dict[str, Any], data: dict[str, Any]
 ) -> None:
-    messages = run(make_harness(), event("e1", data=data, **lead_fields(**fields)))
+    h = make_harness()
+    messages = run(h, event("e1", data=data, **lead_fields(**fields)))
     assert steps(messages) == REFERRAL_STEPS
     intro = messages[0]
     assert intro["Subject"] == "Ole Holm suggested we talk"
     text = text_of(intro)
     assert text.startswith("Hi Ann,")
-    assert "Ole Holm at Holm & Co suggested I get in touch with you." in text
-    assert "please pass on my thanks to Ole Holm" in text
+    assert "Ole Holm at Holm & Co suggested we get in touch with you" in text
+    assert "please pass on our thanks to Ole Holm" in text
     # It asks rather than pitches (article 004), and brings a story with it.
     assert "what would a good outcome look like for Berg ApS" in text
     assert URL.search(text)
+    # Never "thank you for reaching out": they did not; the footer says why they hear.
+    assert "reaching out" not in text
+    assert "because Ole Holm suggested we get in touch" in text
 
 
-def test_referral_source_without_a_referrer_gets_the_general_intro(
+def test_referral_source_without_a_referrer_invents_nobody(
     make_harness: Callable[..., Harness],
 ) -> None:
     messages = run(make_harness(), event("e1", **lead_fields(source="referral")))
-    assert steps(messages) == REFERRAL_STEPS
-    assert messages[0]["Subject"] == "A friend of yours suggested we talk"
-    assert "Someone who knows you well suggested I get in touch" in text_of(messages[0])
+    assert steps(messages) == WEAK_STEPS
+    assert messages[0]["Subject"] == "A short introduction"
+    text = text_of(messages[0])
+    assert "Your name was given to us as someone we might be able to help" in text
+    assert "friend" not in text and "knows you well" not in text
 
 
 @pytest.mark.parametrize(
     ("relationship", "shown"),
-    [("close", ""), ("former colleague", " (your former colleague)"), (None, "")],
+    [
+        ("close", "Ole Holm at Holm & Co suggested"),
+        ({"role": "former_colleague", "strength": "strong"}, "Your former colleague Ole Holm"),
+    ],
 )
-def test_not_weak_relationship_takes_the_warm_intro(
-    make_harness: Callable[..., Harness], relationship: str | None, shown: str
+def test_a_strong_relationship_takes_the_warm_intro(
+    make_harness: Callable[..., Harness], relationship: Any, shown: str
 ) -> None:
-    referrer = {**OLE, "relationship": relationship} if relationship else OLE
+    referrer = {**OLE, "relationship": relationship}
     messages = run(
         make_harness(), event("e1", data={"referrer": referrer}, **lead_fields(source="referral"))
     )
     assert steps(messages) == REFERRAL_STEPS
-    assert f"Ole Holm at Holm & Co{shown} suggested I get in touch" in text_of(messages[0])
+    assert shown in text_of(messages[0])
 
 
-def test_weak_relationship_takes_the_careful_first_step(
-    make_harness: Callable[..., Harness],
+@pytest.mark.parametrize(
+    "relationship",
+    ["weak", None, "met once at a conference", {"role": "friend", "strength": "unknown"}],
+)
+def test_a_weak_or_unknown_relationship_takes_the_careful_first_step(
+    make_harness: Callable[..., Harness], relationship: Any
 ) -> None:
-    referrer = {**OLE, "relationship": "weak"}
-    messages = run(
-        make_harness(), event("e1", data={"referrer": referrer}, **lead_fields(source="referral"))
-    )
+    referrer = {**OLE, "relationship": relationship} if relationship else OLE
+    h = make_harness()
+    messages = run(h, event("e1", data={"referrer": referrer}, **lead_fields(source="referral")))
     assert steps(messages) == WEAK_STEPS
     first = messages[0]
     assert first["Subject"] == "An introduction via Ole Holm"
@@ -126,19 +139,36 @@ def test_weak_relationship_takes_the_careful_first_step(
     assert "Ole Holm at Holm & Co passed on your name" in text
     # Article 002: do not overstate the link; bring credibility and the strongest
     # contact method (a call together with the referrer).
-    assert "not much to go on" in text
-    assert "a 20-minute call together with Ole Holm" in text
-    assert "This is how one client describes working with us" in text
-    assert "suggested I get in touch" not in text  # the warm intro was not sent
+    if relationship == "weak":
+        assert "someone you may know only a little is not much to go on" in text
+    else:
+        assert "Rather than ask you to take that on trust" in text
+    assert "a short call together with Ole Holm or one of our clients" in text
+    assert "said after working with us" in text
+    assert "suggested we get in touch with you" not in text  # not the warm intro
+    assert "met once" not in text  # free text is never printed
+
+
+def test_the_introduction_waits_for_the_referrer(make_harness: Callable[..., Harness]) -> None:
+    """Two business days, so the referrer's own word comes first (article 002)."""
+    h = make_harness()
+    start = h.clock.now().timestamp()
+    run(h, event("e1", data={"referrer": STRONG}, **lead_fields(source="referral")))
+    ledger = h.rt.store.redis.hgetall(h.rt.store.keys.ledger("lead-1"))
+    sent = {
+        field.decode().split(":", 2)[2]: float(state.decode().partition(":")[2])
+        for field, state in ledger.items()
+    }
+    assert sent["intro"] - start >= 2 * DAY
 
 
 def test_referred_lead_never_gets_value_first_and_no_piece_twice(
     make_harness: Callable[..., Harness],
 ) -> None:
     h = make_harness()
-    messages = run(h, event("e1", data={"referrer": OLE}, **lead_fields(source="referral")))
+    messages = run(h, event("e1", data={"referrer": STRONG}, **lead_fields(source="referral")))
     assert h.rt.store.enrollment("lead-1", "value-first") is None
-    urls = [url for m in messages for url in URL.findall(text_of(m))]
+    urls = [url for m in messages for url in URL.findall(text_of(m)) if "/unsubscribe/" not in url]
     assert len(urls) == len(set(urls)) == 3  # intro's story, case study, guide
 
 
@@ -153,12 +183,12 @@ def test_referred_lead_that_fails_a_fit_rule_is_declined_not_introduced(
 @pytest.mark.parametrize(
     ("locale", "relationship", "subject", "greeting"),
     [
-        ("da-DK", None, "Ole Holm foreslog, at vi tog en snak", "Hej Ann,"),
+        ("da-DK", "strong", "Ole Holm foreslog, at vi tog en snak", "Hej Ann,"),
         ("da-DK", "weak", "En introduktion via Ole Holm", "Hej Ann,"),
-        ("fi", None, "Ole Holm ehdotti, että juttelisimme", "Hei Ann,"),
-        # No Finnish careful intro is shipped: English, as for any missing translation.
-        ("fi", "weak", "An introduction via Ole Holm", "Hi Ann,"),
-        ("xx", None, "Ole Holm suggested we talk", "Hi Ann,"),
+        ("fi", "strong", "Ole Holm ehdotti, että juttelisimme", "Hei Ann,"),
+        ("fi", "weak", "Ole Holm antoi meille nimesi", "Hei Ann,"),
+        # A language without a translation gets English, for the whole email.
+        ("xx", "strong", "Ole Holm suggested we talk", "Hi Ann,"),
     ],
 )
 def test_referral_intro_in_the_lead_language(

@@ -264,6 +264,10 @@ def check_form(email: RenderedEmail) -> None:
     assert len(email.subject) <= MAX_SUBJECT, (email.template_path, email.subject)
     for line in email.text.splitlines():
         assert len(line) <= WIDTH or " " not in line.strip(), (email.template_path, line)
+    lines = email.text.splitlines()
+    for index, line in enumerate(lines):
+        if line in ("Warm regards,", "Venlig hilsen", "Ystävällisin terveisin"):
+            assert index > 0 and lines[index - 1] == "", (email.template_path, "sign-off")
     for phrase in NEVER:
         assert phrase not in email.text and phrase not in email.subject, (
             email.template_path,
