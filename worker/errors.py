@@ -178,6 +178,23 @@ class ContentCallError(NurtureError):
         self.fix = fix
 
 
+class HelperCallError(NurtureError):
+    """Raised when a template calls a helper where it cannot work.
+
+    For example ``text_as_html()`` outside the ``html`` block, before the text part
+    exists.
+
+    Attributes:
+        message: What is wrong with the call.
+        fix: What to write instead.
+    """
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+
 class ApiError(NurtureError):
     """Raised when an HTTP request is refused; carries the whole answer but its shape.
 

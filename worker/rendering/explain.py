@@ -22,7 +22,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.utils import missing
 
 from worker.content import ContentItem
-from worker.errors import ContentCallError, Problem, did_you_mean
+from worker.errors import ContentCallError, HelperCallError, Problem, did_you_mean
 from worker.senders import OWNER_FIELDS
 
 LEAD_FIELDS = (
@@ -262,7 +262,7 @@ def explain(
             syntax_fix(exc.message or ""),
         )
     file = os.path.normpath(file) if file else fallback_file
-    if isinstance(exc, ContentCallError):
+    if isinstance(exc, (ContentCallError, HelperCallError)):
         return Problem(file, line, exc.message, exc.fix)
     undefined = _undefined_in(exc.__traceback__)
     if undefined is not None:

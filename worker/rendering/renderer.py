@@ -34,8 +34,9 @@ from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
 from worker.content import KINDS, ContentItem, ContentLibrary, locale_chain, normalize_locale
-from worker.errors import ContentCallError, RenderError, did_you_mean
+from worker.errors import ContentCallError, HelperCallError, RenderError, did_you_mean
 from worker.rendering.explain import explain, syntax_fix
+from worker.rendering.plaintext import text_to_html, wrap_text
 
 EMAIL_BLOCKS = ("subject", "text", "html")
 LAYOUT_BLOCKS = ("text_footer", "html_footer", "html_document")
@@ -128,11 +129,13 @@ def first_name(lead: Any, fallback: str = "there") -> str:
 
 @dataclass
 class _RenderState:
-    """What one render call remembers: the content picked so far.
+    """What one render call remembers: the content picked so far, and the text.
 
     ``content()`` is called once per block that shows the piece (the text part and
     the HTML part both call it), so the n-th call with the same arguments in each
     block returns the same item; a further call in the same block picks the next one.
+    ``body`` is the text block's output (cleaned, not yet wrapped) once it is
+    rendered, for ``text_as_html()`` in the html block.
     """
 
     library: ContentLibrary | None
@@ -143,9 +146,23 @@ class _RenderState:
     counters: dict[tuple[Any, ...], int] = field(default_factory=dict)
     ids: list[str] = field(default_factory=list)
     empty_calls: list[str] = field(default_factory=list)
+    body: str | None = None
 
     def next_block(self) -> None:
         self.counters.clear()
+
+    def text_as_html(self) -> Markup:
+        """Template helper: the text part as HTML paragraphs, links clickable.
+
+        ``{% block html %}{{ text_as_html() }}{% endblock %}`` makes the HTML part
+        from the text part (one copy to write), built once in Python.
+        """
+        if self.body is None:
+            raise HelperCallError(
+                "text_as_html() was called before the text part exists",
+                "use it only in the html block: {% block html %}{{ text_as_html() }}{% endblock %}",
+            )
+        return text_to_html(self.body)
 
     def content(self, kind: str | None = None, **tags: str) -> ContentItem | None:
         if kind is not None and kind not in KINDS:
@@ -413,6 +430,7 @@ class Renderer:
             self.content, lead if isinstance(lead, Mapping) else {}, content_locale, received
         )
         variables["content"] = state.content
+        variables["text_as_html"] = state.text_as_html
         current = compiled.path
         try:
             raw_subject = _block(compiled.text, "subject", variables)
@@ -427,9 +445,10 @@ class Renderer:
                     "write the email in {% block text %}; if everything in it is inside "
                     "{% if %}, add an {% else %} with text for everyone else",
                 )
+            state.body = body
             current = compiled.layout_path
             footer = _clean_text(_block(compiled.layout_text, "text_footer", variables))
-            text = f"{body}\n\n{footer}\n"
+            unwrapped = f"{body}\n\n{footer}\n"
             html: str | None = None
             if compiled.html is not None and compiled.layout_html is not None:
                 current = compiled.path
@@ -452,10 +471,14 @@ class Renderer:
             raise TemplateRenderError(
                 problem.file, problem.line, problem.message, problem.fix
             ) from exc
-        self._check_footer(compiled, variables, text, html)
+        # The footer check reads the text before wrapping: a postal address longer
+        # than a line is still shown, on two lines.
+        self._check_footer(compiled, variables, unwrapped, html)
         return RenderedEmail(
             subject=subject,
-            text=text,
+            # Wrapped here, once for the whole text part (email and footer), rather
+            # than by a wordwrap filter in every template: see plaintext.py.
+            text=wrap_text(unwrapped),
             html=html,
             template_path=compiled.path,
             content_ids=tuple(state.ids),
