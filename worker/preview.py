@@ -53,8 +53,16 @@ def preview(
     for step in sequence.steps:
         member = touch_id(sequence.id, 1, step.id, str(lead.get("id", "preview")))
         due = due_time(sequence, step, base, zone, member)
-        skipped = step.when is not None and not step.when.matches(context)
         path = _template_path(loaded.renderer, step.template, lead.get("locale"))
+        if step.when is not None and step.when.uses_engagement:
+            # What the lead will have opened or clicked is not known yet: show the branch.
+            lines.append(
+                f"  {due.astimezone(zone):%a %Y-%m-%d %H:%M %Z}  {step.id:<20} "
+                f"{path}\n      branch: only if {step.when.describe()}"
+            )
+            base = due  # sent or skipped, the next step's wait counts from here
+            continue
+        skipped = step.when is not None and not step.when.matches(context)
         lines.append(
             f"  {due.astimezone(zone):%a %Y-%m-%d %H:%M %Z}  {step.id:<20} "
             f"{'skipped (its `when` does not match)' if skipped else path}"

@@ -37,6 +37,7 @@ from worker.errors import (
     TransientDeliveryError,
 )
 from worker.sequences import Sequence, condition_context
+from worker.sequences.engagement import ENGAGEMENT, Engagement
 from worker.store import LeadRecord, LedgerState, Sent, Store, Verdict
 from worker.timing import due_time, lead_zone, open_slot
 
@@ -94,6 +95,7 @@ class _Pending:
     now: datetime
     zone: ZoneInfo
     received: frozenset[str]
+    engagement: Engagement
 
 
 def backoff(attempt: int, retry_after: float | None) -> float:
@@ -164,12 +166,22 @@ class TouchSender:
         if lead.disqualified and sequence.kind == "nurture":
             return self._exit(touch, enrollment, DISQUALIFIED, TouchOutcome.EXITED)
         zone = lead_zone(lead.data, self.settings.default_timezone)
-        job = _Pending(touch, ref, sequence, enrollment, lead, now, zone, state.received)
+        engagement = Engagement.from_fields(
+            sequence.id,
+            ref.generation,
+            state.engagement,
+            lead.seen("lead.replied"),
+            enrollment.started,
+        )
+        job = _Pending(
+            touch, ref, sequence, enrollment, lead, now, zone, state.received, engagement
+        )
         step = sequence.step(ref.step)
         if step is None:
             # Live edit removed the step: skip it, keep the lead's place in the sequence.
             return self._finish(job, "", TouchOutcome.SKIPPED)
         context = condition_context(lead.data, enrollment.trigger.get("data"))
+        context[ENGAGEMENT] = engagement
         if step.when is not None and not step.when.matches(context):
             return self._finish(job, "", TouchOutcome.SKIPPED)
         slot = open_slot(sequence, now, zone)
@@ -312,7 +324,13 @@ class TouchSender:
             "postal_address": self.settings.postal_address,
         }
         renderer = self.catalog().renderer
-        email = renderer.render(template, lead.data.get("locale"), context, job.received)
+        email = renderer.render(
+            template,
+            lead.data.get("locale"),
+            context,
+            job.received,
+            preferred=job.engagement.clicked_tags(),
+        )
         message = Message(
             key=job.touch.member.replace("\x1f", "."),
             to_email=str(lead.data["email"]),
@@ -330,6 +348,7 @@ class TouchSender:
             sequence=job.sequence.id,
             step=ref.step,
             categories=(job.sequence.id,),
+            generation=ref.generation,
         )
         return message, tuple(email.content_ids)
 

@@ -53,6 +53,9 @@ class Message:
         sequence: Sequence id (``X-Nurture-Sequence`` / ``sequence``).
         step: Step id (``X-Nurture-Step`` / ``step``).
         categories: SendGrid categories (outbox: ``X-Nurture-Categories``).
+        generation: The enrollment's generation (``custom_args.generation``), so the
+            Event Webhook can tell this enrollment's opens and clicks from an earlier
+            one's; 0 when unknown.
     """
 
     key: str
@@ -68,6 +71,7 @@ class Message:
     sequence: str
     step: str
     categories: tuple[str, ...] = ()
+    generation: int = 0
 
 
 @dataclass(frozen=True)

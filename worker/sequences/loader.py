@@ -18,6 +18,7 @@ from typing import Any
 from worker.errors import CatalogError, Problem, did_you_mean
 from worker.sequences.conditions import Condition, compile_when
 from worker.sequences.durations import parse_wait
+from worker.sequences.engagement import STEP_KINDS, Engaged, step_ref_problems
 from worker.sequences.model import (
     DECLINE_TRIGGER,
     KINDS,
@@ -354,6 +355,14 @@ class _Reader:
             return None
         event = self.check_event(node["event"], self.line(node, "event", line), "trigger")
         when = self.condition(node, "when", line, "trigger") if "when" in node else None
+        for test in when.engaged() if when else []:
+            if test.kind in STEP_KINDS:
+                self.problem(
+                    test.line,
+                    f"the trigger's when cannot use {test.kind}: a lead has no touches of "
+                    "this sequence before it joins",
+                    "move the condition to a step's `when`",
+                )
         return None if event is None else (event, when)
 
     def exit_on(self, doc: Mapping[Any, Any], top: int, trigger: str | None) -> frozenset[str]:
@@ -469,12 +478,18 @@ class _Reader:
             return None
         steps: list[Step] = []
         seen: dict[str, int] = {}
+        refs: list[tuple[str, list[Engaged]]] = []
         for index, item in enumerate(node):
             item_line = self.line(node, index, line)
             unique = self.unique_id(seen, item, item_line, "step")
             step = self.step(item, item_line)
             if step is not None and unique:
                 steps.append(step)
+            raw_id = item.get("id") if isinstance(item, Mapping) else None
+            tests = step.when.engaged() if step is not None and step.when else []
+            refs.append((str(raw_id), tests))
+        # Checked even when a step has other problems, so one run shows every mistake.
+        self.problems.extend(step_ref_problems(self.file, refs))
         return tuple(steps) if len(steps) == len(node) else None
 
     def step(self, node: Any, line: int) -> Step | None:

@@ -6,6 +6,7 @@ Split by what it stores, each part with typed results:
 - :mod:`~worker.store.events`: the replay guard (event ids accepted / applied);
 - :mod:`~worker.store.leads`: lead data and flags, the per-lead lock, the email index;
 - :mod:`~worker.store.enrollments`: enrollments, written with their schedule entries;
+- :mod:`~worker.store.engagement`: what each lead opened and clicked;
 - :mod:`~worker.store.schedule`: the durable schedule and the schedulers' claims;
 - :mod:`~worker.store.ledger`: the send ledger (reserve / release / advance scripts);
 - :mod:`~worker.store.counters`, :mod:`~worker.store.dead_letters`,
@@ -27,6 +28,7 @@ import redis
 from worker.enrollment import Enrollment
 from worker.store.counters import Counters
 from worker.store.dead_letters import DEAD_LETTER_MAXLEN, DeadLetterStore
+from worker.store.engagement import EngagementStore
 from worker.store.enrollments import EnrollmentStore, TouchState
 from worker.store.events import (
     EVENT_DEDUP_SECONDS,
@@ -79,6 +81,7 @@ class Store:
         self.counters = Counters(client, self.keys)
         self.dead = DeadLetterStore(client, self.keys)
         self.suppressions = SuppressionStore(client, self.keys)
+        self.engagement = EngagementStore(client, self.keys)
 
     def ping(self) -> bool:
         """True when Redis answers."""

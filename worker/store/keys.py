@@ -43,6 +43,13 @@ class Keys:
         """Set: content item ids this lead has been sent (never the same piece twice)."""
         return f"{self.prefix}:recv:{lead_id}"
 
+    def engagement(self, lead_id: str) -> str:
+        """Hash: engagement fact -> first unix time, per enrollment (``<seq>:<gen>|<fact>``)
+        and for any enrollment (``any|<fact>``). Facts: ``opened:<seq>/<step>``,
+        ``clicked:<seq>/<step>``, ``clicked_content:<content id>``, ``clicked_tag:<tag>``
+        (see :mod:`worker.sequences.engagement`). Written by the SendGrid Event Webhook."""
+        return f"{self.prefix}:eng:{lead_id}"
+
     def email_index(self, email: str) -> str:
         """Set: lead ids using this address (lower-cased)."""
         return f"{self.prefix}:email:{email.lower()}"
