@@ -22,6 +22,7 @@ from worker.enrollment import (
     ExitReason,
     touch_id,
 )
+from worker.enrollment_rules import respond
 from worker.errors import PoisonEvent
 from worker.events import Event
 from worker.sequences import Catalog, Sequence, condition_context
@@ -130,6 +131,8 @@ class EventProcessor:
         if actions:  # disqualified or requalified: read the flags those wrote
             lead = self.store.leads.get(lead.id) or lead
 
+        # Goals and enrollment on match (issue 14): one home, worker/enrollment_rules.py.
+        respond(self, catalog, lead, event.type, trigger, occurred, now, actions)
         self.apply_exit_on(catalog, lead, event.type, actions)
         if not lead.suppressed and not lead.disqualified and lead.email:
             for sequence in catalog.triggered_by(event.type):

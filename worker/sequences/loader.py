@@ -41,7 +41,16 @@ from worker.yamlfile import (
 )
 
 FIT_STEMS = ("fit",)
-SEQUENCE_KEYS = ("id", "description", "kind", "trigger", "exit_on", "send_window", "steps")
+SEQUENCE_KEYS = (
+    "id",
+    "description",
+    "kind",
+    "trigger",
+    "exit_on",
+    "goal",
+    "send_window",
+    "steps",
+)
 TRIGGER_KEYS = ("event", "when")
 STEP_KEYS = ("id", "description", "wait", "template", "when")
 FIT_KEYS = ("rules",)
@@ -317,6 +326,7 @@ class _Reader:
             )
         trigger = self.trigger(doc, top)
         exit_on = self.exit_on(doc, top, trigger[0] if trigger else None)
+        goals = self.goals(doc, top, trigger[0] if trigger else None)
         window = self.send_window(doc, top)
         steps = self.steps(doc, top)
         kind = self.kind(doc, top, trigger[0] if trigger else None)
@@ -333,6 +343,7 @@ class _Reader:
             kind=kind or default_kind(trigger[0]),
             file=self.file,
             line=self.line(doc, "id", top),
+            goals=goals,
         )
 
     def trigger(self, doc: Mapping[Any, Any], top: int) -> tuple[str, Condition | None] | None:
@@ -400,6 +411,35 @@ class _Reader:
                 )
             events.add(event)
         return frozenset(events)
+
+    def goals(self, doc: Mapping[Any, Any], top: int, trigger: str | None) -> frozenset[str]:
+        """``goal:``: one event type or a list; the trigger itself cannot be a goal."""
+        if "goal" not in doc:
+            return frozenset()
+        node = doc["goal"]
+        line = self.line(doc, "goal", top)
+        items = [node] if isinstance(node, str) else node
+        if not isinstance(items, list) or not items:
+            self.problem(
+                line,
+                f"goal must be a list of events, not {describe_node(node)}",
+                "write `goal: [meeting.booked, deal.won]`",
+            )
+            return frozenset()
+        goals: set[str] = set()
+        for index, item in enumerate(items):
+            item_line = self.line(items, index, line) if items is node else line
+            event = self.check_event(item, item_line, "goal")
+            if event is not None and event == trigger:
+                self.problem(
+                    item_line,
+                    f"goal lists the trigger event {event}, so every lead would convert "
+                    "(and leave) as soon as it joins",
+                    f"remove {event} from goal, or start the sequence on another event",
+                )
+            elif event is not None:
+                goals.add(event)
+        return frozenset(goals)
 
     def send_window(self, doc: Mapping[Any, Any], top: int) -> SendWindow | None:
         if "send_window" not in doc:

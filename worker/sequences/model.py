@@ -59,6 +59,8 @@ class Sequence:
             ``transactional`` (not capped).
         file: The file it was read from.
         line: Line of its ``id``.
+        goals: Event types that count as a conversion: reaching one ends the
+            sequence for the lead (exit reason ``goal:<event>``) and is counted.
     """
 
     id: str
@@ -71,6 +73,7 @@ class Sequence:
     kind: Kind
     file: str
     line: int
+    goals: frozenset[str] = frozenset()
 
     def step(self, step_id: str) -> Step | None:
         """The step with this id, or None."""
@@ -156,5 +159,5 @@ class Catalog:
         names: set[str] = set()
         for sequence in self.sequences.values():
             names.add(sequence.trigger_event)
-            names |= sequence.exit_on
+            names |= sequence.exit_on | sequence.goals
         return frozenset(names)

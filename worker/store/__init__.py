@@ -7,6 +7,7 @@ Split by what it stores, each part with typed results:
 - :mod:`~worker.store.leads`: lead data and flags, the per-lead lock, the email index;
 - :mod:`~worker.store.enrollments`: enrollments, written with their schedule entries;
 - :mod:`~worker.store.engagement`: what each lead opened and clicked;
+- :mod:`~worker.store.conversions`: goal conversions and the touch they go to;
 - :mod:`~worker.store.schedule`: the durable schedule and the schedulers' claims;
 - :mod:`~worker.store.ledger`: the send ledger (reserve / release / advance scripts);
 - :mod:`~worker.store.counters`, :mod:`~worker.store.dead_letters`,
@@ -26,6 +27,7 @@ from typing import Any, cast
 import redis
 
 from worker.enrollment import Enrollment
+from worker.store.conversions import ConversionStore
 from worker.store.counters import Counters
 from worker.store.dead_letters import DEAD_LETTER_MAXLEN, DeadLetterStore
 from worker.store.engagement import EngagementStore
@@ -82,6 +84,7 @@ class Store:
         self.dead = DeadLetterStore(client, self.keys)
         self.suppressions = SuppressionStore(client, self.keys)
         self.engagement = EngagementStore(client, self.keys)
+        self.conversions = ConversionStore(client, self.keys)
 
     def ping(self) -> bool:
         """True when Redis answers."""
