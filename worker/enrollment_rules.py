@@ -6,6 +6,10 @@ before ``exit_on``), so these rules live apart from the pipeline's own steps:
 - **Goals**: an event listed in a sequence's ``goal`` ends the lead's active
   enrollment in it (exit reason ``goal:<event>``) and counts a conversion for the
   sequence and the last touch it sent (and that touch's A/B variant).
+- **Enroll on match**: a sequence with ``trigger: {match: {...}}`` enrolls a lead the
+  first time it comes to match, whatever event changed it (a budget filled in by a
+  ``lead.updated``, a lifecycle stage set by ``crm.changed``); ``reenroll`` says when
+  it may enroll again, never while it is in the sequence.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from worker.enrollment import ExitReason
-from worker.sequences import Catalog
+from worker.enrollment import Enrollment, ExitReason
+from worker.sequences import Catalog, Sequence, condition_context
+from worker.sequences.conditions import MISSING, lookup
 from worker.store import LeadRecord
 
 if TYPE_CHECKING:
@@ -37,6 +42,54 @@ def respond(
     """Apply the responsive rules for one event (goals first: a goal that is also in
     ``exit_on`` counts as a conversion, not as a plain exit)."""
     apply_goals(processor, catalog, lead, event_type, actions)
+    enroll_on_match(processor, catalog, lead, trigger, occurred, now, actions)
+
+
+#: Key of the enrollment's trigger holding the watched value (``reenroll.when_changes``).
+WATCHED = "reenroll_value"
+
+
+def enroll_on_match(
+    processor: EventProcessor,
+    catalog: Catalog,
+    lead: LeadRecord,
+    trigger: dict[str, Any],
+    occurred: datetime,
+    now: datetime,
+    actions: list[str],
+) -> None:
+    """Enroll the lead in each match-triggered sequence it matches now and may enter."""
+    sequences = catalog.match_sequences
+    if not sequences or lead.suppressed or lead.disqualified or not lead.email:
+        return
+    context = condition_context(lead.data, trigger.get("data"))
+    for sequence in sequences:
+        if sequence.trigger_when is None or not sequence.trigger_when.matches(context):
+            continue
+        existing = processor.store.enrolled.get(lead.id, sequence.id)
+        if existing is not None and not may_reenroll(sequence, existing, context, now):
+            continue
+        started = dict(trigger)
+        if sequence.reenroll.when_changes is not None:
+            value = lookup(context, sequence.reenroll.when_changes)
+            started[WATCHED] = None if value is MISSING else value
+        if processor.enroll(sequence, lead, started, occurred, now):
+            actions.append(f"enrolled:{sequence.id}")
+
+
+def may_reenroll(
+    sequence: Sequence, previous: Enrollment, context: dict[str, Any], now: datetime
+) -> bool:
+    """Whether a lead that was in ``sequence`` before may enter it again now."""
+    if previous.active:
+        return False  # never twice at a time
+    rule = sequence.reenroll
+    if rule.after is not None:
+        return now.timestamp() >= previous.started + rule.after
+    if rule.when_changes is not None:
+        value = lookup(context, rule.when_changes)
+        return (None if value is MISSING else value) != previous.trigger.get(WATCHED)
+    return False  # reenroll: never
 
 
 def apply_goals(

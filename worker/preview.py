@@ -41,14 +41,17 @@ def preview(
     zone = lead_zone(lead, settings.default_timezone)
     context = condition_context(lead, data)
     lines = [f"{sequence.id}: {sequence.description}".rstrip(": ")]
+    trigger_name = sequence.trigger_event
+    if sequence.match and sequence.trigger_when is not None:
+        trigger_name = f"match ({sequence.trigger_when.describe()})"
     if sequence.trigger_when is not None and not sequence.trigger_when.matches(context):
         lines.append(
             f"note: this lead does not match the trigger's `when`; "
-            f"{sequence.trigger_event} would not enroll it"
+            f"{trigger_name} would not enroll it"
         )
-    lines.append(
-        f"trigger {sequence.trigger_event} at {start.astimezone(zone):%a %Y-%m-%d %H:%M %Z}"
-    )
+    lines.append(f"trigger {trigger_name} at {start.astimezone(zone):%a %Y-%m-%d %H:%M %Z}")
+    if sequence.match:
+        lines.append(f"  re-enrollment: {sequence.reenroll.describe()}")
     base = start
     for step in sequence.steps:
         member = touch_id(sequence.id, 1, step.id, str(lead.get("id", "preview")))

@@ -25,6 +25,7 @@ from worker.sequences.model import (
     Catalog,
     FitRule,
     Kind,
+    Reenroll,
     Sequence,
     Step,
     TemplateRef,
@@ -48,10 +49,11 @@ SEQUENCE_KEYS = (
     "trigger",
     "exit_on",
     "goal",
+    "reenroll",
     "send_window",
     "steps",
 )
-TRIGGER_KEYS = ("event", "when")
+TRIGGER_KEYS = ("event", "when", "match")
 STEP_KEYS = ("id", "description", "wait", "template", "when")
 FIT_KEYS = ("rules",)
 RULE_KEYS = ("id", "description", "when", "reason")
@@ -327,6 +329,8 @@ class _Reader:
         trigger = self.trigger(doc, top)
         exit_on = self.exit_on(doc, top, trigger[0] if trigger else None)
         goals = self.goals(doc, top, trigger[0] if trigger else None)
+        match = trigger is not None and trigger[0] == ""
+        reenroll = self.reenroll(doc, top, match)
         window = self.send_window(doc, top)
         steps = self.steps(doc, top)
         kind = self.kind(doc, top, trigger[0] if trigger else None)
@@ -344,6 +348,8 @@ class _Reader:
             file=self.file,
             line=self.line(doc, "id", top),
             goals=goals,
+            match=match,
+            reenroll=reenroll,
         )
 
     def trigger(self, doc: Mapping[Any, Any], top: int) -> tuple[str, Condition | None] | None:
@@ -362,6 +368,8 @@ class _Reader:
             )
             return None
         self.unknown_keys(node, TRIGGER_KEYS, "trigger", line)
+        if "match" in node:
+            return self.match_trigger(node, line)
         if not self.required(node, "event", line, "trigger", "`event: lead.created`"):
             return None
         event = self.check_event(node["event"], self.line(node, "event", line), "trigger")
@@ -411,6 +419,78 @@ class _Reader:
                 )
             events.add(event)
         return frozenset(events)
+
+    def match_trigger(self, node: Mapping[Any, Any], line: int) -> tuple[str, Condition] | None:
+        """``trigger: {match: {...}}``: enroll the first time the lead matches."""
+        for other in ("event", "when"):
+            if other in node:
+                self.problem(
+                    self.line(node, other, line),
+                    f"a trigger with match cannot also have {other}",
+                    "use `match:` alone (the lead enrolls when it comes to match, whatever "
+                    "the event), or `event:` with `when:`",
+                )
+        condition = self.condition(node, "match", line, "trigger")
+        for test in condition.engaged() if condition else []:
+            if test.kind in STEP_KINDS:
+                self.problem(
+                    test.line,
+                    f"match cannot use {test.kind}: a lead has no touches of this "
+                    "sequence before it joins",
+                    "move the condition to a step's `when`",
+                )
+        return None if condition is None else ("", condition)
+
+    def reenroll(self, doc: Mapping[Any, Any], top: int, match: bool) -> Reenroll:
+        """``reenroll: never | {after: 90d} | {when_changes: attributes.lifecycle}``."""
+        if "reenroll" not in doc:
+            return Reenroll()
+        node = doc["reenroll"]
+        line = self.line(doc, "reenroll", top)
+        example = "`reenroll: never`, `reenroll: {after: 90d}` or "
+        example += "`reenroll: {when_changes: attributes.lifecycle}`"
+        if not match:
+            self.problem(
+                line,
+                "reenroll only applies to `trigger: {match: ...}`",
+                "an event trigger enrolls again on each trigger event once the lead has "
+                "left the sequence; remove reenroll, or use a match trigger",
+            )
+            return Reenroll()
+        if node == "never":
+            return Reenroll()
+        if not isinstance(node, Mapping) or len(node) != 1:
+            self.problem(line, f"reenroll cannot be {describe_node(node)}", f"write {example}")
+            return Reenroll()
+        key, value = next(iter(node.items()))
+        key_line = self.line(node, key, line)
+        if key == "after":
+            try:
+                wait = parse_wait(value)
+            except ValueError as exc:
+                self.problem(key_line, *_split(exc, "write e.g. `after: 90d`"))
+                return Reenroll()
+            if wait.unit not in ("d", "h") or wait.upper is not None:
+                self.problem(
+                    key_line,
+                    f"reenroll after {value!r}: give days or hours, not a range",
+                    "write e.g. `after: 90d`",
+                )
+                return Reenroll()
+            return Reenroll(after=wait.amount * (86400 if wait.unit == "d" else 3600))
+        if key == "when_changes":
+            _, problems = compile_when({str(value): {"exists": True}}, self.file, key_line)
+            if problems or not isinstance(value, str):
+                self.problem(
+                    key_line,
+                    f"reenroll when_changes {value!r} is not a field",
+                    "name one field, e.g. `when_changes: attributes.lifecycle`",
+                )
+                return Reenroll()
+            return Reenroll(when_changes=value)
+        hint = did_you_mean(str(key), ("after", "when_changes"))
+        self.problem(key_line, f"unknown reenroll key {key!r}", f"{hint}write {example}")
+        return Reenroll()
 
     def goals(self, doc: Mapping[Any, Any], top: int, trigger: str | None) -> frozenset[str]:
         """``goal:``: one event type or a list; the trigger itself cannot be a goal."""

@@ -44,6 +44,27 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Reenroll:
+    """When a lead may enter a match-triggered sequence again (never while in it).
+
+    Attributes:
+        after: Seconds after the previous enrollment started (None: not by time).
+        when_changes: A condition path (``attributes.lifecycle``): again when its value
+            differs from the value at the previous enrollment (None: not by change).
+    """
+
+    after: float | None = None
+    when_changes: str | None = None
+
+    def describe(self) -> str:
+        if self.after is not None:
+            return f"again {self.after / 86400:g} days after the previous start"
+        if self.when_changes is not None:
+            return f"again when {self.when_changes} changes"
+        return "never again"
+
+
+@dataclass(frozen=True)
 class Sequence:
     """One sequence file.
 
@@ -61,6 +82,9 @@ class Sequence:
         line: Line of its ``id``.
         goals: Event types that count as a conversion: reaching one ends the
             sequence for the lead (exit reason ``goal:<event>``) and is counted.
+        match: ``trigger: {match: ...}``: the lead enrolls the first time it comes to
+            match ``trigger_when``, whatever event changed it (``trigger_event`` is "").
+        reenroll: For match triggers: when the lead may enroll again.
     """
 
     id: str
@@ -74,6 +98,8 @@ class Sequence:
     file: str
     line: int
     goals: frozenset[str] = frozenset()
+    match: bool = False
+    reenroll: Reenroll = field(default_factory=Reenroll)
 
     def step(self, step_id: str) -> Step | None:
         """The step with this id, or None."""
@@ -138,6 +164,11 @@ class Catalog:
     version: str = ""
     left_out_templates: tuple[TemplateRef, ...] = ()
 
+    @property
+    def match_sequences(self) -> list[Sequence]:
+        """Sequences started by ``trigger: {match: ...}``, in id order."""
+        return [self.sequences[k] for k in sorted(self.sequences) if self.sequences[k].match]
+
     def triggered_by(self, event_type: str) -> list[Sequence]:
         """Sequences whose trigger is ``event_type``, in id order."""
         return [
@@ -158,6 +189,7 @@ class Catalog:
         """Every event type named by a trigger or an ``exit_on``."""
         names: set[str] = set()
         for sequence in self.sequences.values():
-            names.add(sequence.trigger_event)
+            if sequence.trigger_event:
+                names.add(sequence.trigger_event)
             names |= sequence.exit_on | sequence.goals
         return frozenset(names)
