@@ -10,7 +10,8 @@ from worker.catalog import load_and_check
 from worker.enrollment import touch_id
 from worker.errors import CatalogError, NurtureError, RenderError
 from worker.events import Lead
-from worker.sequences import condition_context
+from worker.sequences import Step, condition_context
+from worker.sequences.variants import assign
 from worker.settings import Settings
 from worker.timing import due_time, lead_zone
 
@@ -54,6 +55,7 @@ def preview(
         lines.append(f"  re-enrollment: {sequence.reenroll.describe()}")
     base = start
     for step in sequence.steps:
+        variants = _variant_lines(step, sequence.id, str(lead.get("id", "preview")))
         member = touch_id(sequence.id, 1, step.id, str(lead.get("id", "preview")))
         due = due_time(sequence, step, base, zone, member)
         path = _template_path(loaded.renderer, step.template, lead.get("locale"))
@@ -63,6 +65,7 @@ def preview(
                 f"  {due.astimezone(zone):%a %Y-%m-%d %H:%M %Z}  {step.id:<20} "
                 f"{path}\n      branch: only if {step.when.describe()}"
             )
+            lines += variants
             base = due  # sent or skipped, the next step's wait counts from here
             continue
         skipped = step.when is not None and not step.when.matches(context)
@@ -70,6 +73,7 @@ def preview(
             f"  {due.astimezone(zone):%a %Y-%m-%d %H:%M %Z}  {step.id:<20} "
             f"{'skipped (its `when` does not match)' if skipped else path}"
         )
+        lines += variants
         if not skipped:
             base = due
     lines.append("(the frequency cap and other sequences can move touches later)")
@@ -100,6 +104,24 @@ def preview(
         if email.html:
             lines += ["", "--- html ---", email.html]
     return "\n".join(lines)
+
+
+def _variant_lines(step: Step, sequence: str, lead_id: str) -> list[str]:
+    """The A/B variants of a step, with their shares and this lead's, for the timeline
+    (printed under the step's line)."""
+    if not step.variants:
+        return []
+    total = sum(v.weight for v in step.variants)
+    chosen = assign(step.variants, lead_id, sequence, step.id)
+    parts = []
+    for v in step.variants:
+        what = f"template {v.template}" if v.template else "the step's template"
+        if v.subject:
+            what += f", subject {v.subject!r}"
+        mark = "  <- this lead" if v is chosen else ""
+        parts.append(f"      variant {v.id}: {v.weight / total:.0%}, {what}{mark}")
+    winner = "winner: auto (after 100 sends each and p < 0.05)" if step.winner_auto else ""
+    return [f"      A/B test {winner}".rstrip(), *parts]
 
 
 def _template_path(renderer: Any, name: str, locale: object) -> str:

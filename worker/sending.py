@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -38,6 +38,8 @@ from worker.errors import (
 )
 from worker.sequences import Sequence, condition_context
 from worker.sequences.engagement import ENGAGEMENT, Engagement
+from worker.sequences.model import Step
+from worker.sequences.variants import Variant, assign, auto_winner, variant_report
 from worker.store import LeadRecord, LedgerState, Sent, Store, Verdict
 from worker.timing import due_time, lead_zone, open_slot
 
@@ -96,6 +98,7 @@ class _Pending:
     zone: ZoneInfo
     received: frozenset[str]
     engagement: Engagement
+    variant: Variant | None = None
 
 
 def backoff(attempt: int, retry_after: float | None) -> float:
@@ -188,7 +191,20 @@ class TouchSender:
         if slot > now:
             self.store.schedule.reschedule(touch.member, slot.timestamp())
             return TouchOutcome.WINDOW
-        return self._reserve(job, step.template)
+        if step.variants:
+            job = replace(job, variant=self._variant(step, sequence.id, ref.lead_id))
+        template = job.variant.template if job.variant and job.variant.template else step.template
+        return self._reserve(job, template)
+
+    def _variant(self, step: Step, sequence: str, lead_id: str) -> Variant:
+        """The lead's A/B variant of a step (the settled winner under ``winner: auto``)."""
+        if step.winner_auto:
+            stats = self.store.conversions.sequence_stats(sequence)
+            ids = [v.id for v in step.variants]
+            winner = auto_winner(variant_report(step.id, ids, stats))
+            if winner is not None:
+                return next(v for v in step.variants if v.id == winner)
+        return assign(step.variants, lead_id, sequence, step.id)
 
     def _reserve(self, job: _Pending, template: str) -> TouchOutcome:
         """Reserve the send in the ledger (with the frequency cap), then deliver."""
@@ -349,7 +365,10 @@ class TouchSender:
             step=ref.step,
             categories=(job.sequence.id,),
             generation=ref.generation,
+            variant=job.variant.id if job.variant else "",
         )
+        if job.variant is not None and job.variant.subject:
+            message = replace(message, subject=job.variant.subject.strip())
         return message, tuple(email.content_ids)
 
     def _deliver(self, job: _Pending, template: str, previous: str) -> TouchOutcome:
@@ -380,6 +399,10 @@ class TouchSender:
             self.store.dead.add("touch", f"outcome unknown, not resent: {exc}", {"touch": member})
             self.store.counters.count(job.sequence.id, step_id, "unknown")
             return self._finish(job, LedgerState.UNKNOWN.at(stamp), TouchOutcome.UNKNOWN)
+        if job.variant is not None:
+            self.store.conversions.record_variant(
+                job.ref.lead_id, job.sequence.id, job.ref.generation, step_id, job.variant.id
+            )
         sent = Sent(lateness=stamp - job.touch.due, content_ids=content_ids)
         return self._finish(job, LedgerState.SENT.at(stamp), TouchOutcome.SENT, sent)
 

@@ -56,6 +56,7 @@ class Message:
         generation: The enrollment's generation (``custom_args.generation``), so the
             Event Webhook can tell this enrollment's opens and clicks from an earlier
             one's; 0 when unknown.
+        variant: The step's A/B variant id (``custom_args.variant``), "" for none.
     """
 
     key: str
@@ -72,6 +73,7 @@ class Message:
     step: str
     categories: tuple[str, ...] = ()
     generation: int = 0
+    variant: str = ""
 
 
 @dataclass(frozen=True)

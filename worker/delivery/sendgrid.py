@@ -153,6 +153,8 @@ def build_payload(message: Message) -> dict[str, Any]:
     }
     if message.generation:
         payload["custom_args"]["generation"] = str(message.generation)
+    if message.variant:
+        payload["custom_args"]["variant"] = message.variant
     if message.categories:
         # Duplicates would only waste SendGrid's 10-category limit.
         payload["categories"] = list(dict.fromkeys(message.categories))[:MAX_CATEGORIES]

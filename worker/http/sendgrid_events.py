@@ -101,6 +101,9 @@ def process_batch(runtime: Runtime, events: list[Any]) -> SendgridResult:
                 result.duplicates += 1
             elif isinstance(sequence, str) and isinstance(step, str) and sequence and step:
                 store.count(sequence[:200], step[:200], name)
+                variant = item.get("variant")
+                if isinstance(variant, str) and variant:
+                    store.count(sequence[:200], f"{step[:200]}@{variant[:100]}", name)
                 if name in ("open", "click"):
                     _record_engagement(runtime, item, name, sequence[:200], step[:200])
                 result.processed += 1

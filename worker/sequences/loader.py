@@ -31,6 +31,7 @@ from worker.sequences.model import (
     TemplateRef,
     default_kind,
 )
+from worker.sequences.variants import Variant
 from worker.sequences.windows import WINDOW_KEYS, SendWindow, parse_days, parse_hours
 from worker.yamlfile import (
     describe_node,
@@ -54,7 +55,8 @@ SEQUENCE_KEYS = (
     "steps",
 )
 TRIGGER_KEYS = ("event", "when", "match")
-STEP_KEYS = ("id", "description", "wait", "template", "when")
+STEP_KEYS = ("id", "description", "wait", "template", "when", "variants", "winner")
+VARIANT_KEYS = ("id", "template", "subject", "weight")
 FIT_KEYS = ("rules",)
 RULE_KEYS = ("id", "description", "when", "reason")
 ID = re.compile(r"^[a-z0-9-]+$")
@@ -639,9 +641,76 @@ class _Reader:
                     TemplateRef(self.file, line, str(step_id or "?"), template)
                 )
         when = self.condition(node, "when", line, "step") if "when" in node else None
+        variants = self.variants(node, line, str(step_id or "?"))
+        winner = node.get("winner")
+        if "winner" in node and (winner != "auto" or not variants):
+            self.problem(
+                self.line(node, "winner", line),
+                f"winner: {winner!r} needs `winner: auto` and variants on the step",
+                "write `winner: auto` under a step with `variants:`, or remove it (the "
+                "report then shows the numbers and people decide)",
+            )
         if len(self.problems) > before or step_id is None or wait is None or template is None:
             return None
-        return Step(id=step_id, wait=wait, template=template, when=when, line=line)
+        return Step(
+            id=step_id,
+            wait=wait,
+            template=template,
+            when=when,
+            line=line,
+            variants=variants,
+            winner_auto=winner == "auto",
+        )
+
+    def variants(self, node: Mapping[Any, Any], line: int, step_id: str) -> tuple[Variant, ...]:
+        """``variants: [{id: a, template: ...}, {id: b, subject: ..., weight: 2}]``."""
+        if "variants" not in node:
+            return ()
+        raw = node["variants"]
+        key_line = self.line(node, "variants", line)
+        if not isinstance(raw, list) or len(raw) < 2:
+            self.problem(
+                key_line,
+                "variants needs a list of at least two variants",
+                "write e.g. `variants: [{id: a}, {id: b, subject: A shorter subject}]`",
+            )
+            return ()
+        out: list[Variant] = []
+        seen: dict[str, int] = {}
+        for index, item in enumerate(raw):
+            item_line = self.line(raw, index, key_line)
+            if not isinstance(item, Mapping):
+                self.problem(item_line, "a variant must be a set of keys", "write `- {id: a}`")
+                continue
+            self.unknown_keys(item, VARIANT_KEYS, "variant", item_line)
+            if not self.unique_id(seen, item, item_line, "variant"):
+                continue
+            if not self.required(item, "id", item_line, "variant", "`id: a`"):
+                continue
+            variant_id = self.check_id(item["id"], self.line(item, "id", item_line), "variant")
+            template = None
+            if "template" in item:
+                template = self.template(item["template"], self.line(item, "template", item_line))
+                if template is not None:
+                    self.template_refs.append(TemplateRef(self.file, item_line, step_id, template))
+            subject = item.get("subject")
+            if subject is not None and (not isinstance(subject, str) or not subject.strip()):
+                self.problem(
+                    self.line(item, "subject", item_line),
+                    "a variant's subject must be text",
+                    "put the subject in quotes",
+                )
+            weight = item.get("weight", 1)
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
+                self.problem(
+                    self.line(item, "weight", item_line),
+                    f"weight must be a positive number, not {weight!r}",
+                    "write e.g. `weight: 2` (twice the share of a variant with weight 1)",
+                )
+                continue
+            if variant_id is not None:
+                out.append(Variant(variant_id, template, subject, float(weight), item_line))
+        return tuple(out) if len(out) == len(raw) else ()
 
     def template(self, value: Any, line: int) -> str | None:
         if isinstance(value, str) and TEMPLATE.match(value):

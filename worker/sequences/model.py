@@ -12,6 +12,7 @@ from typing import Literal
 
 from worker.sequences.conditions import Condition
 from worker.sequences.durations import Wait
+from worker.sequences.variants import Variant
 from worker.sequences.windows import SendWindow
 
 Kind = Literal["nurture", "decline", "transactional"]
@@ -34,6 +35,8 @@ class Step:
         template: Template name without locale folder or ``.j2``, e.g. ``value/case_study``.
         when: The step is skipped unless this holds (None: always sent).
         line: Line of the step in its file, for messages.
+        variants: A/B variants (empty: none); see :mod:`worker.sequences.variants`.
+        winner_auto: ``winner: auto``: settle on a significantly better variant.
     """
 
     id: str
@@ -41,6 +44,8 @@ class Step:
     template: str
     when: Condition | None
     line: int
+    variants: tuple[Variant, ...] = ()
+    winner_auto: bool = False
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,25 @@ class ConversionStore:
                 return LastTouch(step, variant.decode() if variant else None)
         return None
 
+    def record_variant(
+        self, lead_id: str, sequence: str, generation: int, step: str, variant: str
+    ) -> None:
+        """A touch went out as ``variant``: remember it for the lead and count it sent."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.keys.variants(lead_id), ledger_field(sequence, generation, step), variant)
+        pipe.hincrby(self.keys.stats(sequence), f"{step}@{variant}:sent", 1)
+        pipe.sadd(self.keys.stats_index, sequence)
+        pipe.execute()
+
+    def sequence_stats(self, sequence: str) -> dict[str, dict[str, int]]:
+        """One sequence's stats: row (step or ``step@variant``) -> counter -> value."""
+        raw = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.stats(sequence)))
+        out: dict[str, dict[str, int]] = {}
+        for name, value in raw.items():
+            row, _, counter = name.decode().rpartition(":")
+            out.setdefault(row, {})[counter] = int(value)
+        return out
+
     def count(self, sequence: str, goal: str, touch: LastTouch | None) -> None:
         """Count one conversion of ``sequence`` (reaching ``goal``)."""
         stats = self.keys.stats(sequence)
