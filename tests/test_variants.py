@@ -122,3 +122,17 @@ def test_validate_names_a_variant_with_a_missing_template(
     _, problems = load_and_check(make_settings())
     text = [f"{p.file}:{p.line}: {p.message} — {p.fix}" for p in problems]
     assert any("ab.yaml:8:" in t and "value/gide" in t and "value/guide" in t for t in text), text
+
+
+def test_the_status_report_shows_variants_and_significance() -> None:
+    from worker.sequences.variants import variant_summary
+
+    stats = {
+        "hello": {"sent": 400},
+        "hello@a": {"sent": 200, "click": 60, "converted": 3},
+        "hello@b": {"sent": 200, "click": 40},
+    }
+    assert variant_summary("ab", stats) == [
+        "  ab/hello variant a: sent 200, clicked 60 (30.0%), converted 3; best",
+        "  ab/hello variant b: sent 200, clicked 40 (20.0%), converted 0; p=0.021 against the best",
+    ]

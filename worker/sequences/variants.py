@@ -134,3 +134,22 @@ def auto_winner(report: Sequence[VariantStats]) -> str | None:
     if all(row.p_value < SIGNIFICANCE and row.click_rate < best.click_rate for row in others):
         return best.id
     return None
+
+
+def variant_summary(sequence: str, stats: Mapping[str, Mapping[str, int]]) -> list[str]:
+    """Lines for ``nurture status``: per A/B-tested step, each variant's sent, clicked,
+    converted and the p-value of its click rate against the best variant's."""
+    by_step: dict[str, list[str]] = {}
+    for name in stats:
+        step, at, variant = name.partition("@")
+        if at:
+            by_step.setdefault(step, []).append(variant)
+    lines = []
+    for step, ids in sorted(by_step.items()):
+        for row in variant_report(step, sorted(ids), stats):
+            versus = "best" if row.p_value == 1.0 else f"p={row.p_value:.3f} against the best"
+            lines.append(
+                f"  {sequence}/{step} variant {row.id}: sent {row.sent}, clicked {row.clicked} "
+                f"({row.click_rate:.1%}), converted {row.converted}; {versus}"
+            )
+    return lines
