@@ -136,3 +136,27 @@ def test_the_status_report_shows_variants_and_significance() -> None:
         "  ab/hello variant a: sent 200, clicked 60 (30.0%), converted 3; best",
         "  ab/hello variant b: sent 200, clicked 40 (20.0%), converted 0; p=0.021 against the best",
     ]
+
+
+def test_preview_lists_the_variants_and_the_sample_leads_one(
+    make_settings: Callable[..., Settings], catalog_dirs: dict[str, Path]
+) -> None:
+    from datetime import UTC, datetime
+
+    from worker.preview import preview
+
+    (catalog_dirs["sequences"] / "ab.yaml").write_text(
+        SEQUENCE + "    winner: auto\n", encoding="utf-8"
+    )
+    lead = {"id": "lead-7", "email": "ann@example.com", "timezone": "UTC"}
+    text = preview(make_settings(), "ab", lead, datetime(2026, 11, 30, 9, tzinfo=UTC), None)
+    mine = assign(
+        (Variant("a", None, None, 1, 8), Variant("b", None, "A shorter subject", 2, 9)),
+        "lead-7",
+        "ab",
+        "hello",
+    ).id
+    assert "A/B test winner: auto (after 100 sends each and p < 0.05)" in text
+    assert "variant a: 33%, the step's template" in text
+    assert "variant b: 67%, the step's template, subject 'A shorter subject'" in text
+    assert [line.split()[1] for line in text.splitlines() if "<- this lead" in line] == [mine + ":"]
