@@ -26,6 +26,7 @@ from worker.enrollment import (
     DISQUALIFIED,
     SEQUENCE_REMOVED,
     Enrollment,
+    ExitKind,
     ExitReason,
     TouchRef,
     touch_id,
@@ -185,6 +186,9 @@ class TouchSender:
             return self._finish(job, "", TouchOutcome.SKIPPED)
         context = condition_context(lead.data, enrollment.trigger.get("data"))
         context[ENGAGEMENT] = engagement
+        if sequence.exit_when is not None and sequence.exit_when.matches(context):
+            reason = ExitReason(ExitKind.EXIT_ON, "condition")
+            return self._exit(touch, enrollment, reason, TouchOutcome.EXITED)
         if step.when is not None and not step.when.matches(context):
             return self._finish(job, "", TouchOutcome.SKIPPED)
         slot = open_slot(sequence, now, zone)

@@ -178,6 +178,7 @@ class _Reader:
         self.file = file
         self.problems: list[Problem] = []
         self.template_refs: list[TemplateRef] = []
+        self.exit_conditions: list[Any] = []
         # Keys suggested for a misspelling: their "missing" problem would repeat it.
         self.suggested: set[tuple[int, str]] = set()
 
@@ -336,6 +337,7 @@ class _Reader:
         window = self.send_window(doc, top)
         steps = self.steps(doc, top)
         kind = self.kind(doc, top, trigger[0] if trigger else None)
+        exit_when = self.exit_when(doc, top, steps or ())
         if len(self.problems) > before or seq_id is None or trigger is None or steps is None:
             return None
         return Sequence(
@@ -352,6 +354,7 @@ class _Reader:
             goals=goals,
             match=match,
             reenroll=reenroll,
+            exit_when=exit_when,
         )
 
     def trigger(self, doc: Mapping[Any, Any], top: int) -> tuple[str, Condition | None] | None:
@@ -400,8 +403,16 @@ class _Reader:
             )
             return frozenset()
         events: set[str] = set()
+        self.exit_conditions = []
         for index, item in enumerate(node):
             item_line = self.line(node, index, line)
+            if isinstance(item, Mapping):
+                # A condition (engagement or lead data), checked when each step is due.
+                condition, problems = compile_when(item, self.file, item_line)
+                self.problems.extend(problems)
+                if condition is not None:
+                    self.exit_conditions.append(item)
+                continue
             event = self.check_event(item, item_line, "exit_on")
             if event is None:
                 continue
@@ -421,6 +432,26 @@ class _Reader:
                 )
             events.add(event)
         return frozenset(events)
+
+    def exit_when(
+        self, doc: Mapping[Any, Any], top: int, steps: tuple[Step, ...]
+    ) -> Condition | None:
+        """The conditions of ``exit_on`` as one condition (any of them), their step ids
+        checked against the sequence's steps."""
+        if not self.exit_conditions:
+            return None
+        line = self.line(doc, "exit_on", top)
+        condition, problems = compile_when({"any": self.exit_conditions}, self.file, line)
+        self.problems.extend(problems)
+        ids = [step.id for step in steps]
+        for test in condition.engaged() if condition else []:
+            if test.kind in STEP_KINDS and test.value not in ids:
+                self.problem(
+                    test.line,
+                    f"{test.kind}: {test.value!r} names no step of this sequence",
+                    f"{did_you_mean(test.value, ids)}the steps are: {', '.join(ids)}",
+                )
+        return condition
 
     def match_trigger(self, node: Mapping[Any, Any], line: int) -> tuple[str, Condition] | None:
         """``trigger: {match: {...}}``: enroll the first time the lead matches."""

@@ -90,6 +90,8 @@ class Sequence:
         match: ``trigger: {match: ...}``: the lead enrolls the first time it comes to
             match ``trigger_when``, whatever event changed it (``trigger_event`` is "").
         reenroll: For match triggers: when the lead may enroll again.
+        exit_when: Conditions listed in ``exit_on`` (e.g. ``{clicked_content: pricing}``),
+            checked when each step falls due: the lead leaves when any holds.
     """
 
     id: str
@@ -105,6 +107,7 @@ class Sequence:
     goals: frozenset[str] = frozenset()
     match: bool = False
     reenroll: Reenroll = field(default_factory=Reenroll)
+    exit_when: Condition | None = None
 
     def step(self, step_id: str) -> Step | None:
         """The step with this id, or None."""
