@@ -319,6 +319,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         for step, counters in steps.items():
             counts = ", ".join(f"{k} {v}" for k, v in sorted(counters.items()))
             print(f"  {sequence}/{step}: {counts}")
+    from worker.sequences.variants import variant_summary
+
+    for sequence, steps in status["stats"].items():
+        for line in variant_summary(sequence, steps):
+            print(line)  # A/B tests: is the difference real? (two-proportion z-test)
     return 0
 
 

@@ -142,6 +142,15 @@ class ContentLibrary:
         for kind in KINDS:
             self._by_kind[kind] = tuple(item for item in self.items if item.kind == kind)
         self._ranks: dict[str | None, dict[str, int]] = {}
+        self._by_url: dict[str, tuple[ContentItem, ...]] = {}
+        for item in self.items:
+            key = _url_key(item.url)
+            self._by_url[key] = (*self._by_url.get(key, ()), item)
+
+    def by_url(self, url: str) -> tuple[ContentItem, ...]:
+        """The pieces living at ``url`` (every language version), ignoring the query
+        string and fragment a template or click tracking may add."""
+        return self._by_url.get(_url_key(url), ())
 
     def __len__(self) -> int:
         return len(self.items)
@@ -192,6 +201,8 @@ class ContentLibrary:
         lead: Mapping[str, Any],
         locale: str | None,
         received: frozenset[str],
+        *,
+        preferred: frozenset[str] = frozenset(),
         **tags: str,
     ) -> ContentItem | None:
         """The best piece of ``kind`` for this lead that it has not received yet.
@@ -201,7 +212,9 @@ class ContentLibrary:
         language of the template it found, and when that language has nothing left
         the template's ``{% else %}`` text is used, in the same language. Among those,
         ranking, highest first: how many of the explicit ``tags`` the item carries;
-        how many of its tag keys match the lead's attributes of the same name (a
+        how many of its tag values the lead clicked before (``preferred``: value-first
+        nurture gives more of what the lead showed interest in); how many of its tag
+        keys match the lead's attributes of the same name (a
         string or a list, compared case-insensitively); the most specific locale
         (``da-DK`` before ``da``); finally the id, so the answer never changes
         between runs.
@@ -212,6 +225,7 @@ class ContentLibrary:
             locale: The email's locale (the lead's, or the language of the fallback
                 template used), or None for the default.
             received: Ids the lead already got (never offered again).
+            preferred: Tag values (lowercase) of pieces the lead clicked.
             **tags: Extra tags to prefer, e.g. ``industry="saas"``.
 
         Returns:
@@ -229,7 +243,7 @@ class ContentLibrary:
         attributes = lead.get("attributes") or {}
         wanted = {key: _as_values(value) for key, value in tags.items()}
         lead_values: dict[str, set[str]] = {}
-        best: tuple[tuple[int, int, int, str], ContentItem] | None = None
+        best: tuple[tuple[int, int, int, int, str], ContentItem] | None = None
         for item in self._by_kind.get(kind, ()):
             if item.id in received:
                 continue
@@ -240,6 +254,11 @@ class ContentLibrary:
             explicit = sum(
                 1 for key, values in wanted.items() if not values.isdisjoint(tagsets.get(key, ()))
             )
+            clicked = (
+                sum(1 for values in tagsets.values() if not values.isdisjoint(preferred))
+                if preferred
+                else 0
+            )
             implicit = 0
             for key, values in tagsets.items():
                 if key not in attributes:
@@ -248,10 +267,15 @@ class ContentLibrary:
                     lead_values[key] = _as_values(attributes[key])
                 if not values.isdisjoint(lead_values[key]):
                     implicit += 1
-            key_ = (-explicit, -implicit, locale_rank, item.id)
+            key_ = (-explicit, -clicked, -implicit, locale_rank, item.id)
             if best is None or key_ < best[0]:
                 best = (key_, item)
         return best[1] if best else None
+
+
+def _url_key(url: str) -> str:
+    """A URL without query, fragment or trailing slash, for matching clicked links."""
+    return url.split("#", 1)[0].split("?", 1)[0].rstrip("/").lower()
 
 
 def _as_values(value: Any) -> set[str]:

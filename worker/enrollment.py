@@ -42,6 +42,7 @@ class ExitKind(StrEnum):
     SUPPRESSED = "suppressed"  # the address was found suppressed at send time
     SEQUENCE_REMOVED = "sequence removed"  # a live edit removed the sequence
     MERGED = "merged"  # the CRM merged the lead into another; it goes on there
+    GOAL = "goal"  # the lead reached one of the sequence's goals (a conversion)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class ExitReason:
             return f"exit_on:{self.detail}"
         if self.kind is ExitKind.SUPPRESSED:
             return f"suppressed:{self.detail}"
+        if self.kind is ExitKind.GOAL:
+            return f"goal:{self.detail}"
         if self.kind is ExitKind.UNSUBSCRIBED:
             return self.detail  # the suppression reason as given (unsubscribe, bounce...)
         return self.kind.value
@@ -64,6 +67,10 @@ class ExitReason:
     @classmethod
     def exit_on(cls, event_type: str) -> ExitReason:
         return cls(ExitKind.EXIT_ON, event_type)
+
+    @classmethod
+    def goal(cls, event_type: str) -> ExitReason:
+        return cls(ExitKind.GOAL, event_type)
 
     @classmethod
     def unsubscribed(cls, reason: str) -> ExitReason:

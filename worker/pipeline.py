@@ -23,6 +23,7 @@ from worker.enrollment import (
     ExitReason,
     touch_id,
 )
+from worker.enrollment_rules import respond
 from worker.events import Event
 from worker.senders import OWNER_FIELDS
 from worker.sequences import Catalog, Sequence, condition_context
@@ -199,6 +200,8 @@ class EventProcessor:
         if actions:  # disqualified or requalified: read the flags those wrote
             lead = self.store.leads.get(lead.id) or lead
 
+        # Goals and enrollment on match (issue 14): one home, worker/enrollment_rules.py.
+        respond(self, catalog, lead, event.type, trigger, occurred, now, actions)
         self.apply_exit_on(catalog, lead, event.type, actions)
         if lead.suppressed or lead.disqualified or not lead.email:
             return ",".join(actions) or "no-op"

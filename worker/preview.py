@@ -11,7 +11,8 @@ from worker.enrollment import touch_id
 from worker.errors import CatalogError, NurtureError, RenderError
 from worker.events import Lead
 from worker.senders import Address, defaults_from, resolve
-from worker.sequences import condition_context
+from worker.sequences import Step, condition_context
+from worker.sequences.variants import assign
 from worker.settings import Settings
 from worker.timing import due_time, lead_zone
 
@@ -42,24 +43,38 @@ def preview(
     zone = lead_zone(lead, settings.default_timezone)
     context = condition_context(lead, data)
     lines = [f"{sequence.id}: {sequence.description}".rstrip(": ")]
+    trigger_name = sequence.trigger_event
+    if sequence.match and sequence.trigger_when is not None:
+        trigger_name = f"match ({sequence.trigger_when.describe()})"
     if sequence.trigger_when is not None and not sequence.trigger_when.matches(context):
         lines.append(
             f"note: this lead does not match the trigger's `when`; "
-            f"{sequence.trigger_event} would not enroll it"
+            f"{trigger_name} would not enroll it"
         )
-    lines.append(
-        f"trigger {sequence.trigger_event} at {start.astimezone(zone):%a %Y-%m-%d %H:%M %Z}"
-    )
+    lines.append(f"trigger {trigger_name} at {start.astimezone(zone):%a %Y-%m-%d %H:%M %Z}")
+    if sequence.match:
+        lines.append(f"  re-enrollment: {sequence.reenroll.describe()}")
     base = start
     for step in sequence.steps:
+        variants = _variant_lines(step, sequence.id, str(lead.get("id", "preview")))
         member = touch_id(sequence.id, 1, step.id, str(lead.get("id", "preview")))
         due = due_time(sequence, step, base, zone, member)
-        skipped = step.when is not None and not step.when.matches(context)
         path = _template_path(loaded.renderer, step.template, lead.get("locale"))
+        if step.when is not None and step.when.uses_engagement:
+            # What the lead will have opened or clicked is not known yet: show the branch.
+            lines.append(
+                f"  {due.astimezone(zone):%a %Y-%m-%d %H:%M %Z}  {step.id:<20} "
+                f"{path}\n      branch: only if {step.when.describe()}"
+            )
+            lines += variants
+            base = due  # sent or skipped, the next step's wait counts from here
+            continue
+        skipped = step.when is not None and not step.when.matches(context)
         lines.append(
             f"  {due.astimezone(zone):%a %Y-%m-%d %H:%M %Z}  {step.id:<20} "
             f"{'skipped (its `when` does not match)' if skipped else path}"
         )
+        lines += variants
         if not skipped:
             base = due
     lines.append("(the frequency cap and other sequences can move touches later)")
@@ -100,6 +115,24 @@ def preview(
 def _show(address: Address) -> str:
     email = address.email or "(NURTURE_FROM_EMAIL)"
     return f"{address.name} <{email}>" if address.name else email
+
+
+def _variant_lines(step: Step, sequence: str, lead_id: str) -> list[str]:
+    """The A/B variants of a step, with their shares and this lead's, for the timeline
+    (printed under the step's line)."""
+    if not step.variants:
+        return []
+    total = sum(v.weight for v in step.variants)
+    chosen = assign(step.variants, lead_id, sequence, step.id)
+    parts = []
+    for v in step.variants:
+        what = f"template {v.template}" if v.template else "the step's template"
+        if v.subject:
+            what += f", subject {v.subject!r}"
+        mark = "  <- this lead" if v is chosen else ""
+        parts.append(f"      variant {v.id}: {v.weight / total:.0%}, {what}{mark}")
+    winner = "winner: auto (after 100 sends each and p < 0.05)" if step.winner_auto else ""
+    return [f"      A/B test {winner}".rstrip(), *parts]
 
 
 def _template_path(renderer: Any, name: str, locale: object) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -27,6 +27,7 @@ from worker.enrollment import (
     DISQUALIFIED,
     SEQUENCE_REMOVED,
     Enrollment,
+    ExitKind,
     ExitReason,
     TouchRef,
     touch_id,
@@ -40,6 +41,9 @@ from worker.errors import (
 )
 from worker.senders import SenderDefaults, resolve
 from worker.sequences import Sequence, condition_context
+from worker.sequences.engagement import ENGAGEMENT, Engagement
+from worker.sequences.model import Step
+from worker.sequences.variants import Variant, assign, auto_winner, variant_report
 from worker.store import LeadRecord, LedgerState, Sent, Store, TouchState, Verdict
 from worker.timing import due_time, lead_zone, open_slot
 
@@ -106,6 +110,8 @@ class _Pending:
     now: datetime
     zone: ZoneInfo
     received: frozenset[str]
+    engagement: Engagement
+    variant: Variant | None = None
 
 
 @dataclass(frozen=True)
@@ -319,7 +325,7 @@ class TouchSender:
         lead, enrollment = state.lead, state.enrollment
         if lead is None or enrollment is None or not enrollment.waits_for(ref.generation, ref.step):
             if lead is not None and enrollment is not None and self._reopened(touch.member):
-                return self._resend(touch, ref, lead, enrollment, state.received)
+                return self._resend(touch, ref, lead, enrollment, state)
             self.store.schedule.release_claim(touch.member)
             return TouchOutcome.STALE
         sequence = self.catalog().catalog.sequences.get(ref.sequence)
@@ -331,19 +337,45 @@ class TouchSender:
         if lead.disqualified and sequence.kind == "nurture":
             return self._exit(touch, enrollment, DISQUALIFIED, TouchOutcome.EXITED)
         zone = lead_zone(lead.data, self.settings.default_timezone)
-        job = _Pending(touch, ref, sequence, enrollment, lead, now, zone, state.received)
+        engagement = Engagement.from_fields(
+            sequence.id,
+            ref.generation,
+            state.engagement,
+            lead.seen("lead.replied"),
+            enrollment.started,
+        )
+        job = _Pending(
+            touch, ref, sequence, enrollment, lead, now, zone, state.received, engagement
+        )
         step = sequence.step(ref.step)
         if step is None:
             # Live edit removed the step: skip it, keep the lead's place in the sequence.
             return self._finish(job, "", TouchOutcome.SKIPPED)
         context = condition_context(lead.data, enrollment.trigger.get("data"))
+        context[ENGAGEMENT] = engagement
+        if sequence.exit_when is not None and sequence.exit_when.matches(context):
+            reason = ExitReason(ExitKind.EXIT_ON, "condition")
+            return self._exit(touch, enrollment, reason, TouchOutcome.EXITED)
         if step.when is not None and not step.when.matches(context):
             return self._finish(job, "", TouchOutcome.SKIPPED)
         slot = open_slot(sequence, now, zone)
         if slot > now:
             self.store.schedule.reschedule(touch.member, slot.timestamp())
             return TouchOutcome.WINDOW
-        return self._reserve(job, step.template)
+        if step.variants:
+            job = replace(job, variant=self._variant(step, sequence.id, ref.lead_id))
+        template = job.variant.template if job.variant and job.variant.template else step.template
+        return self._reserve(job, template)
+
+    def _variant(self, step: Step, sequence: str, lead_id: str) -> Variant:
+        """The lead's A/B variant of a step (the settled winner under ``winner: auto``)."""
+        if step.winner_auto:
+            stats = self.store.conversions.sequence_stats(sequence)
+            ids = [v.id for v in step.variants]
+            winner = auto_winner(variant_report(step.id, ids, stats))
+            if winner is not None:
+                return next(v for v in step.variants if v.id == winner)
+        return assign(step.variants, lead_id, sequence, step.id)
 
     def _reserve(self, job: _Pending, template: str) -> TouchOutcome | _Ready:
         """Reserve the send in the ledger (with the frequency cap), then render it."""
@@ -422,7 +454,7 @@ class TouchSender:
         ref: TouchRef,
         lead: LeadRecord,
         enrollment: Enrollment,
-        received: frozenset[str],
+        state: TouchState,
     ) -> TouchOutcome | _Ready:
         """Send a failed touch again for ``nurture retry``, through the ledger.
 
@@ -453,7 +485,16 @@ class TouchSender:
                 if reservation.verdict is Verdict.DONE
                 else (TouchOutcome.STALE)
             )
-        job = _Pending(touch, ref, sequence, enrollment, lead, now, zone, received)
+        engagement = Engagement.from_fields(
+            sequence.id,
+            ref.generation,
+            state.engagement,
+            lead.seen("lead.replied"),
+            enrollment.started,
+        )
+        job = _Pending(
+            touch, ref, sequence, enrollment, lead, now, zone, state.received, engagement
+        )
         return self._render(job, step.template, reservation.previous_touch, resend=True)
 
     # -- the frequency cap's hold-backs -----------------------------------------
@@ -544,7 +585,13 @@ class TouchSender:
             "sender": who.signature.as_context(),
         }
         renderer = self.catalog().renderer
-        email = renderer.render(template, lead.data.get("locale"), context, job.received)
+        email = renderer.render(
+            template,
+            lead.data.get("locale"),
+            context,
+            job.received,
+            preferred=job.engagement.clicked_tags(),
+        )
         message = Message(
             key=job.touch.member.replace("\x1f", "."),
             to_email=str(lead.data["email"]),
@@ -571,7 +618,11 @@ class TouchSender:
                 if self.settings.unsubscribe_mailbox
                 else None
             ),
+            generation=ref.generation,
+            variant=job.variant.id if job.variant else "",
         )
+        if job.variant is not None and job.variant.subject:
+            message = replace(message, subject=job.variant.subject.strip())
         return message, tuple(email.content_ids)
 
     def _render(
@@ -621,6 +672,10 @@ class TouchSender:
             )
             self.store.counters.count(job.sequence.id, step_id, "unknown")
             return self._finish(job, LedgerState.UNKNOWN.at(stamp), TouchOutcome.UNKNOWN)
+        if job.variant is not None:
+            self.store.conversions.record_variant(
+                job.ref.lead_id, job.sequence.id, job.ref.generation, step_id, job.variant.id
+            )
         sent = Sent(lateness=stamp - job.touch.due, content_ids=ready.content_ids)
         if ready.resend:
             # The enrollment no longer waits for this step, so advance records the

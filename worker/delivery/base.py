@@ -62,6 +62,10 @@ class Message:
         track_clicks: SendGrid click tracking (links rewritten through SendGrid).
         unsubscribe_mailto: A ``mailto:`` URL listed after the https link in
             ``List-Unsubscribe`` (RFC 2369), when an unsubscribe mailbox is configured.
+        generation: The enrollment's generation (``custom_args.generation``), so the
+            Event Webhook can tell this enrollment's opens and clicks from an earlier
+            one's; 0 when unknown.
+        variant: The step's A/B variant id (``custom_args.variant``), "" for none.
     """
 
     key: str
@@ -82,6 +86,8 @@ class Message:
     track_opens: bool = False
     track_clicks: bool = False
     unsubscribe_mailto: str | None = None
+    generation: int = 0
+    variant: str = ""
 
 
 @dataclass(frozen=True)

@@ -185,6 +185,10 @@ def build_payload(message: Message, *, sandbox: bool = False) -> dict[str, Any]:
         payload["reply_to"] = reply_to
     if sandbox:
         payload["mail_settings"] = {"sandbox_mode": {"enable": True}}
+    if message.generation:
+        payload["custom_args"]["generation"] = str(message.generation)
+    if message.variant:
+        payload["custom_args"]["variant"] = message.variant
     if message.categories:
         # Duplicates would only waste SendGrid's 10-category limit.
         payload["categories"] = list(dict.fromkeys(message.categories))[:MAX_CATEGORIES]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from worker.runtime import Runtime
+from worker.sequences.engagement import fact, fields_for
 from worker.suppression import resubscribe_address, suppress_address, unsubscribe_lead
 
 log = logging.getLogger(__name__)
@@ -114,12 +115,40 @@ def process_batch(runtime: Runtime, events: list[Any]) -> SendgridResult:
                 result.duplicates += 1
             elif isinstance(sequence, str) and isinstance(step, str) and sequence and step:
                 store.count(sequence[:200], step[:200], name)
+                variant = item.get("variant")
+                if isinstance(variant, str) and variant:
+                    store.count(sequence[:200], f"{step[:200]}@{variant[:100]}", name)
+                if name in ("open", "click"):
+                    _record_engagement(runtime, item, name, sequence[:200], step[:200])
                 result.processed += 1
             else:
                 result.ignored += 1  # not one of our nurture messages
         else:
             result.ignored += 1
     return result
+
+
+def _record_engagement(
+    runtime: Runtime, item: dict[str, Any], name: str, sequence: str, step: str
+) -> None:
+    """Remember what the lead opened or clicked, for engagement conditions and content.
+
+    A click's ``url`` is matched against the content library: clicking a piece's link
+    records the piece and its tag values too.
+    """
+    lead_id, generation = item.get("lead_id"), item.get("generation")
+    if not isinstance(lead_id, str) or not lead_id:
+        return
+    facts = [fact("opened" if name == "open" else "clicked", step, sequence)]
+    url = item.get("url")
+    if name == "click" and isinstance(url, str):
+        for piece in runtime.catalog.current.content.by_url(url):
+            facts.append(fact("clicked_content", piece.id))
+            facts += [fact("clicked_tag", v) for vs in piece.tags.values() for v in vs]
+    gen = generation if isinstance(generation, str) and generation.isdigit() else "0"
+    stamp = item.get("timestamp")
+    when = float(stamp) if isinstance(stamp, int | float) else runtime.clock.now().timestamp()
+    runtime.store.engagement.record(lead_id, dict.fromkeys(fields_for(sequence, gen, facts)), when)
 
 
 def _suppress(runtime: Runtime, item: dict[str, Any], name: str, email: str) -> None:

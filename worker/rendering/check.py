@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,10 @@ def check_templates(
     for sequence in catalog.sequences.values():
         for step in sequence.steps:
             uses.setdefault(step.template, []).append((sequence, step))
+            for variant in step.variants:
+                if variant.template is not None:
+                    as_step = replace(step, template=variant.template, line=variant.line)
+                    uses.setdefault(variant.template, []).append((sequence, as_step))
     known = _template_names(templates_dir)
     reasons = sorted(
         {str(rule.reason) for rule in catalog.fit_rules if getattr(rule, "reason", None)}

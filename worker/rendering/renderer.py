@@ -142,6 +142,7 @@ class _RenderState:
     lead: Mapping[str, Any]
     locale: str | None
     received: frozenset[str]
+    preferred: frozenset[str] = frozenset()
     picked: dict[tuple[Any, ...], list[ContentItem | None]] = field(default_factory=dict)
     counters: dict[tuple[Any, ...], int] = field(default_factory=dict)
     ids: list[str] = field(default_factory=list)
@@ -180,7 +181,12 @@ class _RenderState:
         item = None
         if self.library is not None:
             item = self.library.pick(
-                kind, self.lead, self.locale, self.received | frozenset(self.ids), **tags
+                kind,
+                self.lead,
+                self.locale,
+                self.received | frozenset(self.ids),
+                preferred=self.preferred,
+                **tags,
             )
         already.append(item)
         if item is None:
@@ -387,6 +393,8 @@ class Renderer:
         locale: str | None,
         context: Mapping[str, Any],
         received: frozenset[str] = frozenset(),
+        *,
+        preferred: frozenset[str] = frozenset(),
     ) -> RenderedEmail:
         """Render template ``name`` for a lead.
 
@@ -396,12 +404,16 @@ class Renderer:
             context: ``lead``, ``event``, ``sequence``, ``step``, ``unsubscribe_url``,
                 ``postal_address``.
             received: Content ids the lead already got; ``content()`` skips them.
+            preferred: Tag values the lead clicked; ``content()`` prefers pieces
+                carrying them (after the tags the template asks for).
 
         Raises:
             RenderError: Naming the template file and line (a
                 :class:`TemplateRenderError` whenever the file is known).
         """
-        return self.render_compiled(self.load(name, locale), locale, context, received)
+        return self.render_compiled(
+            self.load(name, locale), locale, context, received, preferred=preferred
+        )
 
     def render_compiled(
         self,
@@ -409,6 +421,8 @@ class Renderer:
         locale: str | None,
         context: Mapping[str, Any],
         received: frozenset[str] = frozenset(),
+        *,
+        preferred: frozenset[str] = frozenset(),
     ) -> RenderedEmail:
         """Render an already compiled template (see :meth:`render`)."""
         variables = {**self._globals, **context}
@@ -427,7 +441,11 @@ class Renderer:
             wanted if wanted.lower().startswith(compiled.lang.lower()) else compiled.lang
         )
         state = _RenderState(
-            self.content, lead if isinstance(lead, Mapping) else {}, content_locale, received
+            self.content,
+            lead if isinstance(lead, Mapping) else {},
+            content_locale,
+            received,
+            preferred,
         )
         variables["content"] = state.content
         variables["text_as_html"] = state.text_as_html

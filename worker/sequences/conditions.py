@@ -30,6 +30,8 @@ from typing import Any, Protocol, TypeAlias
 
 from worker.errors import Problem, did_you_mean
 from worker.senders import OWNER_FIELDS
+from worker.sequences import engagement
+from worker.sequences.engagement import Engaged
 from worker.yamlfile import yaml_line
 
 #: Lead fields a condition may name directly.
@@ -52,7 +54,8 @@ COMBINATORS = ("any", "all", "not")
 OPERATOR_LIST = "in, not_in, lt, lte, gt, gte, exists, contains (or a plain value for equals)"
 PATH_LIST = (
     "source, locale, email, company, first_name, last_name, timezone, id, "
-    "attributes.NAME (the lead's CRM fields) or data.NAME (the event's data)"
+    "attributes.NAME (the lead's CRM fields), data.NAME (the event's data), or what the "
+    "lead did: clicked, opened, clicked_content, clicked_tag, replied"
 )
 _NUMERIC = re.compile(r"^\s*[+-]?\d+(?:\.\d+)?\s*$")
 _COMPARISONS: dict[str, Callable[[float, float], bool]] = {
@@ -224,7 +227,7 @@ class _Not:
         return f"not {_wrap(self.child)}"
 
 
-_Node: TypeAlias = "_Test | _All | _Any | _Not"
+_Node: TypeAlias = "_Test | _All | _Any | _Not | Engaged"
 
 
 def _wrap(node: _Node) -> str:
@@ -233,11 +236,23 @@ def _wrap(node: _Node) -> str:
 
 
 def _paths(node: _Node) -> list[str]:
+    if isinstance(node, Engaged):
+        return []
     if isinstance(node, _Test):
         return [node.path]
     if isinstance(node, _Not):
         return _paths(node.child)
     return [path for child in node.children for path in _paths(child)]
+
+
+def _engaged(node: _Node) -> list[Engaged]:
+    if isinstance(node, Engaged):
+        return [node]
+    if isinstance(node, _Test):
+        return []
+    if isinstance(node, _Not):
+        return _engaged(node.child)
+    return [found for child in node.children for found in _engaged(child)]
 
 
 def _set_path(ctx: dict[str, Any], path: str, value: Any) -> None:
@@ -253,7 +268,7 @@ def _samples(node: _Node) -> dict[str, Any]:
     if isinstance(node, _Test):
         value = node.sample()
         return {} if value is MISSING else {node.path: value}
-    if isinstance(node, _Not):
+    if isinstance(node, _Not | Engaged):
         return {}
     if isinstance(node, _Any):
         return _samples(node.children[0])
@@ -294,6 +309,15 @@ class Condition:
 
     root: _Node
     paths: tuple[str, ...]
+
+    def engaged(self) -> list[Engaged]:
+        """The engagement tests in the condition (clicked, opened, ...), in order."""
+        return _engaged(self.root)
+
+    @property
+    def uses_engagement(self) -> bool:
+        """Whether evaluating it needs the lead's engagement facts."""
+        return bool(self.engaged())
 
     def matches(self, ctx: Mapping[str, Any]) -> bool:
         """Whether the condition holds for a context from :func:`condition_context`."""
@@ -373,6 +397,9 @@ def _suggest_path(key: str) -> str | None:
             # e.g. referrer.name: a CRM field or event data, we cannot tell which.
             return f"attributes.{key} or data.{key}"
         return None
+    engaged = get_close_matches(lowered, engagement.KINDS, n=1, cutoff=0.75)
+    if engaged:
+        return engaged[0]
     field = get_close_matches(lowered, FIELDS, n=1, cutoff=0.75)
     if field:
         return field[0]
@@ -409,7 +436,9 @@ class _Compiler:
     def problem(self, line: int, message: str, fix: str) -> None:
         self.problems.append(Problem(self.file, line, message, fix))
 
-    def mapping(self, node: Any, line: int, where: str = "when") -> _Node | None:
+    def mapping(
+        self, node: Any, line: int, where: str = "when", scope: str = "enrollment"
+    ) -> _Node | None:
         if not isinstance(node, Mapping):
             self.problem(
                 line,
@@ -425,22 +454,69 @@ class _Compiler:
                 "add a condition such as `attributes.industry: saas`, or remove the empty `when`",
             )
             return None
+        if "scope" in node:
+            scope = self.scope(node["scope"], self.lines(node, "scope", line)) or scope
+            if len(node) == 1:
+                self.problem(
+                    line,
+                    "scope on its own tests nothing",
+                    "put it next to an engagement condition, e.g. "
+                    "`{clicked: case-study, scope: any}`",
+                )
+                return None
         children: list[_Node] = []
         for key, value in node.items():
+            if key == "scope":
+                continue
             key_line = self.lines(node, key, line)
-            child = self.entry(key, value, key_line)
+            child = self.entry(key, value, key_line, scope)
             if child is not None:
                 children.append(child)
-        if len(children) != len(node):
+        if len(children) != len(node) - ("scope" in node):
             return None
         return children[0] if len(children) == 1 else _All(tuple(children))
 
-    def entry(self, key: Any, value: Any, line: int) -> _Node | None:
+    def scope(self, value: Any, line: int) -> str | None:
+        if value in engagement.SCOPES:
+            return str(value)
+        self.problem(
+            line,
+            f"unknown scope {value!r}",
+            f"{did_you_mean(str(value), engagement.SCOPES, cutoff=0.3)}write `scope: any` (every "
+            "enrollment) or leave it out (this enrollment only)",
+        )
+        return None
+
+    def engaged(self, kind: str, value: Any, line: int, scope: str) -> _Node | None:
+        """An engagement test: clicked/opened a step, clicked content or a tag, replied."""
+        if kind == "replied":
+            if not isinstance(value, bool):
+                self.problem(
+                    line, f"replied needs true or false, got {value!r}", "write `replied: true`"
+                )
+                return None
+            node = Engaged(kind, "true", scope, line)
+            return node if value else _Not(node)
+        if not isinstance(value, str | int) or isinstance(value, bool) or not str(value).strip():
+            what = {"clicked_content": "a content id", "clicked_tag": "a tag value"}
+            self.problem(
+                line,
+                f"{kind} needs {what.get(kind, 'the id of an earlier step')}, got {_kind(value)}",
+                f"write e.g. `{kind}: "
+                + {"clicked_content": "saas-churn", "clicked_tag": "churn"}.get(kind, "case-study")
+                + "`",
+            )
+            return None
+        return Engaged(kind, str(value).strip(), scope, line)
+
+    def entry(self, key: Any, value: Any, line: int, scope: str = "enrollment") -> _Node | None:
         if not isinstance(key, str):
             self.problem(line, f"{key!r} is not a field name", f"name a field: {PATH_LIST}")
             return None
+        if key in engagement.KINDS:
+            return self.engaged(key, value, line, scope)
         if key in COMBINATORS:
-            return self.combinator(key, value, line)
+            return self.combinator(key, value, line, scope)
         error = _path_error(key)
         if error is not None:
             message, fix = error
@@ -451,9 +527,9 @@ class _Compiler:
             return None
         return self.tests(key, value, line)
 
-    def combinator(self, key: str, value: Any, line: int) -> _Node | None:
+    def combinator(self, key: str, value: Any, line: int, scope: str) -> _Node | None:
         if key == "not":
-            child = self.mapping(value, line, "not")
+            child = self.mapping(value, line, "not", scope)
             return None if child is None else _Not(child)
         if not isinstance(value, list) or not value:
             self.problem(
@@ -464,7 +540,9 @@ class _Compiler:
             return None
         children: list[_Node] = []
         for index, item in enumerate(value):
-            child = self.mapping(item, self.lines(value, index, line), f"each entry of {key}")
+            child = self.mapping(
+                item, self.lines(value, index, line), f"each entry of {key}", scope
+            )
             if child is not None:
                 children.append(child)
         if len(children) != len(value):

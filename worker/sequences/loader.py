@@ -18,6 +18,7 @@ from typing import Any
 from worker.errors import CatalogError, Problem, did_you_mean
 from worker.sequences.conditions import Condition, compile_when
 from worker.sequences.durations import parse_wait
+from worker.sequences.engagement import STEP_KINDS, Engaged, step_ref_problems
 from worker.sequences.mail import read_sender, read_tracking
 from worker.sequences.model import (
     DECLINE_TRIGGER,
@@ -25,11 +26,13 @@ from worker.sequences.model import (
     Catalog,
     FitRule,
     Kind,
+    Reenroll,
     Sequence,
     Step,
     TemplateRef,
     default_kind,
 )
+from worker.sequences.variants import Variant
 from worker.sequences.windows import WINDOW_KEYS, SendWindow, parse_days, parse_hours
 from worker.yamlfile import (
     describe_node,
@@ -48,14 +51,17 @@ SEQUENCE_KEYS = (
     "paused",
     "trigger",
     "exit_on",
+    "goal",
+    "reenroll",
     "send_window",
     "steps",
     "from",
     "reply_to",
     "tracking",
 )
-TRIGGER_KEYS = ("event", "when")
-STEP_KEYS = ("id", "description", "wait", "template", "when")
+TRIGGER_KEYS = ("event", "when", "match")
+STEP_KEYS = ("id", "description", "wait", "template", "when", "variants", "winner")
+VARIANT_KEYS = ("id", "template", "subject", "weight")
 FIT_KEYS = ("rules",)
 RULE_KEYS = ("id", "description", "when", "reason")
 ID = re.compile(r"^[a-z0-9-]+$")
@@ -177,6 +183,7 @@ class _Reader:
         self.file = file
         self.problems: list[Problem] = []
         self.template_refs: list[TemplateRef] = []
+        self.exit_conditions: list[Any] = []
         # Keys suggested for a misspelling: their "missing" problem would repeat it.
         self.suggested: set[tuple[int, str]] = set()
 
@@ -336,9 +343,13 @@ class _Reader:
             )
         trigger = self.trigger(doc, top)
         exit_on = self.exit_on(doc, top, trigger[0] if trigger else None)
+        goals = self.goals(doc, top, trigger[0] if trigger else None)
+        match = trigger is not None and trigger[0] == ""
+        reenroll = self.reenroll(doc, top, match)
         window = self.send_window(doc, top)
         steps = self.steps(doc, top)
         kind = self.kind(doc, top, trigger[0] if trigger else None)
+        exit_when = self.exit_when(doc, top, steps or ())
         sender = read_sender(doc, top, self.problem)
         tracking = read_tracking(doc, top, self.problem)
         if (
@@ -363,6 +374,10 @@ class _Reader:
             sender=sender,
             tracking=tracking,
             paused=paused is True,
+            goals=goals,
+            match=match,
+            reenroll=reenroll,
+            exit_when=exit_when,
         )
 
     def trigger(self, doc: Mapping[Any, Any], top: int) -> tuple[str, Condition | None] | None:
@@ -381,10 +396,20 @@ class _Reader:
             )
             return None
         self.unknown_keys(node, TRIGGER_KEYS, "trigger", line)
+        if "match" in node:
+            return self.match_trigger(node, line)
         if not self.required(node, "event", line, "trigger", "`event: lead.created`"):
             return None
         event = self.check_event(node["event"], self.line(node, "event", line), "trigger")
         when = self.condition(node, "when", line, "trigger") if "when" in node else None
+        for test in when.engaged() if when else []:
+            if test.kind in STEP_KINDS:
+                self.problem(
+                    test.line,
+                    f"the trigger's when cannot use {test.kind}: a lead has no touches of "
+                    "this sequence before it joins",
+                    "move the condition to a step's `when`",
+                )
         return None if event is None else (event, when)
 
     def exit_on(self, doc: Mapping[Any, Any], top: int, trigger: str | None) -> frozenset[str]:
@@ -401,8 +426,16 @@ class _Reader:
             )
             return frozenset()
         events: set[str] = set()
+        self.exit_conditions = []
         for index, item in enumerate(node):
             item_line = self.line(node, index, line)
+            if isinstance(item, Mapping):
+                # A condition (engagement or lead data), checked when each step is due.
+                condition, problems = compile_when(item, self.file, item_line)
+                self.problems.extend(problems)
+                if condition is not None:
+                    self.exit_conditions.append(item)
+                continue
             event = self.check_event(item, item_line, "exit_on")
             if event is None:
                 continue
@@ -422,6 +455,127 @@ class _Reader:
                 )
             events.add(event)
         return frozenset(events)
+
+    def exit_when(
+        self, doc: Mapping[Any, Any], top: int, steps: tuple[Step, ...]
+    ) -> Condition | None:
+        """The conditions of ``exit_on`` as one condition (any of them), their step ids
+        checked against the sequence's steps."""
+        if not self.exit_conditions:
+            return None
+        line = self.line(doc, "exit_on", top)
+        condition, problems = compile_when({"any": self.exit_conditions}, self.file, line)
+        self.problems.extend(problems)
+        ids = [step.id for step in steps]
+        for test in condition.engaged() if condition else []:
+            if test.kind in STEP_KINDS and test.value not in ids:
+                self.problem(
+                    test.line,
+                    f"{test.kind}: {test.value!r} names no step of this sequence",
+                    f"{did_you_mean(test.value, ids)}the steps are: {', '.join(ids)}",
+                )
+        return condition
+
+    def match_trigger(self, node: Mapping[Any, Any], line: int) -> tuple[str, Condition] | None:
+        """``trigger: {match: {...}}``: enroll the first time the lead matches."""
+        for other in ("event", "when"):
+            if other in node:
+                self.problem(
+                    self.line(node, other, line),
+                    f"a trigger with match cannot also have {other}",
+                    "use `match:` alone (the lead enrolls when it comes to match, whatever "
+                    "the event), or `event:` with `when:`",
+                )
+        condition = self.condition(node, "match", line, "trigger")
+        for test in condition.engaged() if condition else []:
+            if test.kind in STEP_KINDS:
+                self.problem(
+                    test.line,
+                    f"match cannot use {test.kind}: a lead has no touches of this "
+                    "sequence before it joins",
+                    "move the condition to a step's `when`",
+                )
+        return None if condition is None else ("", condition)
+
+    def reenroll(self, doc: Mapping[Any, Any], top: int, match: bool) -> Reenroll:
+        """``reenroll: never | {after: 90d} | {when_changes: attributes.lifecycle}``."""
+        if "reenroll" not in doc:
+            return Reenroll()
+        node = doc["reenroll"]
+        line = self.line(doc, "reenroll", top)
+        example = "`reenroll: never`, `reenroll: {after: 90d}` or "
+        example += "`reenroll: {when_changes: attributes.lifecycle}`"
+        if not match:
+            self.problem(
+                line,
+                "reenroll only applies to `trigger: {match: ...}`",
+                "an event trigger enrolls again on each trigger event once the lead has "
+                "left the sequence; remove reenroll, or use a match trigger",
+            )
+            return Reenroll()
+        if node == "never":
+            return Reenroll()
+        if not isinstance(node, Mapping) or len(node) != 1:
+            self.problem(line, f"reenroll cannot be {describe_node(node)}", f"write {example}")
+            return Reenroll()
+        key, value = next(iter(node.items()))
+        key_line = self.line(node, key, line)
+        if key == "after":
+            try:
+                wait = parse_wait(value)
+            except ValueError as exc:
+                self.problem(key_line, *_split(exc, "write e.g. `after: 90d`"))
+                return Reenroll()
+            if wait.unit not in ("d", "h") or wait.upper is not None:
+                self.problem(
+                    key_line,
+                    f"reenroll after {value!r}: give days or hours, not a range",
+                    "write e.g. `after: 90d`",
+                )
+                return Reenroll()
+            return Reenroll(after=wait.amount * (86400 if wait.unit == "d" else 3600))
+        if key == "when_changes":
+            _, problems = compile_when({str(value): {"exists": True}}, self.file, key_line)
+            if problems or not isinstance(value, str):
+                self.problem(
+                    key_line,
+                    f"reenroll when_changes {value!r} is not a field",
+                    "name one field, e.g. `when_changes: attributes.lifecycle`",
+                )
+                return Reenroll()
+            return Reenroll(when_changes=value)
+        hint = did_you_mean(str(key), ("after", "when_changes"))
+        self.problem(key_line, f"unknown reenroll key {key!r}", f"{hint}write {example}")
+        return Reenroll()
+
+    def goals(self, doc: Mapping[Any, Any], top: int, trigger: str | None) -> frozenset[str]:
+        """``goal:``: one event type or a list; the trigger itself cannot be a goal."""
+        if "goal" not in doc:
+            return frozenset()
+        node = doc["goal"]
+        line = self.line(doc, "goal", top)
+        items = [node] if isinstance(node, str) else node
+        if not isinstance(items, list) or not items:
+            self.problem(
+                line,
+                f"goal must be a list of events, not {describe_node(node)}",
+                "write `goal: [meeting.booked, deal.won]`",
+            )
+            return frozenset()
+        goals: set[str] = set()
+        for index, item in enumerate(items):
+            item_line = self.line(items, index, line) if items is node else line
+            event = self.check_event(item, item_line, "goal")
+            if event is not None and event == trigger:
+                self.problem(
+                    item_line,
+                    f"goal lists the trigger event {event}, so every lead would convert "
+                    "(and leave) as soon as it joins",
+                    f"remove {event} from goal, or start the sequence on another event",
+                )
+            elif event is not None:
+                goals.add(event)
+        return frozenset(goals)
 
     def send_window(self, doc: Mapping[Any, Any], top: int) -> SendWindow | None:
         if "send_window" not in doc:
@@ -500,12 +654,18 @@ class _Reader:
             return None
         steps: list[Step] = []
         seen: dict[str, int] = {}
+        refs: list[tuple[str, list[Engaged]]] = []
         for index, item in enumerate(node):
             item_line = self.line(node, index, line)
             unique = self.unique_id(seen, item, item_line, "step")
             step = self.step(item, item_line)
             if step is not None and unique:
                 steps.append(step)
+            raw_id = item.get("id") if isinstance(item, Mapping) else None
+            tests = step.when.engaged() if step is not None and step.when else []
+            refs.append((str(raw_id), tests))
+        # Checked even when a step has other problems, so one run shows every mistake.
+        self.problems.extend(step_ref_problems(self.file, refs))
         return tuple(steps) if len(steps) == len(node) else None
 
     def step(self, node: Any, line: int) -> Step | None:
@@ -535,9 +695,76 @@ class _Reader:
                     TemplateRef(self.file, line, str(step_id or "?"), template)
                 )
         when = self.condition(node, "when", line, "step") if "when" in node else None
+        variants = self.variants(node, line, str(step_id or "?"))
+        winner = node.get("winner")
+        if "winner" in node and (winner != "auto" or not variants):
+            self.problem(
+                self.line(node, "winner", line),
+                f"winner: {winner!r} needs `winner: auto` and variants on the step",
+                "write `winner: auto` under a step with `variants:`, or remove it (the "
+                "report then shows the numbers and people decide)",
+            )
         if len(self.problems) > before or step_id is None or wait is None or template is None:
             return None
-        return Step(id=step_id, wait=wait, template=template, when=when, line=line)
+        return Step(
+            id=step_id,
+            wait=wait,
+            template=template,
+            when=when,
+            line=line,
+            variants=variants,
+            winner_auto=winner == "auto",
+        )
+
+    def variants(self, node: Mapping[Any, Any], line: int, step_id: str) -> tuple[Variant, ...]:
+        """``variants: [{id: a, template: ...}, {id: b, subject: ..., weight: 2}]``."""
+        if "variants" not in node:
+            return ()
+        raw = node["variants"]
+        key_line = self.line(node, "variants", line)
+        if not isinstance(raw, list) or len(raw) < 2:
+            self.problem(
+                key_line,
+                "variants needs a list of at least two variants",
+                "write e.g. `variants: [{id: a}, {id: b, subject: A shorter subject}]`",
+            )
+            return ()
+        out: list[Variant] = []
+        seen: dict[str, int] = {}
+        for index, item in enumerate(raw):
+            item_line = self.line(raw, index, key_line)
+            if not isinstance(item, Mapping):
+                self.problem(item_line, "a variant must be a set of keys", "write `- {id: a}`")
+                continue
+            self.unknown_keys(item, VARIANT_KEYS, "variant", item_line)
+            if not self.unique_id(seen, item, item_line, "variant"):
+                continue
+            if not self.required(item, "id", item_line, "variant", "`id: a`"):
+                continue
+            variant_id = self.check_id(item["id"], self.line(item, "id", item_line), "variant")
+            template = None
+            if "template" in item:
+                template = self.template(item["template"], self.line(item, "template", item_line))
+                if template is not None:
+                    self.template_refs.append(TemplateRef(self.file, item_line, step_id, template))
+            subject = item.get("subject")
+            if subject is not None and (not isinstance(subject, str) or not subject.strip()):
+                self.problem(
+                    self.line(item, "subject", item_line),
+                    "a variant's subject must be text",
+                    "put the subject in quotes",
+                )
+            weight = item.get("weight", 1)
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
+                self.problem(
+                    self.line(item, "weight", item_line),
+                    f"weight must be a positive number, not {weight!r}",
+                    "write e.g. `weight: 2` (twice the share of a variant with weight 1)",
+                )
+                continue
+            if variant_id is not None:
+                out.append(Variant(variant_id, template, subject, float(weight), item_line))
+        return tuple(out) if len(out) == len(raw) else ()
 
     def template(self, value: Any, line: int) -> str | None:
         if isinstance(value, str) and TEMPLATE.match(value):

@@ -13,6 +13,7 @@ from typing import Literal
 from worker.senders import SequenceSender
 from worker.sequences.conditions import Condition
 from worker.sequences.durations import Wait
+from worker.sequences.variants import Variant
 from worker.sequences.windows import SendWindow
 
 Kind = Literal["nurture", "decline", "transactional"]
@@ -35,6 +36,8 @@ class Step:
         template: Template name without locale folder or ``.j2``, e.g. ``value/case_study``.
         when: The step is skipped unless this holds (None: always sent).
         line: Line of the step in its file, for messages.
+        variants: A/B variants (empty: none); see :mod:`worker.sequences.variants`.
+        winner_auto: ``winner: auto``: settle on a significantly better variant.
     """
 
     id: str
@@ -42,6 +45,29 @@ class Step:
     template: str
     when: Condition | None
     line: int
+    variants: tuple[Variant, ...] = ()
+    winner_auto: bool = False
+
+
+@dataclass(frozen=True)
+class Reenroll:
+    """When a lead may enter a match-triggered sequence again (never while in it).
+
+    Attributes:
+        after: Seconds after the previous enrollment started (None: not by time).
+        when_changes: A condition path (``attributes.lifecycle``): again when its value
+            differs from the value at the previous enrollment (None: not by change).
+    """
+
+    after: float | None = None
+    when_changes: str | None = None
+
+    def describe(self) -> str:
+        if self.after is not None:
+            return f"again {self.after / 86400:g} days after the previous start"
+        if self.when_changes is not None:
+            return f"again when {self.when_changes} changes"
+        return "never again"
 
 
 @dataclass(frozen=True)
@@ -74,6 +100,13 @@ class Sequence:
         paused: ``paused: true`` in the file: nothing of it is sent; its touches keep
             their place and go out when the line is removed (``nurture pause`` is the
             emergency switch that needs no commit).
+        goals: Event types that count as a conversion: reaching one ends the
+            sequence for the lead (exit reason ``goal:<event>``) and is counted.
+        match: ``trigger: {match: ...}``: the lead enrolls the first time it comes to
+            match ``trigger_when``, whatever event changed it (``trigger_event`` is "").
+        reenroll: For match triggers: when the lead may enroll again.
+        exit_when: Conditions listed in ``exit_on`` (e.g. ``{clicked_content: pricing}``),
+            checked when each step falls due: the lead leaves when any holds.
     """
 
     id: str
@@ -89,6 +122,10 @@ class Sequence:
     sender: SequenceSender | None = None
     tracking: Tracking = field(default_factory=Tracking)
     paused: bool = False
+    goals: frozenset[str] = frozenset()
+    match: bool = False
+    reenroll: Reenroll = field(default_factory=Reenroll)
+    exit_when: Condition | None = None
 
     def step(self, step_id: str) -> Step | None:
         """The step with this id, or None."""
@@ -153,6 +190,11 @@ class Catalog:
     version: str = ""
     left_out_templates: tuple[TemplateRef, ...] = ()
 
+    @property
+    def match_sequences(self) -> list[Sequence]:
+        """Sequences started by ``trigger: {match: ...}``, in id order."""
+        return [self.sequences[k] for k in sorted(self.sequences) if self.sequences[k].match]
+
     def triggered_by(self, event_type: str) -> list[Sequence]:
         """Sequences whose trigger is ``event_type``, in id order."""
         return [
@@ -173,6 +215,7 @@ class Catalog:
         """Every event type named by a trigger or an ``exit_on``."""
         names: set[str] = set()
         for sequence in self.sequences.values():
-            names.add(sequence.trigger_event)
-            names |= sequence.exit_on
+            if sequence.trigger_event:
+                names.add(sequence.trigger_event)
+            names |= sequence.exit_on | sequence.goals
         return frozenset(names)

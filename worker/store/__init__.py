@@ -6,6 +6,8 @@ Split by what it stores, each part with typed results:
 - :mod:`~worker.store.events`: the replay guard (event ids accepted / applied);
 - :mod:`~worker.store.leads`: lead data and flags, the per-lead lock, the email index;
 - :mod:`~worker.store.enrollments`: enrollments, written with their schedule entries;
+- :mod:`~worker.store.engagement`: what each lead opened and clicked;
+- :mod:`~worker.store.conversions`: goal conversions and the touch they go to;
 - :mod:`~worker.store.schedule`: the durable schedule and the schedulers' claims;
 - :mod:`~worker.store.ledger`: the send ledger (reserve / release / advance scripts);
 - :mod:`~worker.store.pauses`: delivery paused by an account fault, sequences paused;
@@ -26,8 +28,10 @@ from typing import Any, cast
 import redis
 
 from worker.enrollment import Enrollment
+from worker.store.conversions import ConversionStore
 from worker.store.counters import Counters
 from worker.store.dead_letters import DEAD_LETTER_MAXLEN, DeadLetterStore
+from worker.store.engagement import EngagementStore
 from worker.store.enrollments import EnrollmentStore, TouchState
 from worker.store.events import (
     EVENT_DEDUP_SECONDS,
@@ -82,6 +86,8 @@ class Store:
         self.counters = Counters(client, self.keys)
         self.dead = DeadLetterStore(client, self.keys)
         self.pauses = PauseStore(client, self.keys)
+        self.engagement = EngagementStore(client, self.keys)
+        self.conversions = ConversionStore(client, self.keys)
 
     def ping(self) -> bool:
         """True when Redis answers."""

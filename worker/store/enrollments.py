@@ -7,7 +7,7 @@ finishing a touch (which moves the enrollment on) is the ledger's ``advance`` sc
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import redis
@@ -20,11 +20,13 @@ from worker.store.leads import LeadRecord, lead_record
 
 @dataclass(frozen=True)
 class TouchState:
-    """What sending a touch needs: the lead, its enrollment, the content it received."""
+    """What sending a touch needs: the lead, its enrollment, the content it received,
+    and its engagement facts (store fields -> first time)."""
 
     lead: LeadRecord | None
     enrollment: Enrollment | None
     received: frozenset[str]
+    engagement: dict[str, float] = field(default_factory=dict)
 
 
 class EnrollmentStore:
@@ -52,16 +54,19 @@ class EnrollmentStore:
         return mark == APPLIED, lead_record(lead_id, raw_lead)
 
     def touch_state(self, lead_id: str, sequence: str) -> TouchState:
-        """The lead, its enrollment in ``sequence`` and its received content: one round trip."""
+        """The lead, its enrollment in ``sequence``, its received content and its
+        engagement: one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.keys.lead(lead_id))
         pipe.hget(self.keys.enrollments(lead_id), sequence)
         pipe.smembers(self.keys.received(lead_id))
-        raw_lead, raw_enrollment, members = pipe.execute()
+        pipe.hgetall(self.keys.engagement(lead_id))
+        raw_lead, raw_enrollment, members, engaged = pipe.execute()
         return TouchState(
             lead_record(lead_id, raw_lead),
             Enrollment.from_json(raw_enrollment) if raw_enrollment else None,
             frozenset(m.decode() for m in members),
+            {k.decode(): float(v) for k, v in engaged.items()},
         )
 
     def touch_states(self, pairs: Sequence[tuple[str, str]]) -> list[TouchState]:

@@ -56,6 +56,18 @@ class Keys:
         """Set: content item ids this lead has been sent (never the same piece twice)."""
         return self.per_lead("recv", lead_id)
 
+    def engagement(self, lead_id: str) -> str:
+        """Hash: engagement fact -> first unix time, per enrollment (``<seq>:<gen>|<fact>``)
+        and for any enrollment (``any|<fact>``). Facts: ``opened:<seq>/<step>``,
+        ``clicked:<seq>/<step>``, ``clicked_content:<content id>``, ``clicked_tag:<tag>``
+        (see :mod:`worker.sequences.engagement`). Written by the SendGrid Event Webhook."""
+        return f"{self.prefix}:eng:{lead_id}"
+
+    def variants(self, lead_id: str) -> str:
+        """Hash: ledger field of a touch (``<seq>:<gen>:<step>``) -> the A/B variant id
+        this lead got for that step (only steps with ``variants``)."""
+        return f"{self.prefix}:var:{lead_id}"
+
     def email_index(self, email: str) -> str:
         """Set: lead ids using this address (lower-cased)."""
         return f"{self.prefix}:email:{email.lower()}"
@@ -103,7 +115,10 @@ class Keys:
         return f"{self.prefix}:dead"
 
     def stats(self, sequence: str) -> str:
-        """Hash: ``<step>:<counter>`` -> count (sent, failed, delivered, open, click...)."""
+        """Hash: ``<step>:<counter>`` -> count (sent, failed, delivered, open, click,
+        converted...); ``<step>@<variant>:<counter>`` per A/B variant (sent, click,
+        converted); ``_goal:converted`` and ``_goal:<event type>``: the sequence's
+        conversions (a goal reached while enrolled)."""
         return f"{self.prefix}:stats:{sequence}"
 
     @property
