@@ -175,6 +175,29 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lead(args: argparse.Namespace) -> int:
+    from worker.leadview import find_leads, lead_view, render_text
+    from worker.runtime import Runtime
+
+    settings = _settings()
+    runtime = Runtime(settings)
+    try:
+        runtime.check_redis()
+        ids = find_leads(runtime.store, args.lead)
+        catalog = runtime.catalog.current.catalog
+        views = [lead_view(runtime.store, catalog, lead_id) for lead_id in ids]
+    finally:
+        runtime.close()
+    if not views:
+        print(f"nurture lead: no lead {args.lead!r} is stored", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(views if len(views) > 1 else views[0], indent=2, default=str))
+    else:
+        print("\n\n".join(render_text(view) for view in views))
+    return 0
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
     from worker.preview import preview
 
@@ -228,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p = sub.add_parser("status", help="queues, schedule, dead letters, suppressions")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("lead", help="a lead's record, timeline, and why it is not in a sequence")
+    p.add_argument("lead", help="the lead's id or email address")
+    p.add_argument("--json", action="store_true")
     return parser
 
 
@@ -238,6 +264,7 @@ COMMANDS: dict[str, Any] = {
     "worker": cmd_worker,
     "serve": cmd_serve,
     "status": cmd_status,
+    "lead": cmd_lead,
 }
 
 

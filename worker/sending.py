@@ -38,6 +38,7 @@ from worker.errors import (
 )
 from worker.sequences import Sequence, condition_context
 from worker.store import LeadRecord, LedgerState, Sent, Store, Verdict
+from worker.store.timeline import Kind, entry
 from worker.timing import due_time, lead_zone, open_slot
 
 log = logging.getLogger(__name__)
@@ -160,21 +161,25 @@ class TouchSender:
         sequence = self.catalog().catalog.sequences.get(ref.sequence)
         if sequence is None:
             # Live edit removed the sequence: end its enrollments cleanly.
-            return self._exit(touch, enrollment, SEQUENCE_REMOVED, TouchOutcome.EXITED)
+            return self._exit(touch, enrollment, SEQUENCE_REMOVED, TouchOutcome.EXITED, now)
         if lead.disqualified and sequence.kind == "nurture":
-            return self._exit(touch, enrollment, DISQUALIFIED, TouchOutcome.EXITED)
+            return self._exit(touch, enrollment, DISQUALIFIED, TouchOutcome.EXITED, now)
         zone = lead_zone(lead.data, self.settings.default_timezone)
         job = _Pending(touch, ref, sequence, enrollment, lead, now, zone, state.received)
         step = sequence.step(ref.step)
         if step is None:
             # Live edit removed the step: skip it, keep the lead's place in the sequence.
-            return self._finish(job, "", TouchOutcome.SKIPPED)
+            note = self._note(job, Kind.SKIP, reason="step removed from the sequence")
+            return self._finish(job, "", TouchOutcome.SKIPPED, note=note)
         context = condition_context(lead.data, enrollment.trigger.get("data"))
         if step.when is not None and not step.when.matches(context):
-            return self._finish(job, "", TouchOutcome.SKIPPED)
+            why = step.when.failing(context)
+            note = self._note(job, Kind.SKIP, reason="condition", detail=f"when: {why}")
+            return self._finish(job, "", TouchOutcome.SKIPPED, note=note)
         slot = open_slot(sequence, now, zone)
         if slot > now:
-            self.store.schedule.reschedule(touch.member, slot.timestamp())
+            note = self._note(job, Kind.SKIP, reason="send window", until=slot.timestamp())
+            self.store.schedule.reschedule(touch.member, slot.timestamp(), note)
             return TouchOutcome.WINDOW
         return self._reserve(job, step.template)
 
@@ -212,14 +217,16 @@ class TouchSender:
                     "outcome unknown: a worker stopped in the middle of sending; not resent",
                     {"touch": touch.member},
                 )
-                return self._finish(job, "", TouchOutcome.UNKNOWN)
+                note = self._note(job, Kind.TOUCH, outcome="unknown", detail="worker stopped")
+                return self._finish(job, "", TouchOutcome.UNKNOWN, note=note)
             case Verdict.SUPPRESSED:
                 reason = ExitReason.suppressed(reservation.detail)
-                return self._exit(touch, job.enrollment, reason, TouchOutcome.SUPPRESSED)
+                return self._exit(touch, job.enrollment, reason, TouchOutcome.SUPPRESSED, now)
             case Verdict.CAPPED:
                 assert reservation.free_at is not None  # the script gives it with CAPPED
                 free_at = datetime.fromtimestamp(reservation.free_at, now.tzinfo)
-                self._hold_back(touch, job.sequence, job.zone, free_at)
+                note = self._note(job, Kind.SKIP, reason="frequency cap", until=reservation.free_at)
+                self._hold_back(touch, job.sequence, job.zone, free_at, note)
                 return TouchOutcome.CAPPED
             case Verdict.OK:
                 if ref.ledger_field in job.lead.held():
@@ -262,7 +269,7 @@ class TouchSender:
         )
 
     def _hold_back(
-        self, touch: Touch, sequence: Sequence, zone: ZoneInfo, free_at: datetime
+        self, touch: Touch, sequence: Sequence, zone: ZoneInfo, free_at: datetime, note: str
     ) -> None:
         """Move a touch the frequency cap holds back to the first moment the cap allows.
 
@@ -289,7 +296,7 @@ class TouchSender:
                 if score is not None and slot <= score < slot + len(others) + 1:
                     queue.append((held.get(member, score), member))
             moves = {member: slot + offset for offset, (_, member) in enumerate(sorted(queue))}
-            self.store.schedule.reschedule(touch.member, moves.pop(touch.member))
+            self.store.schedule.reschedule(touch.member, moves.pop(touch.member), note)
             self.store.schedule.move_if_scheduled(moves)
 
     # -- delivery -----------------------------------------------------------------
@@ -344,10 +351,11 @@ class TouchSender:
             ledger.release(member, LedgerState.DEAD.at(stamp), stamp, previous)
             self.store.dead.add("touch", f"render failed: {exc}", {"touch": member})
             self.store.counters.count(job.sequence.id, step_id, "failed")
-            return self._finish(job, "", TouchOutcome.FAILED)
+            note = self._note(job, Kind.TOUCH, outcome="failed", detail=f"render failed: {exc}")
+            return self._finish(job, "", TouchOutcome.FAILED, note=note)
         delivery = self.delivery()
         try:
-            delivery.send(message)
+            result = delivery.send(message)
         except TransientDeliveryError as exc:
             ledger.release(member, LedgerState.RETRY.at(stamp), stamp, previous)
             return self._retry(job, exc, message.to_email)
@@ -355,14 +363,26 @@ class TouchSender:
             ledger.release(member, LedgerState.DEAD.at(stamp), stamp, previous)
             self.store.dead.add("touch", f"refused by {delivery.name}: {exc}", {"touch": member})
             self.store.counters.count(job.sequence.id, step_id, "failed")
-            return self._finish(job, "", TouchOutcome.FAILED)
+            detail = f"refused by {delivery.name}: {exc}"
+            note = self._note(job, Kind.TOUCH, outcome="failed", detail=detail)
+            return self._finish(job, "", TouchOutcome.FAILED, note=note)
         except OutcomeUnknownError as exc:
             ledger.record_unknown(member, stamp)
             self.store.dead.add("touch", f"outcome unknown, not resent: {exc}", {"touch": member})
             self.store.counters.count(job.sequence.id, step_id, "unknown")
-            return self._finish(job, LedgerState.UNKNOWN.at(stamp), TouchOutcome.UNKNOWN)
+            note = self._note(job, Kind.TOUCH, outcome="unknown", detail=str(exc))
+            state = LedgerState.UNKNOWN.at(stamp)
+            return self._finish(job, state, TouchOutcome.UNKNOWN, note=note)
         sent = Sent(lateness=stamp - job.touch.due, content_ids=content_ids)
-        return self._finish(job, LedgerState.SENT.at(stamp), TouchOutcome.SENT, sent)
+        note = self._note(
+            job,
+            Kind.TOUCH,
+            outcome="sent",
+            provider=delivery.name,
+            provider_id=result.provider_id,
+            subject=message.subject,
+        )
+        return self._finish(job, LedgerState.SENT.at(stamp), TouchOutcome.SENT, sent, note)
 
     def _retry(self, job: _Pending, exc: TransientDeliveryError, to_email: str) -> TouchOutcome:
         """A transient failure: try again later, or give up after the last attempt."""
@@ -375,21 +395,47 @@ class TouchSender:
                 {"touch": member, "to": to_email},
             )
             self.store.counters.count(job.sequence.id, job.ref.step, "failed")
-            return self._finish(job, LedgerState.DEAD.at(stamp), TouchOutcome.FAILED)
+            detail = f"gave up after {updated.attempts} attempts: {exc}"
+            note = self._note(job, Kind.TOUCH, outcome="failed", detail=detail)
+            return self._finish(job, LedgerState.DEAD.at(stamp), TouchOutcome.FAILED, note=note)
         retry_at = job.now + timedelta(seconds=backoff(updated.attempts, exc.retry_after))
+        note = self._note(
+            job, Kind.TOUCH, outcome="retry", detail=str(exc), until=retry_at.timestamp()
+        )
         # Conditional, like any advance: if the lead replied (or a duplicate moved
         # the enrollment on) meanwhile, that wins and the touch is simply dropped.
-        self.store.ledger.advance(member, "", updated, (member, retry_at.timestamp()))
+        self.store.ledger.advance(member, "", updated, (member, retry_at.timestamp()), note=note)
         self.store.counters.count(job.sequence.id, job.ref.step, "retried")
         return TouchOutcome.RETRY
 
     # -- moving the enrollment on -------------------------------------------------
 
+    def _note(self, job: _Pending, kind: Kind, **data: Any) -> str:
+        """A timeline entry about this touch (written by the call that records it)."""
+        ref = job.ref
+        return entry(
+            kind,
+            job.now.timestamp(),
+            sequence=ref.sequence,
+            step=ref.step,
+            due=job.touch.due,
+            **data,
+        )
+
     def _exit(
-        self, touch: Touch, enrollment: Enrollment, reason: ExitReason, outcome: TouchOutcome
+        self,
+        touch: Touch,
+        enrollment: Enrollment,
+        reason: ExitReason,
+        outcome: TouchOutcome,
+        now: datetime,
     ) -> TouchOutcome:
         """End the enrollment (if it still waits for this touch)."""
-        self.store.ledger.advance(touch.member, "", enrollment.exit(reason), None)
+        ref = TouchRef.parse(touch.member)
+        note = entry(
+            Kind.EXITED, now.timestamp(), sequence=ref.sequence, step=ref.step, reason=reason.text
+        )
+        self.store.ledger.advance(touch.member, "", enrollment.exit(reason), None, note=note)
         return outcome
 
     def _finish(
@@ -398,6 +444,7 @@ class TouchSender:
         ledger_state: str,
         outcome: TouchOutcome,
         sent: Sent | None = None,
+        note: str = "",
     ) -> TouchOutcome:
         """Record the outcome and schedule the next step (or finish the enrollment)."""
         sequence, enrollment, ref = job.sequence, job.enrollment, job.ref
@@ -418,5 +465,5 @@ class TouchSender:
             member = touch_id(sequence.id, ref.generation, next_step.id, ref.lead_id)
             due = due_time(sequence, next_step, job.now, job.zone, member)
             next_touch = (member, due.timestamp())
-        self.store.ledger.advance(job.touch.member, ledger_state, updated, next_touch, sent)
+        self.store.ledger.advance(job.touch.member, ledger_state, updated, next_touch, sent, note)
         return outcome

@@ -10,6 +10,7 @@ Split by what it stores, each part with typed results:
 - :mod:`~worker.store.ledger`: the send ledger (reserve / release / advance scripts);
 - :mod:`~worker.store.counters`, :mod:`~worker.store.dead_letters`,
   :mod:`~worker.store.suppressions`, :mod:`~worker.store.queues`;
+- :mod:`~worker.store.timeline`: each lead's capped, expiring timeline;
 - :mod:`~worker.store.scripts`: the Lua scripts in ``lua/``, loaded in one place.
 
 :class:`Store` composes them. Domain code uses the parts (``store.leads.get(...)``);
@@ -41,6 +42,7 @@ from worker.store.queues import queue_depths
 from worker.store.schedule import ScheduleStats, ScheduleStore
 from worker.store.scripts import load_scripts
 from worker.store.suppressions import SuppressionStore
+from worker.store.timeline import Timeline
 
 __all__ = [
     "DEAD_LETTER_MAXLEN",
@@ -79,6 +81,7 @@ class Store:
         self.counters = Counters(client, self.keys)
         self.dead = DeadLetterStore(client, self.keys)
         self.suppressions = SuppressionStore(client, self.keys)
+        self.timeline = Timeline(client, self.keys)
 
     def ping(self) -> bool:
         """True when Redis answers."""

@@ -99,6 +99,12 @@ class Keys:
         """String with TTL: a SendGrid event id already processed."""
         return f"{self.prefix}:sgevt:{provider_event_id}"
 
+    def timeline(self, lead_id: str) -> str:
+        """Stream, capped and expiring (see ``worker/store/timeline.py``): what happened
+        to this lead, one JSON entry per event, field change, enrollment, exit, touch,
+        skip, decline and provider report, for ``nurture lead``."""
+        return f"{self.prefix}:tl:{lead_id}"
+
     @property
     def heartbeat(self) -> str:
         """Hash: scheduler id -> last tick time (for status and lag)."""
