@@ -20,7 +20,7 @@ a SendGrid report) write on their own.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from enum import StrEnum
 from typing import Any, cast
 
@@ -82,6 +82,12 @@ class Timeline:
         pipe = self.redis.pipeline(transaction=False)
         add_to(pipe, self.keys, lead_id, entries)
         pipe.execute()
+
+    def lead_ids(self) -> Iterator[str]:
+        """Every lead with a timeline (a SCAN: for reports, never on the hot path)."""
+        prefix = self.keys.timeline("")
+        for key in self.redis.scan_iter(match=prefix + "*", count=1000):
+            yield cast(bytes, key).decode()[len(prefix) :]
 
     def read(self, lead_id: str) -> list[dict[str, Any]]:
         """The lead's entries, oldest first."""
