@@ -225,3 +225,35 @@ def test_cli_lead_command(
         assert out.startswith("lead demo-ann\n") and "timeline:" in out and "not in:" in out
     assert cli.main(["lead", "nobody"]) == 1
     assert "no lead 'nobody' is stored" in capsys.readouterr().err
+
+
+def test_cli_report_command(
+    make_harness: Callable[..., Harness],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    from worker import cli
+
+    h = make_harness()
+    with running(h):
+        _examples(h)
+        h.advance(timedelta(hours=1))
+    settings = h.rt.settings
+    for name, value in {
+        "NURTURE_REDIS_URL": settings.redis_url,
+        "NURTURE_SEQUENCES_DIR": settings.sequences_dir,
+        "NURTURE_TEMPLATES_DIR": settings.templates_dir,
+        "NURTURE_CONTENT_DIR": settings.content_dir,
+    }.items():
+        monkeypatch.setenv(name, str(value))
+    page = tmp_path / "r.html"
+    assert cli.main(["report", "--format", "json", "--html", str(page)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    sent = sum(e["total"]["sent"] for e in data["sequences"])
+    assert sent == len(h.sent()) > 0
+    assert "<svg" in page.read_text(encoding="utf-8")
+    assert cli.main(["report", "--by", "source"]) == 0
+    assert "opened*" in capsys.readouterr().out
+    assert cli.main(["report", "--since", "yesterday"]) == 1
+    assert "--since 'yesterday' is not an ISO date" in capsys.readouterr().err
