@@ -31,9 +31,9 @@ from worker.crm.hubspot_api import (
     retry_after_seconds,
 )
 from worker.crm.hubspot_fetch import contact_events, mapped_properties
+from worker.crm.mapping import load_mapping
 from worker.errors import NurtureError, SettingsError
 from worker.events import validate_event
-from worker.http.adapters import load_mapping
 from worker.settings import load_settings
 
 PROPS = ["email", "firstname", "lastname"]
