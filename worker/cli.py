@@ -473,6 +473,68 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lead(args: argparse.Namespace) -> int:
+    from worker.leadview import find_leads, lead_view, render_text
+    from worker.runtime import Runtime
+
+    settings = _settings()
+    runtime = Runtime(settings)
+    try:
+        runtime.check_redis()
+        ids = find_leads(runtime.store, args.lead)
+        catalog = runtime.catalog.current.catalog
+        views = [lead_view(runtime.store, catalog, lead_id) for lead_id in ids]
+    finally:
+        runtime.close()
+    if not views:
+        print(f"nurture lead: no lead {args.lead!r} is stored", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(views if len(views) > 1 else views[0], indent=2, default=str))
+    else:
+        print("\n\n".join(render_text(view) for view in views))
+    return 0
+
+
+def _day(text: str | None, option: str) -> float | None:
+    """An ISO date or time (UTC when no offset) as unix time."""
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise SettingsError(
+            f"{option} {text!r} is not an ISO date or time, e.g. 2026-11-01 or 2026-11-01T09:00:00Z"
+        ) from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from worker import report
+    from worker.runtime import Runtime
+
+    filters = report.Filters(
+        since=_day(args.since, "--since"),
+        until=_day(args.until, "--until"),
+        sequence=args.sequence,
+        by=args.by,
+    )
+    settings = _settings()
+    runtime = Runtime(settings)
+    try:
+        runtime.check_redis()
+        order = sorted(runtime.catalog.current.catalog.sequences)
+        data = report.build_report(runtime.store, order, filters)
+    finally:
+        runtime.close()
+    render = {"table": report.render_table, "csv": report.render_csv, "json": report.render_json}
+    sys.stdout.write(render[args.format](data).rstrip("\n") + "\n")
+    if args.html:
+        Path(args.html).write_text(report.render_html(data), encoding="utf-8")
+        print(f"wrote {args.html}", file=sys.stderr)
+    return 0
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
     from worker.preview import preview
 
@@ -571,6 +633,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["queues"],
         help="queues: move the messages queued in NURTURE_REDIS_URL to NURTURE_BROKER_URL",
     )
+    p = sub.add_parser("report", help="funnel per sequence and step, with rates")
+    p.add_argument("--since", help="from this ISO date/time (UTC if no offset)")
+    p.add_argument("--until", help="up to (not including) this ISO date/time")
+    p.add_argument("--sequence", help="only this sequence")
+    p.add_argument("--by", choices=["locale", "source"], help="one funnel per locale or source")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--html", help="also write a static HTML page with funnel charts here")
+    p = sub.add_parser("lead", help="a lead's record, timeline, and why it is not in a sequence")
+    p.add_argument("lead", help="the lead's id or email address")
+    p.add_argument("--json", action="store_true")
     return parser
 
 
@@ -590,6 +662,8 @@ COMMANDS: dict[str, Any] = {
     "retry": cmd_retry,
     "discard": cmd_discard,
     "migrate": cmd_migrate,
+    "lead": cmd_lead,
+    "report": cmd_report,
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -30,6 +31,7 @@ from worker.sequences import Catalog, Sequence, condition_context
 from worker.sequences.conditions import lookup
 from worker.store import LeadRecord, Store
 from worker.store import leads as flags
+from worker.store.timeline import Kind, entry
 from worker.timing import due_time, lead_zone
 
 log = logging.getLogger(__name__)
@@ -133,6 +135,20 @@ def trigger_of(event: Event, occurred: datetime) -> dict[str, Any]:
     }
 
 
+def _changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[Any]]:
+    """Field -> [before, after] for the lead's changed fields (attributes as
+    ``attributes.<name>``); empty when nothing changed."""
+    out: dict[str, list[Any]] = {}
+    for name in LEAD_FIELDS:
+        if before.get(name) != after.get(name):
+            out[name] = [before.get(name), after.get(name)]
+    old_attrs, new_attrs = before.get("attributes") or {}, after.get("attributes") or {}
+    for key in sorted(set(old_attrs) | set(new_attrs)):
+        if old_attrs.get(key) != new_attrs.get(key):
+            out[f"attributes.{key}"] = [old_attrs.get(key), new_attrs.get(key)]
+    return out
+
+
 class EventProcessor:
     """Applies one event to one lead.
 
@@ -150,6 +166,9 @@ class EventProcessor:
         self.catalog = catalog
         self.clock = clock
         self.default_timezone = default_timezone
+        # The timeline entries of the event being processed by this thread: written with
+        # the event's ``applied`` mark, in the round trip that makes anyway.
+        self._notes = threading.local()
 
     def process(self, event: Event) -> str:
         """Process an event under its lead's lock; returns what happened, for logs."""
@@ -157,9 +176,24 @@ class EventProcessor:
             done, record = self.store.enrolled.event_and_lead(event.id, event.lead.id)
             if done:
                 return "replay"
-            outcome = self._apply(event, record)
-            self.store.events.applied(event.id)
+            notes: list[str] = []
+            self._notes.pending = notes
+            try:
+                outcome = self._apply(event, record)
+            finally:
+                self._notes.pending = None
+            self.store.events.applied(event.id, event.lead.id, notes)
             return outcome
+
+    def note(self, lead_id: str, kind: Kind, **data: Any) -> None:
+        """Put an entry on the lead's timeline: with the event being processed if there
+        is one (no extra round trip), else at once (an unsubscribe from a webhook)."""
+        item = entry(kind, self.clock.now().timestamp(), **data)
+        pending: list[str] | None = getattr(self._notes, "pending", None)
+        if pending is None:
+            self.store.timeline.add(lead_id, item)
+        else:
+            pending.append(item)
 
     def _apply(self, event: Event, record: LeadRecord | None) -> str:
         now = self.clock.now()
@@ -171,13 +205,26 @@ class EventProcessor:
             return "erased-lead"
         # Any event is kept, whatever it lacks: a lead without an address is stored and
         # is not contactable until an event brings one.
+        self.note(
+            event.lead.id,
+            Kind.EVENT,
+            type=event.type,
+            id=event.id,
+            occurred=occurred.timestamp(),
+            source=event.lead.source or (record.data.get("source") if record else None),
+        )
         lead = self._save_lead(event, record, occurred)
         catalog = self.catalog()
         trigger = trigger_of(event, occurred)
         actions: list[str] = []
 
         if event.type == ERASING_TYPE:
-            return self.erase(lead, str(event.data.get("reason") or "deleted"))
+            outcome = self.erase(lead, str(event.data.get("reason") or "deleted"))
+            # Nothing about the person may be written after the erasure, notes included.
+            pending: list[str] | None = getattr(self._notes, "pending", None)
+            if pending is not None:
+                pending.clear()
+            return outcome
         if event.type in SUPPRESSING_TYPES:
             reason = str(event.data.get("reason") or "unsubscribed")
             self.suppress(lead, reason, actions)
@@ -203,10 +250,22 @@ class EventProcessor:
         # Goals and enrollment on match (issue 14): one home, worker/enrollment_rules.py.
         respond(self, catalog, lead, event.type, trigger, occurred, now, actions)
         self.apply_exit_on(catalog, lead, event.type, actions)
-        if lead.suppressed or lead.disqualified or not lead.email:
+        blocked = (
+            f"suppressed ({lead.suppressed})"
+            if lead.suppressed
+            else f"disqualified ({lead.disqualified})"
+            if lead.disqualified
+            else "no email address yet"
+            if not lead.email
+            else ""
+        )
+        if blocked:
+            for sequence in catalog.triggered_by(event.type):
+                if sequence.kind != "decline":
+                    self.note(lead.id, Kind.NOT_ENROLLED, sequence=sequence.id, why=blocked)
             return ",".join(actions) or "no-op"
         if never_contactable(record):
-            if self.store.suppressions.reason(lead.email):
+            if self.store.suppressions.reason(lead.email or ""):
                 return ",".join([*actions, "address-suppressed"])
             self.first_contactable(catalog, lead, trigger, occurred, now, actions)
             return ",".join(actions) or "no-op"
@@ -252,6 +311,9 @@ class EventProcessor:
         data, new_times = merge_lead(
             record.data if record else None, times, event, occurred.timestamp()
         )
+        changed = _changes(record.data if record else {}, data)
+        if changed:
+            self.note(event.lead.id, Kind.FIELDS, changed=changed)
         seen: dict[str, str] = {}
         previous_seen = record.seen(event.type) if record else None
         if previous_seen is None or occurred.timestamp() > previous_seen:
@@ -387,6 +449,7 @@ class EventProcessor:
         """The lead unsubscribed (or its address bounced): end everything, send nothing."""
         if not lead.suppressed:
             self.store.leads.set_flags(lead.id, {flags.SUPPRESSED: reason})
+            self.note(lead.id, Kind.SUPPRESSED, reason=reason)
         self.exit_all(lead.id, ExitReason.unsubscribed(reason), actions, only_kind=None)
 
     def disqualify(
@@ -399,6 +462,7 @@ class EventProcessor:
     ) -> None:
         """End every nurture enrollment and send one polite decline, never two."""
         self.store.leads.set_flags(lead.id, {flags.DISQUALIFIED: reason or "unspecified"})
+        self.note(lead.id, Kind.DISQUALIFIED, reason=reason or "unspecified")
         self.exit_all(lead.id, DISQUALIFIED, actions, only_kind="nurture")
         actions.append(f"disqualified:{reason or 'unspecified'}")
         if lead.suppressed or (lead.email and self.store.suppressions.reason(lead.email)):
@@ -426,6 +490,7 @@ class EventProcessor:
         decline_trigger = {**trigger, "data": data}
         occurred = datetime.fromisoformat(str(trigger["occurred_at"]).replace("Z", "+00:00"))
         if self.enroll(declines[0], lead, decline_trigger, occurred, now):
+            self.note(lead.id, Kind.DECLINE, sequence=declines[0].id, reason=reason or None)
             actions.append(f"enrolled:{declines[0].id}")
 
     def requalify(self, lead: LeadRecord, actions: list[str]) -> None:
@@ -507,6 +572,9 @@ class EventProcessor:
     ) -> None:
         """End one enrollment and cancel its pending touch."""
         pending = enrollment.pending_touch(sequence_id, lead_id)
+        self.note(
+            lead_id, Kind.EXITED, sequence=sequence_id, reason=reason.text, step=enrollment.step
+        )
         self.store.enrolled.write(
             lead_id,
             sequence_id,
@@ -532,6 +600,8 @@ class EventProcessor:
         """
         context = condition_context(lead.data, trigger.get("data"))
         if sequence.trigger_when is not None and not sequence.trigger_when.matches(context):
+            why = f"when: {sequence.trigger_when.failing(context)}"
+            self.note(lead.id, Kind.NOT_ENROLLED, sequence=sequence.id, why=why)
             return False
         if not sequence.steps:
             return False
@@ -539,12 +609,16 @@ class EventProcessor:
         if existing is not None and (
             existing.active or existing.trigger.get("id") == trigger["id"]
         ):
+            if existing.active:
+                self.note(lead.id, Kind.NOT_ENROLLED, sequence=sequence.id, why="already in it")
             return False  # at most once at a time; and a replayed trigger starts nothing
         for exit_type in sequence.exit_on:
             seen = lead.seen(exit_type)
             if seen is not None and seen >= (
                 occurred.timestamp() if exits_since is None else exits_since
             ):
+                why = f"the lead already did {exit_type} (exit_on) by the trigger's time"
+                self.note(lead.id, Kind.NOT_ENROLLED, sequence=sequence.id, why=why)
                 return False  # the lead already did what ends this sequence
         first = sequence.steps[0]
         enrollment = Enrollment.start(existing, first.id, trigger, now.timestamp())
@@ -553,6 +627,14 @@ class EventProcessor:
         due = due_time(sequence, first, occurred, zone, member)
         self.store.enrolled.write(
             lead.id, sequence.id, enrollment, schedule=(member, due.timestamp())
+        )
+        self.note(
+            lead.id,
+            Kind.ENROLLED,
+            sequence=sequence.id,
+            step=first.id,
+            due=due.timestamp(),
+            trigger=trigger.get("type"),
         )
         log.debug("enrolled %s in %s, first touch due %s", lead.id, sequence.id, due)
         return True

@@ -45,6 +45,7 @@ from worker.sequences.engagement import ENGAGEMENT, Engagement
 from worker.sequences.model import Step
 from worker.sequences.variants import Variant, assign, auto_winner, variant_report
 from worker.store import LeadRecord, LedgerState, Sent, Store, TouchState, Verdict
+from worker.store.timeline import Kind, entry
 from worker.timing import due_time, lead_zone, open_slot
 
 log = logging.getLogger(__name__)
@@ -333,9 +334,9 @@ class TouchSender:
             return TouchOutcome.PAUSED
         if sequence is None:
             # Live edit removed the sequence: end its enrollments cleanly.
-            return self._exit(touch, enrollment, SEQUENCE_REMOVED, TouchOutcome.EXITED)
+            return self._exit(touch, enrollment, SEQUENCE_REMOVED, TouchOutcome.EXITED, now)
         if lead.disqualified and sequence.kind == "nurture":
-            return self._exit(touch, enrollment, DISQUALIFIED, TouchOutcome.EXITED)
+            return self._exit(touch, enrollment, DISQUALIFIED, TouchOutcome.EXITED, now)
         zone = lead_zone(lead.data, self.settings.default_timezone)
         engagement = Engagement.from_fields(
             sequence.id,
@@ -350,17 +351,21 @@ class TouchSender:
         step = sequence.step(ref.step)
         if step is None:
             # Live edit removed the step: skip it, keep the lead's place in the sequence.
-            return self._finish(job, "", TouchOutcome.SKIPPED)
+            note = self._note(job, Kind.SKIP, reason="step removed from the sequence")
+            return self._finish(job, "", TouchOutcome.SKIPPED, note=note)
         context = condition_context(lead.data, enrollment.trigger.get("data"))
         context[ENGAGEMENT] = engagement
         if sequence.exit_when is not None and sequence.exit_when.matches(context):
             reason = ExitReason(ExitKind.EXIT_ON, "condition")
-            return self._exit(touch, enrollment, reason, TouchOutcome.EXITED)
+            return self._exit(touch, enrollment, reason, TouchOutcome.EXITED, now)
         if step.when is not None and not step.when.matches(context):
-            return self._finish(job, "", TouchOutcome.SKIPPED)
+            why = step.when.failing(context)
+            note = self._note(job, Kind.SKIP, reason="condition", detail=f"when: {why}")
+            return self._finish(job, "", TouchOutcome.SKIPPED, note=note)
         slot = open_slot(sequence, now, zone)
         if slot > now:
-            self.store.schedule.reschedule(touch.member, slot.timestamp())
+            note = self._note(job, Kind.SKIP, reason="send window", until=slot.timestamp())
+            self.store.schedule.reschedule(touch.member, slot.timestamp(), note)
             return TouchOutcome.WINDOW
         if step.variants:
             job = replace(job, variant=self._variant(step, sequence.id, ref.lead_id))
@@ -411,14 +416,16 @@ class TouchSender:
                     "outcome unknown: a worker stopped in the middle of sending; not resent",
                     {"touch": touch.member},
                 )
-                return self._finish(job, "", TouchOutcome.UNKNOWN)
+                note = self._note(job, Kind.TOUCH, outcome="unknown", detail="worker stopped")
+                return self._finish(job, "", TouchOutcome.UNKNOWN, note=note)
             case Verdict.SUPPRESSED:
                 reason = ExitReason.suppressed(reservation.detail)
-                return self._exit(touch, job.enrollment, reason, TouchOutcome.SUPPRESSED)
+                return self._exit(touch, job.enrollment, reason, TouchOutcome.SUPPRESSED, now)
             case Verdict.CAPPED:
                 assert reservation.free_at is not None  # the script gives it with CAPPED
                 free_at = datetime.fromtimestamp(reservation.free_at, now.tzinfo)
-                self._hold_back(touch, job.sequence, job.zone, free_at)
+                note = self._note(job, Kind.SKIP, reason="frequency cap", until=reservation.free_at)
+                self._hold_back(touch, job.sequence, job.zone, free_at, note)
                 return TouchOutcome.CAPPED
             case Verdict.OK:
                 if ref.ledger_field in job.lead.held():
@@ -533,7 +540,7 @@ class TouchSender:
         )
 
     def _hold_back(
-        self, touch: Touch, sequence: Sequence, zone: ZoneInfo, free_at: datetime
+        self, touch: Touch, sequence: Sequence, zone: ZoneInfo, free_at: datetime, note: str
     ) -> None:
         """Move a touch the frequency cap holds back to the first moment the cap allows.
 
@@ -560,7 +567,7 @@ class TouchSender:
                 if score is not None and slot <= score < slot + len(others) + 1:
                     queue.append((held.get(member, score), member))
             moves = {member: slot + offset for offset, (_, member) in enumerate(sorted(queue))}
-            self.store.schedule.reschedule(touch.member, moves.pop(touch.member))
+            self.store.schedule.reschedule(touch.member, moves.pop(touch.member), note)
             self.store.schedule.move_if_scheduled(moves)
 
     # -- delivery -----------------------------------------------------------------
@@ -637,7 +644,8 @@ class TouchSender:
             self.store.ledger.release(member, LedgerState.DEAD.at(stamp), stamp, previous)
             self.store.dead.add("touch", f"render failed: {exc}", {"touch": member})
             self.store.counters.count(job.sequence.id, job.ref.step, "failed")
-            return self._finish(job, "", TouchOutcome.FAILED)
+            note = self._note(job, Kind.TOUCH, outcome="failed", detail=f"render failed: {exc}")
+            return self._finish(job, "", TouchOutcome.FAILED, note=note)
         return _Ready(job, message, content_ids, previous, resend)
 
     def _record(self, ready: _Ready, result: SendResult | DeliveryError) -> TouchOutcome:
@@ -663,7 +671,9 @@ class TouchSender:
             ledger.release(member, LedgerState.DEAD.at(stamp), stamp, previous)
             self.store.dead.add("touch", f"refused by {name}: {result}", {"touch": member})
             self.store.counters.count(job.sequence.id, step_id, "failed")
-            return self._finish(job, "", TouchOutcome.FAILED)
+            detail = f"refused by {name}: {result}"
+            note = self._note(job, Kind.TOUCH, outcome="failed", detail=detail)
+            return self._finish(job, "", TouchOutcome.FAILED, note=note)
         if isinstance(result, DeliveryError):
             # OutcomeUnknownError, or any other delivery error: it may have gone out.
             ledger.record_unknown(member, stamp)
@@ -671,18 +681,29 @@ class TouchSender:
                 "touch", f"outcome unknown, not resent: {result}", {"touch": member}
             )
             self.store.counters.count(job.sequence.id, step_id, "unknown")
-            return self._finish(job, LedgerState.UNKNOWN.at(stamp), TouchOutcome.UNKNOWN)
+            note = self._note(job, Kind.TOUCH, outcome="unknown", detail=str(result))
+            state = LedgerState.UNKNOWN.at(stamp)
+            return self._finish(job, state, TouchOutcome.UNKNOWN, note=note)
         if job.variant is not None:
             self.store.conversions.record_variant(
                 job.ref.lead_id, job.sequence.id, job.ref.generation, step_id, job.variant.id
             )
         sent = Sent(lateness=stamp - job.touch.due, content_ids=ready.content_ids)
+        note = self._note(
+            job,
+            Kind.TOUCH,
+            outcome="sent",
+            provider=name,
+            provider_id=result.provider_id,
+            subject=ready.message.subject,
+        )
         if ready.resend:
             # The enrollment no longer waits for this step, so advance records the
             # ledger entry, counters and content and leaves the enrollment as it is.
-            ledger.advance(member, LedgerState.SENT.at(stamp), job.enrollment, None, sent)
+            state = LedgerState.SENT.at(stamp)
+            ledger.advance(member, state, job.enrollment, None, sent, note)
             return TouchOutcome.SENT
-        return self._finish(job, LedgerState.SENT.at(stamp), TouchOutcome.SENT, sent)
+        return self._finish(job, LedgerState.SENT.at(stamp), TouchOutcome.SENT, sent, note)
 
     def _account_fault(self, ready: _Ready, exc: AccountFaultError) -> TouchOutcome:
         """Not this message's fault: nothing was sent, the touch keeps its place, and
@@ -710,21 +731,47 @@ class TouchSender:
                 {"touch": member, "to": to_email},
             )
             self.store.counters.count(job.sequence.id, job.ref.step, "failed")
-            return self._finish(job, LedgerState.DEAD.at(stamp), TouchOutcome.FAILED)
+            detail = f"gave up after {updated.attempts} attempts: {exc}"
+            note = self._note(job, Kind.TOUCH, outcome="failed", detail=detail)
+            return self._finish(job, LedgerState.DEAD.at(stamp), TouchOutcome.FAILED, note=note)
         retry_at = job.now + timedelta(seconds=backoff(updated.attempts, exc.retry_after))
+        note = self._note(
+            job, Kind.TOUCH, outcome="retry", detail=str(exc), until=retry_at.timestamp()
+        )
         # Conditional, like any advance: if the lead replied (or a duplicate moved
         # the enrollment on) meanwhile, that wins and the touch is simply dropped.
-        self.store.ledger.advance(member, "", updated, (member, retry_at.timestamp()))
+        self.store.ledger.advance(member, "", updated, (member, retry_at.timestamp()), note=note)
         self.store.counters.count(job.sequence.id, job.ref.step, "retried")
         return TouchOutcome.RETRY
 
     # -- moving the enrollment on -------------------------------------------------
 
+    def _note(self, job: _Pending, kind: Kind, **data: Any) -> str:
+        """A timeline entry about this touch (written by the call that records it)."""
+        ref = job.ref
+        return entry(
+            kind,
+            job.now.timestamp(),
+            sequence=ref.sequence,
+            step=ref.step,
+            due=job.touch.due,
+            **data,
+        )
+
     def _exit(
-        self, touch: Touch, enrollment: Enrollment, reason: ExitReason, outcome: TouchOutcome
+        self,
+        touch: Touch,
+        enrollment: Enrollment,
+        reason: ExitReason,
+        outcome: TouchOutcome,
+        now: datetime,
     ) -> TouchOutcome:
         """End the enrollment (if it still waits for this touch)."""
-        self.store.ledger.advance(touch.member, "", enrollment.exit(reason), None)
+        ref = TouchRef.parse(touch.member)
+        note = entry(
+            Kind.EXITED, now.timestamp(), sequence=ref.sequence, step=ref.step, reason=reason.text
+        )
+        self.store.ledger.advance(touch.member, "", enrollment.exit(reason), None, note=note)
         return outcome
 
     def _finish(
@@ -733,6 +780,7 @@ class TouchSender:
         ledger_state: str,
         outcome: TouchOutcome,
         sent: Sent | None = None,
+        note: str = "",
     ) -> TouchOutcome:
         """Record the outcome and schedule the next step (or finish the enrollment)."""
         sequence, enrollment, ref = job.sequence, job.enrollment, job.ref
@@ -753,5 +801,5 @@ class TouchSender:
             member = touch_id(sequence.id, ref.generation, next_step.id, ref.lead_id)
             due = due_time(sequence, next_step, job.now, job.zone, member)
             next_touch = (member, due.timestamp())
-        self.store.ledger.advance(job.touch.member, ledger_state, updated, next_touch, sent)
+        self.store.ledger.advance(job.touch.member, ledger_state, updated, next_touch, sent, note)
         return outcome

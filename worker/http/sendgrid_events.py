@@ -22,6 +22,7 @@ from typing import Any
 
 from worker.runtime import Runtime
 from worker.sequences.engagement import fact, fields_for
+from worker.store.timeline import Kind, entry
 from worker.suppression import resubscribe_address, suppress_address, unsubscribe_lead
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,9 @@ def process_batch(runtime: Runtime, events: list[Any]) -> SendgridResult:
                 continue
             _suppress(runtime, item, name, email)
             if store.webhook_event_new(event_id):
+                lead_id = item.get("lead_id")
+                if isinstance(lead_id, str) and lead_id:
+                    store.timeline.add(lead_id[:200], _report(runtime, item, name))
                 result.processed += 1
             else:
                 result.duplicates += 1
@@ -114,7 +118,14 @@ def process_batch(runtime: Runtime, events: list[Any]) -> SendgridResult:
             if not store.webhook_event_new(event_id):
                 result.duplicates += 1
             elif isinstance(sequence, str) and isinstance(step, str) and sequence and step:
-                store.count(sequence[:200], step[:200], name)
+                lead_id = item.get("lead_id")
+                store.counters.count_report(
+                    sequence[:200],
+                    step[:200],
+                    name,
+                    lead_id[:200] if isinstance(lead_id, str) else "",
+                    _report(runtime, item, name),
+                )
                 variant = item.get("variant")
                 if isinstance(variant, str) and variant:
                     store.count(sequence[:200], f"{step[:200]}@{variant[:100]}", name)
@@ -149,6 +160,23 @@ def _record_engagement(
     stamp = item.get("timestamp")
     when = float(stamp) if isinstance(stamp, int | float) else runtime.clock.now().timestamp()
     runtime.store.engagement.record(lead_id, dict.fromkeys(fields_for(sequence, gen, facts)), when)
+
+
+def _report(runtime: Runtime, item: dict[str, Any], name: str) -> str:
+    """The timeline entry for one SendGrid event about one of our messages."""
+    stamp = item.get("timestamp")
+    at = float(stamp) if isinstance(stamp, int | float) else runtime.clock.now().timestamp()
+    extra = {"url": item["url"]} if name == "click" and isinstance(item.get("url"), str) else {}
+    return entry(
+        Kind.PROVIDER,
+        at,
+        event=name,
+        type=item.get("type"),
+        sequence=item.get("sequence"),
+        step=item.get("step"),
+        provider_id=item.get("sg_message_id"),
+        **extra,
+    )
 
 
 def _suppress(runtime: Runtime, item: dict[str, Any], name: str, email: str) -> None:

@@ -235,6 +235,22 @@ def _wrap(node: _Node) -> str:
     return f"({text})" if isinstance(node, _All | _Any) and len(node.children) > 1 else text
 
 
+def _failing(node: _Node, ctx: Mapping[str, Any]) -> str:
+    """Words for the first false part of a false node, with the values it read."""
+    if isinstance(node, _All):
+        child = next(c for c in node.children if not c.evaluate(ctx))
+        return _failing(child, ctx)
+    if isinstance(node, _Test):
+        actual = lookup(ctx, node.path)
+        shown = "missing" if actual is MISSING else repr(actual)
+        return f"{node.describe()} (is {shown})"
+    values = ", ".join(
+        f"{path}={'missing' if (v := lookup(ctx, path)) is MISSING else repr(v)}"
+        for path in dict.fromkeys(_paths(node))
+    )
+    return f"{_wrap(node)} (values: {values})"
+
+
 def _paths(node: _Node) -> list[str]:
     if isinstance(node, Engaged):
         return []
@@ -330,6 +346,14 @@ class Condition:
         (``exists: false``) are left out; ``not`` branches contribute nothing.
         """
         return _samples(self.root)
+
+    def failing(self, ctx: Mapping[str, Any]) -> str | None:
+        """The part of the condition that is false for ``ctx``, in plain words with the
+        values read (None when the condition holds): why a step or a trigger did not apply.
+        """
+        if self.root.evaluate(ctx):
+            return None
+        return _failing(self.root, ctx)
 
     def describe(self) -> str:
         """The condition in plain words, e.g. ``source is 'referral' and attributes.x >= 5``."""

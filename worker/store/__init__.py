@@ -13,6 +13,7 @@ Split by what it stores, each part with typed results:
 - :mod:`~worker.store.pauses`: delivery paused by an account fault, sequences paused;
 - :mod:`~worker.store.counters`, :mod:`~worker.store.dead_letters`,
   :mod:`~worker.store.suppressions`, :mod:`~worker.store.queues`;
+- :mod:`~worker.store.timeline`: each lead's capped, expiring timeline;
 - :mod:`~worker.store.scripts`: the Lua scripts in ``lua/``, loaded in one place.
 
 :class:`Store` composes them. Domain code uses the parts (``store.leads.get(...)``);
@@ -46,6 +47,7 @@ from worker.store.pauses import DeliveryPause, PauseStore
 from worker.store.schedule import ScheduleStats, ScheduleStore
 from worker.store.scripts import load_scripts
 from worker.store.suppressions import SuppressionStore
+from worker.store.timeline import Timeline
 
 __all__ = [
     "DEAD_LETTER_MAXLEN",
@@ -88,6 +90,7 @@ class Store:
         self.pauses = PauseStore(client, self.keys)
         self.engagement = EngagementStore(client, self.keys)
         self.conversions = ConversionStore(client, self.keys)
+        self.timeline = Timeline(client, self.keys)
 
     def ping(self) -> bool:
         """True when Redis answers."""

@@ -7,6 +7,7 @@ from typing import cast
 import redis
 
 from worker.store.keys import Keys
+from worker.store.timeline import add_to
 
 #: Global counter: how late the oldest touch of the scheduler's last claim was.
 SCHEDULER_LAG = "scheduler_lag_last"
@@ -30,6 +31,16 @@ class Counters:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hincrby(self.keys.stats(sequence), f"{step}:{counter}", amount)
         pipe.sadd(self.keys.stats_index, sequence)
+        pipe.execute()
+
+    def count_report(self, sequence: str, step: str, counter: str, lead_id: str, note: str) -> None:
+        """Count a provider's report on a touch (delivered, open, click...) and put it on
+        the lead's timeline, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(self.keys.stats(sequence), f"{step}:{counter}", 1)
+        pipe.sadd(self.keys.stats_index, sequence)
+        if lead_id:
+            add_to(pipe, self.keys, lead_id, [note])
         pipe.execute()
 
     def count_global(self, counter: str, amount: float = 1) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import redis
 
 from worker.store.keys import Keys
+from worker.store.timeline import add_to
 
 EVENT_DEDUP_SECONDS = 8 * 24 * 3600  # the contract asks for at least 7 days
 #: How long an event id stays marked while its event is being queued. Should Redis fail
@@ -49,12 +50,16 @@ class ReplayGuard:
         if ids:
             self.redis.delete(*ids)
 
-    def applied(self, event_id: str) -> None:
-        """Record that an event was applied (a redelivered message then changes nothing)."""
+    def applied(self, event_id: str, lead_id: str = "", notes: Sequence[str] = ()) -> None:
+        """Record that an event was applied (a redelivered message then changes nothing),
+        and, in the same round trip, the lead's timeline entries for it."""
         key = self.keys.event(event_id)
         # XX KEEPTTL: the dedup window stays what ingest set; a key gone already (past
         # the window) gets a fresh one rather than living forever.
-        if not self.redis.set(key, APPLIED, xx=True, keepttl=True):
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(key, APPLIED, xx=True, keepttl=True)
+        add_to(pipe, self.keys, lead_id, notes)
+        if not pipe.execute()[0]:
             self.redis.set(key, APPLIED, ex=EVENT_DEDUP_SECONDS)
 
     def webhook_event_new(self, provider_event_id: str) -> bool:

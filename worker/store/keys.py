@@ -140,6 +140,12 @@ class Keys:
         """String with TTL: a SendGrid event id already processed."""
         return f"{self.prefix}:sgevt:{provider_event_id}"
 
+    def timeline(self, lead_id: str) -> str:
+        """Stream, capped and expiring (see ``worker/store/timeline.py``): what happened
+        to this lead, one JSON entry per event, field change, enrollment, exit, touch,
+        skip, decline and provider report, for ``nurture lead``."""
+        return self.per_lead("tl", lead_id)
+
     @property
     def delivery_paused(self) -> str:
         """Hash: ``reason``, ``since`` (unix time): delivery is paused for every worker

@@ -162,11 +162,17 @@ class LeadStore:
 
     def erase(self, lead_id: str, email: str | None, tombstone: Mapping[str, str]) -> None:
         """Erase a lead's personal data: its data and flags, enrollments (their trigger
-        data), received content and its place in the email index; only ``tombstone``
-        (flags without personal data) is kept on the lead hash."""
+        data), received content, what it opened and clicked, its A/B variants, its
+        timeline and its place in the email index; only ``tombstone`` (flags without
+        personal data) is kept on the lead hash."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(
-            self.keys.lead(lead_id), self.keys.enrollments(lead_id), self.keys.received(lead_id)
+            self.keys.lead(lead_id),
+            self.keys.enrollments(lead_id),
+            self.keys.received(lead_id),
+            self.keys.engagement(lead_id),
+            self.keys.variants(lead_id),
+            self.keys.timeline(lead_id),
         )
         if email:
             pipe.srem(self.keys.email_index(email), lead_id)

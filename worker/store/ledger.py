@@ -17,6 +17,7 @@ from redis.commands.core import Script
 
 from worker.enrollment import Enrollment, TouchRef
 from worker.store.keys import Keys
+from worker.store.timeline import TIMELINE_MAXLEN, TIMELINE_TTL_SECONDS
 
 
 class LedgerState(StrEnum):
@@ -157,6 +158,7 @@ class Ledger:
         enrollment: Enrollment,
         next_touch: tuple[str, float] | None,
         sent: Sent | None = None,
+        note: str = "",
     ) -> bool:
         """Record a touch's outcome and move its enrollment on (see ``lua/advance.lua``).
 
@@ -166,14 +168,22 @@ class Ledger:
             next_touch: The touch to schedule next, with its due time.
             sent: For a touch that was sent: what to count and remember, in the same
                 atomic step.
+            note: A timeline entry for the lead ('' records nothing), in the same step.
 
         Returns:
             True if the enrollment moved; False if it had already moved on.
         """
         touch = TouchRef.parse(member)
-        extra: list[str | float] = ["", ""]
+        extra: list[str | float] = ["", "", note, TIMELINE_MAXLEN, TIMELINE_TTL_SECONDS]
         if sent is not None:
-            extra = [f"{touch.step}:sent", repr(max(0.0, sent.lateness)), *sent.content_ids]
+            extra = [
+                f"{touch.step}:sent",
+                repr(max(0.0, sent.lateness)),
+                note,
+                TIMELINE_MAXLEN,
+                TIMELINE_TTL_SECONDS,
+                *sent.content_ids,
+            ]
         moved = self._advance(
             keys=[
                 self.keys.enrollments(touch.lead_id),
@@ -184,6 +194,7 @@ class Ledger:
                 self.keys.stats_index,
                 self.keys.counters,
                 self.keys.received(touch.lead_id),
+                self.keys.timeline(touch.lead_id),
             ],
             args=[
                 touch.sequence,

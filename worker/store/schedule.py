@@ -14,7 +14,9 @@ from typing import cast
 import redis
 from redis.commands.core import Script
 
+from worker.enrollment import TouchRef
 from worker.store.keys import Keys
+from worker.store.timeline import add_to
 
 
 @dataclass(frozen=True)
@@ -45,11 +47,14 @@ class ScheduleStore:
         )
         return [(flat[i].decode(), float(flat[i + 1])) for i in range(0, len(flat), 2)]
 
-    def reschedule(self, member: str, when: float) -> None:
-        """Put a claimed touch back on the schedule at ``when``."""
+    def reschedule(self, member: str, when: float, note: str = "") -> None:
+        """Put a claimed touch back on the schedule at ``when``; ``note``, if given, goes
+        on the lead's timeline in the same round trip (why the touch waits)."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.zadd(self.keys.schedule, {member: when})
         pipe.zrem(self.keys.claimed, member)
+        if note:
+            add_to(pipe, self.keys, TouchRef.parse(member).lead_id, [note])
         pipe.execute()
 
     def move_if_scheduled(self, moves: Mapping[str, float]) -> None:

@@ -14,7 +14,9 @@
 --   <prefix>:stats           set   sequence ids with stats
 --   <prefix>:counters        hash  global counters
 --   <prefix>:recv:<lead>     set   content ids the lead has received
--- ARGV[12..]: the content ids sent.
+--   <prefix>:tl:<lead>       stream the lead's timeline (capped, expiring)
+-- ARGV[12..14]: a timeline entry ('' = none), its stream's MAXLEN and TTL.
+-- ARGV[15..]: the content ids sent.
 -- Returns 1 if the enrollment moved, 0 if it had moved on already.
 local enrollments_key = KEYS[1]
 local ledger_key = KEYS[2]
@@ -24,6 +26,7 @@ local stats_key = KEYS[5]
 local stats_index_key = KEYS[6]
 local counters_key = KEYS[7]
 local received_key = KEYS[8]
+local timeline_key = KEYS[9]
 local sequence_id = ARGV[1]
 local generation = ARGV[2]
 local step_id = ARGV[3]
@@ -35,7 +38,10 @@ local next_touch = ARGV[8]       -- '' = nothing to schedule
 local next_due = ARGV[9]
 local stats_field = ARGV[10]     -- '' = count nothing
 local lateness = ARGV[11]        -- '' = not sent
-local first_content = 12
+local timeline_entry = ARGV[12] -- '' = record nothing
+local timeline_maxlen = ARGV[13]
+local timeline_ttl = ARGV[14]
+local first_content = 15
 
 if ledger_state ~= '' then
   redis.call('HSET', ledger_key, ledger_field, ledger_state)
@@ -50,6 +56,10 @@ if lateness ~= '' then
 end
 if #ARGV >= first_content then
   redis.call('SADD', received_key, unpack(ARGV, first_content))
+end
+if timeline_entry ~= '' then
+  redis.call('XADD', timeline_key, 'MAXLEN', timeline_maxlen, '*', 'e', timeline_entry)
+  redis.call('EXPIRE', timeline_key, timeline_ttl)
 end
 redis.call('ZREM', claimed_key, touch)
 redis.call('ZREM', schedule_key, touch)

@@ -1,0 +1,325 @@
+"""``nurture report``: exact numbers for 1,000 leads and their SendGrid events, checked
+against the per-lead records; the HTML page looked at in a real (headless) Chromium.
+
+SendGrid's events are the Event Webhook's JSON (fields and event names from
+https://www.twilio.com/docs/sendgrid/for-developers/tracking-events/event), posted
+signed (ECDSA, as the Signed Event Webhook does) to ``POST /webhooks/sendgrid``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import shutil
+import subprocess
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import Harness, event, running
+from tests.http.helpers import LiveServer, SendgridSigner
+from worker import report
+from worker.runtime import Runtime
+
+INLINE_QUEUE = True
+LEADS = 1000
+LOCALES = ("en", "da", "fi")
+
+
+@pytest.fixture
+def world(
+    make_harness: Callable[..., Harness],
+    serve: Callable[[Runtime], LiveServer],
+    sendgrid_signer: SendgridSigner,
+) -> tuple[Harness, dict[str, Any]]:
+    """1,000 leads through their first touches, with SendGrid's reports and the leads'
+    replies, meetings, deals and disqualifications; and what was done, to check against."""
+    rng = random.Random(12)
+    h = make_harness(sendgrid_webhook_public_key=sendgrid_signer.public_key)
+    live = serve(h.rt)
+    with running(h):
+        h.emit(
+            *[
+                event(
+                    f"c{n}",
+                    lead_id=f"L{n}",
+                    email=f"l{n}@example.com",
+                    source="outbound" if n % 4 == 0 else "website",
+                    locale=LOCALES[n % 3],
+                    timezone="Europe/Copenhagen",
+                    attributes={"industry": "saas", "budget": 5000},
+                )
+                for n in range(LEADS)
+            ]
+        )
+        h.settle(timeout=600)
+        h.clock.advance(timedelta(minutes=15))
+        h.settle(timeout=600)
+    sent_messages = h.messages()
+    reports: list[dict[str, Any]] = []
+    for index, message in enumerate(sent_messages):
+        base = {
+            "email": message["To"].addresses[0].addr_spec,
+            "timestamp": 1_795_430_000 + index,
+            "sg_message_id": f"14c5d75ce93.dfd.64b469.filter0001.{index}.0",
+            "smtp-id": f"<14c5d75ce93.dfd.64b469.{index}@ismtpd-555>",
+            "lead_id": message["X-Nurture-Lead"],
+            "sequence": message["X-Nurture-Sequence"],
+            "step": message["X-Nurture-Step"],
+        }
+        roll = rng.random()
+        if roll < 0.03:
+            names = [("bounce", {"type": "bounce", "reason": "550 5.1.1 unknown user"})]
+        else:
+            names = [("delivered", {"response": "250 OK"})]
+            if roll < 0.6:
+                names += [("open", {"useragent": "Mozilla/5.0", "sg_machine_open": False})] * (
+                    1 + int(roll * 10) % 2  # some opened twice: still one "opened"
+                )
+            if roll < 0.25:
+                names.append(("click", {"url": "https://nurture.example/case"}))
+            if 0.95 < roll < 0.96:
+                names.append(("spamreport", {}))
+            elif 0.96 < roll < 0.98:
+                names.append(("unsubscribe", {}))
+        for number, (name, extra) in enumerate(names):
+            reports.append(
+                {**base, "event": name, "sg_event_id": f"ev-{index}-{number}-{name}", **extra}
+            )
+    for start in range(0, len(reports), 500):  # SendGrid batches its POSTs
+        body = json.dumps(reports[start : start + 500]).encode()
+        response = live.client.post(
+            "/webhooks/sendgrid", content=body, headers=sendgrid_signer.headers(body)
+        )
+        assert response.status_code == 200, response.text
+    ends = {"lead.replied": range(0, LEADS, 17), "meeting.booked": range(3, LEADS, 29)}
+    ends["deal.won"] = range(5, LEADS, 41)
+    ends["lead.disqualified"] = range(7, LEADS, 37)
+    with running(h):
+        h.clock.advance(timedelta(hours=2))
+        h.settle(timeout=600)
+        for type_, leads in ends.items():
+            h.emit(*[event(f"{type_}-{n}", type_, lead_id=f"L{n}", email=None) for n in leads])
+        h.settle(timeout=600)
+    return h, {"messages": sent_messages, "reports": reports}
+
+
+def _expected(h: Harness, done: dict[str, Any]) -> dict[tuple[str, str], Counter[str]]:
+    """The funnel from the per-lead records: the outbox, the posted reports, the leads'
+    enrollments and send ledgers; computed without the timeline."""
+    store = h.rt.store
+    out: dict[tuple[str, str], Counter[str]] = {}
+
+    def add(sequence: str, step: str, column: str) -> None:
+        out.setdefault((sequence, step), Counter())[column] += 1
+
+    for message in done["messages"]:
+        add(message["X-Nurture-Sequence"], message["X-Nurture-Step"], "sent")
+    per_touch: set[tuple[str, str, str, str]] = set()
+    names = {"delivered": "delivered", "open": "opened", "click": "clicked"}
+    names |= {"bounce": "bounced", "spamreport": "spam"}
+    for item in done["reports"]:
+        column = names.get(item["event"])
+        key = (item["lead_id"], item["sequence"], item["step"], str(column))
+        if column and key not in per_touch:
+            per_touch.add(key)
+            add(item["sequence"], item["step"], column)
+    exits = {"exit_on:lead.replied": "replied", "exit_on:meeting.booked": "meetings"}
+    exits |= {"exit_on:deal.won": "won", "disqualified": "declined"}
+    exits |= {"unsubscribe": "unsubscribed", "spamreport": "unsubscribed"}
+    for n in range(LEADS):
+        lead_id = f"L{n}"
+        ledger = {
+            k.decode(): v.decode()
+            for k, v in store.redis.hgetall(store.keys.ledger(lead_id)).items()
+        }
+        for sequence, enrollment in store.enrollments(lead_id).items():
+            add(
+                sequence, enrollment.done[0] if enrollment.done else _first(h, sequence), "enrolled"
+            )
+            column = exits.get(enrollment.reason or "")
+            if enrollment.state == "exited" and column:
+                sent = sorted(
+                    (float(state.split(":", 1)[1]), field.split(":", 2)[2])
+                    for field, state in ledger.items()
+                    if field.startswith(sequence + ":") and state.startswith("sent:")
+                )
+                add(sequence, sent[-1][1] if sent else "-", column)
+    return out
+
+
+def _first(h: Harness, sequence: str) -> str:
+    return h.rt.catalog.current.catalog.sequences[sequence].steps[0].id
+
+
+def test_report_numbers_equal_the_per_lead_records(
+    world: tuple[Harness, dict[str, Any]], tmp_path: Path
+) -> None:
+    h, done = world
+    assert len(done["messages"]) >= LEADS  # every lead got its first email (some two)
+    order = sorted(h.rt.catalog.current.catalog.sequences)
+    data = report.build_report(h.rt.store, order, report.Filters())
+    got: dict[tuple[str, str], Counter[str]] = {}
+    for entry in data["sequences"]:
+        for row in entry["steps"]:
+            counts = Counter({c: row[c] for c in report.COLUMNS if row[c]})
+            got[(entry["sequence"], row["step"])] = counts
+    expected = {key: counts for key, counts in _expected(h, done).items() if counts}
+    assert got == expected
+    totals = Counter[str]()
+    for counts in got.values():
+        totals.update(counts)
+    # Every column is exercised by this run.
+    assert set(report.COLUMNS) <= {c for c, v in totals.items() if v}, totals
+    # Rates are the counts' ratios.
+    for entry in data["sequences"]:
+        total = entry["total"]
+        if total["sent"]:
+            assert total["delivered_rate"] == round(total["delivered"] / total["sent"], 4)
+    # --by locale: the groups add up to the whole.
+    by_locale = report.build_report(h.rt.store, order, report.Filters(by="locale"))
+    assert {e["group"] for e in by_locale["sequences"]} == set(LOCALES)
+    summed = Counter[str]()
+    for entry in by_locale["sequences"]:
+        summed.update({c: entry["total"][c] for c in report.COLUMNS})
+    assert +summed == +totals
+    # --until between the two rounds of sends (outbound-intro at once, the others at
+    # 10 minutes): every enrollment but the declines, and the first round only.
+    first_send = h.clock.now() - timedelta(hours=2, minutes=5)
+    store = h.rt.store
+    first_round = sum(
+        1
+        for n in range(LEADS)
+        for state in store.redis.hvals(store.keys.ledger(f"L{n}"))
+        if state.startswith(b"sent:") and float(state[5:]) < first_send.timestamp()
+    )
+    early = report.build_report(h.rt.store, order, report.Filters(until=first_send.timestamp()))
+    declines = {s.id for s in h.rt.catalog.current.catalog.decline_sequences}
+    later = sum(e["total"]["enrolled"] for e in data["sequences"] if e["sequence"] in declines)
+    assert later > 0  # the disqualified leads' declines start after the sends
+    assert sum(e["total"]["enrolled"] for e in early["sequences"]) == totals["enrolled"] - later
+    assert sum(e["total"]["sent"] for e in early["sequences"]) == first_round > 0
+    # --sequence
+    only = report.build_report(h.rt.store, order, report.Filters(sequence="outbound-intro"))
+    assert [e["sequence"] for e in only["sequences"]] == ["outbound-intro"]
+    # CSV and table carry the same numbers.
+    rows = list(csv.DictReader(io.StringIO(report.render_csv(data))))
+    assert sum(int(r["sent"]) for r in rows if r["step"] == "TOTAL") == totals["sent"]
+    assert "opened*" in report.render_table(data) and "mail privacy" in report.render_table(data)
+    # The HTML page, in a real browser (building the 1,000 leads once serves both).
+    look_in_browser(data, tmp_path)
+
+
+def look_in_browser(data: dict[str, Any], tmp_path: Path) -> None:
+    """Headless Chromium: the DOM has a funnel per sequence; the screenshot is not blank."""
+    page = tmp_path / "report.html"
+    page.write_text(report.render_html(data), encoding="utf-8")
+    html = page.read_text(encoding="utf-8")
+    assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "https://" not in html and "<script" not in html
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "install Debian's chromium (apt-get install -y chromium; see .ci/run)"
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
+    dom = subprocess.run(
+        [
+            chromium,
+            *flags,
+            f"--user-data-dir={tmp_path / 'profile-dom'}",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    for entry in data["sequences"]:
+        assert f'aria-label="{entry["sequence"]} funnel"' in dom.stdout
+        sent = entry["total"]["sent"]
+        assert f'data-stage="sent" data-value="{sent}"' in dom.stdout
+    shot = tmp_path / "report.png"
+    result = subprocess.run(
+        [
+            chromium,
+            *flags,
+            f"--user-data-dir={tmp_path / 'profile-shot'}",
+            f"--screenshot={shot}",
+            "--window-size=1000,1400",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0 and shot.exists(), result.stderr[-2000:]
+    colours = _png_colours(shot.read_bytes())
+    assert (0x2F, 0x6F, 0xB0) in colours  # the funnel's bars are drawn
+    assert len(colours) > 10  # text and bars, not a blank page
+
+
+def _png_colours(png: bytes) -> set[tuple[int, int, int]]:
+    """The distinct RGB colours of a PNG (8-bit RGB/RGBA, as Chromium writes them)."""
+    import struct
+    import zlib
+
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width, height, channels = 8, b"", 0, 0, 3
+    while pos < len(png):
+        length, kind = struct.unpack(">I4s", png[pos : pos + 8])
+        chunk = png[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, colour = struct.unpack(">IIBB", chunk[:10])
+            assert depth == 8
+            channels = {2: 3, 6: 4}[colour]
+        elif kind == b"IDAT":
+            idat += chunk
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    stride = width * channels
+    previous = bytearray(stride)
+    colours: set[tuple[int, int, int]] = set()
+    offset = 0
+    for _ in range(height):
+        filter_type, line = raw[offset], bytearray(raw[offset + 1 : offset + 1 + stride])
+        offset += 1 + stride
+        for i in range(stride):
+            left = line[i - channels] if i >= channels else 0
+            up = previous[i]
+            up_left = previous[i - channels] if i >= channels else 0
+            if filter_type == 1:
+                line[i] = (line[i] + left) & 0xFF
+            elif filter_type == 2:
+                line[i] = (line[i] + up) & 0xFF
+            elif filter_type == 3:
+                line[i] = (line[i] + (left + up) // 2) & 0xFF
+            elif filter_type == 4:
+                p = left + up - up_left
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - up_left)
+                pred = left if pa <= pb and pa <= pc else up if pb <= pc else up_left
+                line[i] = (line[i] + pred) & 0xFF
+        for i in range(0, stride, channels * 7):  # a sample of pixels suffices
+            colours.add((line[i], line[i + 1], line[i + 2]))
+        previous = line
+    return colours
+
+
+def test_report_times_are_iso() -> None:
+    """--since / --until as the CLI reads them (UTC when no offset)."""
+    from worker.cli import _day
+
+    assert _day("2026-11-23", "--since") == datetime(2026, 11, 23, tzinfo=UTC).timestamp()
+    assert _day(None, "--since") is None
