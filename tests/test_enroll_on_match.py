@@ -56,7 +56,7 @@ def test_budget_filled_in_later_enrolls_once(
     update(h, "e3", budget=5000)  # the budget is filled in: the lead comes to match
     assert sent(h) == ["hello"]
     update(h, "e4", budget=6000)  # still matching: not again
-    h.emit(event("e5", "crm.changed", email=None))
+    h.emit(event("e5", "webinar.attended", email=None))  # any event type
     h.settle()
     h.advance(timedelta(days=200))
     update(h, "e6", budget=7000)  # reenroll: never (the default)

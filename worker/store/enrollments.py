@@ -56,18 +56,7 @@ class EnrollmentStore:
     def touch_state(self, lead_id: str, sequence: str) -> TouchState:
         """The lead, its enrollment in ``sequence``, its received content and its
         engagement: one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(self.keys.lead(lead_id))
-        pipe.hget(self.keys.enrollments(lead_id), sequence)
-        pipe.smembers(self.keys.received(lead_id))
-        pipe.hgetall(self.keys.engagement(lead_id))
-        raw_lead, raw_enrollment, members, engaged = pipe.execute()
-        return TouchState(
-            lead_record(lead_id, raw_lead),
-            Enrollment.from_json(raw_enrollment) if raw_enrollment else None,
-            frozenset(m.decode() for m in members),
-            {k.decode(): float(v) for k, v in engaged.items()},
-        )
+        return self.touch_states([(lead_id, sequence)])[0]
 
     def touch_states(self, pairs: Sequence[tuple[str, str]]) -> list[TouchState]:
         """:meth:`touch_state` for several (lead, sequence) pairs: one round trip in all."""
@@ -76,15 +65,20 @@ class EnrollmentStore:
             pipe.hgetall(self.keys.lead(lead_id))
             pipe.hget(self.keys.enrollments(lead_id), sequence)
             pipe.smembers(self.keys.received(lead_id))
+            pipe.hgetall(self.keys.engagement(lead_id))
         raw = pipe.execute()
-        return [
-            TouchState(
-                lead_record(lead_id, raw[3 * i]),
-                Enrollment.from_json(raw[3 * i + 1]) if raw[3 * i + 1] else None,
-                frozenset(m.decode() for m in raw[3 * i + 2]),
+        states = []
+        for i, (lead_id, _sequence) in enumerate(pairs):
+            raw_lead, raw_enrollment, members, engaged = raw[4 * i : 4 * i + 4]
+            states.append(
+                TouchState(
+                    lead_record(lead_id, raw_lead),
+                    Enrollment.from_json(raw_enrollment) if raw_enrollment else None,
+                    frozenset(m.decode() for m in members),
+                    {k.decode(): float(v) for k, v in engaged.items()},
+                )
             )
-            for i, (lead_id, _sequence) in enumerate(pairs)
-        ]
+        return states
 
     def write(
         self,

@@ -61,12 +61,12 @@ class Keys:
         and for any enrollment (``any|<fact>``). Facts: ``opened:<seq>/<step>``,
         ``clicked:<seq>/<step>``, ``clicked_content:<content id>``, ``clicked_tag:<tag>``
         (see :mod:`worker.sequences.engagement`). Written by the SendGrid Event Webhook."""
-        return f"{self.prefix}:eng:{lead_id}"
+        return self.per_lead("eng", lead_id)
 
     def variants(self, lead_id: str) -> str:
         """Hash: ledger field of a touch (``<seq>:<gen>:<step>``) -> the A/B variant id
         this lead got for that step (only steps with ``variants``)."""
-        return f"{self.prefix}:var:{lead_id}"
+        return self.per_lead("var", lead_id)
 
     def email_index(self, email: str) -> str:
         """Set: lead ids using this address (lower-cased)."""
