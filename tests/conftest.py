@@ -40,7 +40,19 @@ MONDAY_9AM = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 
 #: Folders and modules whose tests all start servers, subprocesses or chaos.
-SLOW_PLACES = ("chaos", "http", "test_cli.py", "test_benchmarks_smoke.py", "test_packaging.py")
+SLOW_PLACES = (
+    "chaos",
+    "http",
+    "scale",
+    "test_cli.py",
+    "test_benchmarks_smoke.py",
+    "test_benchmarks_latency_smoke.py",
+    "test_packaging.py",
+    "test_operator_errors.py",
+    "test_send_test.py",
+    "test_first_run.py",
+    "test_dead_letter_commands.py",
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

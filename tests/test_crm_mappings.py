@@ -140,6 +140,7 @@ def test_a_misspelled_key_is_not_also_reported_missing(crm: Path) -> None:
     assert [p.message for p in problems] == ["unknown key `evnts`"]
 
 
+@pytest.mark.slow  # starts the CLI or worker processes
 def test_nurture_validate_reports_mapping_problems_with_the_rest(crm: Path, tmp_path: Path) -> None:
     text = edit(crm / "pipedrive.yaml", "    type: lead.created\n", "    typ: lead.created\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}

@@ -195,6 +195,7 @@ def test_timeline_is_capped_and_expires(make_harness: Callable[..., Harness]) ->
     assert last["changed"] == {"attributes.n": [TIMELINE_MAXLEN + 18, TIMELINE_MAXLEN + 19]}
 
 
+@pytest.mark.slow  # starts the CLI or worker processes
 @pytest.mark.parametrize("as_json", [False, True])
 def test_cli_lead_command(
     make_harness: Callable[..., Harness],
@@ -227,6 +228,7 @@ def test_cli_lead_command(
     assert "no lead 'nobody' is stored" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # starts the CLI or worker processes
 def test_cli_report_command(
     make_harness: Callable[..., Harness],
     monkeypatch: pytest.MonkeyPatch,

@@ -210,6 +210,7 @@ def _run_senders(standin: SendGridStandIn, redis_url: str, shared: bool, tmp: Pa
     return int(standin.stats()["rate_limited"])
 
 
+@pytest.mark.slow  # starts the CLI or worker processes
 def test_processes_sharing_the_limiter_slow_down_together(redis_url: str, tmp_path: Path) -> None:
     """Three processes, 30 messages each, against SendGrid's 20 requests/s: with the
     shared limiter they learn the limit from each other's answers and stay under it;

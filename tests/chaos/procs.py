@@ -71,7 +71,15 @@ This is the second chaos-test touch.
 
 
 def install_chaos_sequence(catalog_dirs: Mapping[str, Path]) -> None:
-    """Add the chaos sequence and its templates to a catalog copy."""
+    """Make a catalog copy's nurture the chaos sequence and its templates alone.
+
+    A lead's first event also starts the ``lead.created`` sequences (a lead is created
+    by whatever event names it first; docs/sequences.md), so the shipped nurture
+    sequences are taken out: the chaos leads' touches are exactly the chaos sequence's.
+    """
+    for path in catalog_dirs["sequences"].glob("*.yaml"):
+        if path.stem not in ("fit", "decline"):
+            path.unlink()
     (catalog_dirs["sequences"] / f"{SEQUENCE}.yaml").write_text(SEQUENCE_YAML)
     folder = catalog_dirs["templates"] / "chaos"
     folder.mkdir(exist_ok=True)

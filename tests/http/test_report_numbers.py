@@ -12,8 +12,6 @@ import csv
 import io
 import json
 import random
-import shutil
-import subprocess
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -22,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.browser import read_png, run_chromium
 from tests.harness import Harness, event, running
 from tests.http.helpers import LiveServer, SendgridSigner
 from worker import report
@@ -223,98 +222,20 @@ def look_in_browser(data: dict[str, Any], tmp_path: Path) -> None:
     html = page.read_text(encoding="utf-8")
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert "https://" not in html and "<script" not in html
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "install Debian's chromium (apt-get install -y chromium; see .ci/run)"
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-    ]
-    dom = subprocess.run(
-        [
-            chromium,
-            *flags,
-            f"--user-data-dir={tmp_path / 'profile-dom'}",
-            "--dump-dom",
-            page.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    dom = run_chromium(page, tmp_path / "profile-dom", "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     for entry in data["sequences"]:
         assert f'aria-label="{entry["sequence"]} funnel"' in dom.stdout
         sent = entry["total"]["sent"]
         assert f'data-stage="sent" data-value="{sent}"' in dom.stdout
     shot = tmp_path / "report.png"
-    result = subprocess.run(
-        [
-            chromium,
-            *flags,
-            f"--user-data-dir={tmp_path / 'profile-shot'}",
-            f"--screenshot={shot}",
-            "--window-size=1000,1400",
-            page.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run_chromium(
+        page, tmp_path / "profile-shot", f"--screenshot={shot}", "--window-size=1000,1400"
     )
     assert result.returncode == 0 and shot.exists(), result.stderr[-2000:]
-    colours = _png_colours(shot.read_bytes())
+    colours = {pixel[:3] for row in read_png(shot.read_bytes()) for pixel in row[::7]}
     assert (0x2F, 0x6F, 0xB0) in colours  # the funnel's bars are drawn
     assert len(colours) > 10  # text and bars, not a blank page
-
-
-def _png_colours(png: bytes) -> set[tuple[int, int, int]]:
-    """The distinct RGB colours of a PNG (8-bit RGB/RGBA, as Chromium writes them)."""
-    import struct
-    import zlib
-
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, width, height, channels = 8, b"", 0, 0, 3
-    while pos < len(png):
-        length, kind = struct.unpack(">I4s", png[pos : pos + 8])
-        chunk = png[pos + 8 : pos + 8 + length]
-        if kind == b"IHDR":
-            width, height, depth, colour = struct.unpack(">IIBB", chunk[:10])
-            assert depth == 8
-            channels = {2: 3, 6: 4}[colour]
-        elif kind == b"IDAT":
-            idat += chunk
-        pos += 12 + length
-    raw = zlib.decompress(idat)
-    stride = width * channels
-    previous = bytearray(stride)
-    colours: set[tuple[int, int, int]] = set()
-    offset = 0
-    for _ in range(height):
-        filter_type, line = raw[offset], bytearray(raw[offset + 1 : offset + 1 + stride])
-        offset += 1 + stride
-        for i in range(stride):
-            left = line[i - channels] if i >= channels else 0
-            up = previous[i]
-            up_left = previous[i - channels] if i >= channels else 0
-            if filter_type == 1:
-                line[i] = (line[i] + left) & 0xFF
-            elif filter_type == 2:
-                line[i] = (line[i] + up) & 0xFF
-            elif filter_type == 3:
-                line[i] = (line[i] + (left + up) // 2) & 0xFF
-            elif filter_type == 4:
-                p = left + up - up_left
-                pa, pb, pc = abs(p - left), abs(p - up), abs(p - up_left)
-                pred = left if pa <= pb and pa <= pc else up if pb <= pc else up_left
-                line[i] = (line[i] + pred) & 0xFF
-        for i in range(0, stride, channels * 7):  # a sample of pixels suffices
-            colours.add((line[i], line[i + 1], line[i + 2]))
-        previous = line
-    return colours
 
 
 def test_report_times_are_iso() -> None:

@@ -10,44 +10,19 @@ table-based so Outlook for Windows (Word's renderer, which ignores ``max-width``
 
 from __future__ import annotations
 
-import shutil
-import struct
 import subprocess
-import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.browser import FLAGS, chromium, read_png
 from worker.catalog import LiveCatalog
 
 pytestmark = pytest.mark.slow
 
 BACKGROUND = (0xF5, 0xF4, 0xF0)
 WHITE = (0xFF, 0xFF, 0xFF)
-FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-    "--force-device-scale-factor=1",
-)
-
-
-def chromium() -> str:
-    """The Chromium binary; a clear failure (never a skip) when it is not installed."""
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.fail(
-        "Chromium is not installed, so the email layout cannot be looked at in a browser: "
-        "install Debian's package with `apt-get install -y chromium` (.ci/run does this)"
-    )
 
 
 def screenshot(html: Path, out: Path, width: int, profile: Path) -> list[list[tuple[int, ...]]]:
@@ -67,46 +42,6 @@ def screenshot(html: Path, out: Path, width: int, profile: Path) -> list[list[tu
     )
     assert out.is_file(), f"chromium wrote no screenshot: {result.stderr[-2000:]}"
     return read_png(out.read_bytes())
-
-
-def read_png(data: bytes) -> list[list[tuple[int, ...]]]:
-    """Decode an 8-bit RGB/RGBA, non-interlaced PNG (what Chromium writes) into rows."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, header = 8, b"", b""
-    while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
-        chunk = data[pos + 8 : pos + 8 + length]
-        if kind == b"IHDR":
-            header = chunk
-        elif kind == b"IDAT":
-            idat += chunk
-        pos += 12 + length
-    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", header)
-    assert depth == 8 and colour in (2, 6) and interlace == 0, (depth, colour, interlace)
-    channels = 3 if colour == 2 else 4
-    raw, stride = zlib.decompress(idat), width * channels
-    rows: list[list[tuple[int, ...]]] = []
-    previous = bytearray(stride)
-    for y in range(height):
-        start = y * (stride + 1)
-        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
-        for i in range(stride):
-            left = line[i - channels] if i >= channels else 0
-            up, upleft = previous[i], previous[i - channels] if i >= channels else 0
-            if kind == 1:
-                line[i] = (line[i] + left) & 0xFF
-            elif kind == 2:
-                line[i] = (line[i] + up) & 0xFF
-            elif kind == 3:
-                line[i] = (line[i] + (left + up) // 2) & 0xFF
-            elif kind == 4:
-                p = left + up - upleft
-                pa, pb, pc = abs(p - left), abs(p - up), abs(p - upleft)
-                pred = left if pa <= pb and pa <= pc else up if pb <= pc else upleft
-                line[i] = (line[i] + pred) & 0xFF
-        rows.append([tuple(line[x : x + 3]) for x in range(0, stride, channels)])
-        previous = line
-    return rows
 
 
 def white_column(row: list[tuple[int, ...]]) -> tuple[int, int]:
