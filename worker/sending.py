@@ -659,16 +659,21 @@ class TouchSender:
         member, stamp = job.touch.member, job.now.timestamp()
         ledger, step_id = self.store.ledger, job.ref.step
         name = self.delivery().name
+        if isinstance(result, AccountFaultError | TransientDeliveryError | PermanentDeliveryError):
+            # Certainly not sent: undo our reservation, unless it outlived the send timeout
+            # and another worker already recorded the touch (outcome unknown, moved on).
+            after = LedgerState.DEAD if isinstance(result, PermanentDeliveryError) else None
+            state = (after or LedgerState.RETRY).at(stamp)
+            if not ledger.release(member, state, stamp, previous):
+                return TouchOutcome.STALE
         if isinstance(result, AccountFaultError):
             return self._account_fault(ready, result)
         if isinstance(result, TransientDeliveryError):
-            ledger.release(member, LedgerState.RETRY.at(stamp), stamp, previous)
             if ready.resend:
                 self.store.schedule.reschedule(member, stamp + backoff(1, result.retry_after))
                 return TouchOutcome.RETRY
             return self._retry(job, result, ready.message.to_email)
         if isinstance(result, PermanentDeliveryError):
-            ledger.release(member, LedgerState.DEAD.at(stamp), stamp, previous)
             self.store.dead.add("touch", f"refused by {name}: {result}", {"touch": member})
             self.store.counters.count(job.sequence.id, step_id, "failed")
             detail = f"refused by {name}: {result}"
@@ -706,11 +711,11 @@ class TouchSender:
         return self._finish(job, LedgerState.SENT.at(stamp), TouchOutcome.SENT, sent, note)
 
     def _account_fault(self, ready: _Ready, exc: AccountFaultError) -> TouchOutcome:
-        """Not this message's fault: nothing was sent, the touch keeps its place, and
-        delivery pauses for every worker until a probe finds the account working."""
+        """Not this message's fault: nothing was sent (the reservation is released), the
+        touch keeps its place, and delivery pauses for every worker until a probe finds
+        the account working."""
         job = ready.pending
         member, stamp = job.touch.member, job.now.timestamp()
-        self.store.ledger.release(member, LedgerState.RETRY.at(stamp), stamp, ready.previous)
         self.store.schedule.reschedule(member, job.touch.due)
         if self.store.pauses.pause_delivery(str(exc), stamp):
             log.error(

@@ -143,12 +143,16 @@ class Ledger:
         )
         return Reservation.from_script(cast(list[bytes | str], result))
 
-    def release(self, member: str, state: str, reserved_at: float, previous: str) -> None:
-        """Undo a reservation whose send certainly did not happen (``lua/release_send.lua``)."""
+    def release(self, member: str, state: str, reserved_at: float, previous: str) -> bool:
+        """Undo a reservation whose send certainly did not happen (``lua/release_send.lua``);
+        False when it was no longer ours (another worker recorded the touch as
+        outcome-unknown after the send timeout), and nothing changed."""
         touch = TouchRef.parse(member)
-        self._release(
-            keys=[self.keys.lead(touch.lead_id), self.keys.ledger(touch.lead_id)],
-            args=[touch.ledger_field, state, repr(reserved_at), previous],
+        return bool(
+            self._release(
+                keys=[self.keys.lead(touch.lead_id), self.keys.ledger(touch.lead_id)],
+                args=[touch.ledger_field, state, repr(reserved_at), previous],
+            )
         )
 
     def advance(
