@@ -32,6 +32,7 @@ from worker.ingest import ingest
 from worker.runtime import Runtime
 from worker.store import EVENT_DEDUP_SECONDS
 from worker.store.keys import Keys
+from worker.store.timeline import TIMELINE_MAXLEN, TIMELINE_TTL_SECONDS, Kind, entry
 
 KEYS = Keys(PREFIX)
 ZONES = ("Europe/Copenhagen", "Europe/Helsinki", "America/New_York", "UTC")
@@ -103,7 +104,8 @@ class RespWriter:
             data = arg if isinstance(arg, bytes) else str(arg).encode()
             parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
         self.buffer.append(b"".join(parts))
-        self.pending += 1
+        # Replies are counted by line: XADD answers with a bulk string (two lines).
+        self.pending += 2 if args[0] == "XADD" else 1
 
     def send(self) -> None:
         """Send what is buffered without waiting for the replies (Redis buffers them)."""
@@ -119,7 +121,7 @@ class RespWriter:
             chunk = self.sock.recv(1 << 20)
             if not chunk:
                 raise ConnectionError("Redis closed the connection")
-            if b"-" in chunk:  # one-line replies here are ":<n>" or "+OK"; "-" is an error
+            if chunk.startswith(b"-") or b"\n-" in chunk:  # "-" starts an error reply
                 raise RuntimeError(f"Redis refused a write: {chunk[:300]!r}")
             self.outstanding -= chunk.count(b"\n")
 
@@ -143,7 +145,8 @@ def write_leads(
     """Store leads enrolled in the benchmark sequence, first touch due at ``due(i)``.
 
     Per lead, what ``EventProcessor`` leaves behind for a new ``lead.created``: the lead
-    hash (``data`` and ``seen:lead.created``), the email index, the event's replay
+    hash (``data``, ``fts``, ``contactable`` and ``seen:lead.created``), its timeline
+    stream, the email index, the event's replay
     guard (``done``, 8 days), the enrollment and the schedule entry.
 
     Returns:
@@ -172,14 +175,30 @@ def write_leads(
                 "reason": None,
                 "attempts": 0,
             }
+            # Per-field times (the lead fills in over time) and the first-contactable mark.
+            times = {name: stamp for name in lead if name not in ("id", "attributes")}
+            times.update({f"attributes.{key}": stamp for key in lead.get("attributes", {})})
             writer.command(
                 "HSET",
                 KEYS.lead(the_lead),
                 "data",
                 json.dumps(lead, ensure_ascii=False),
+                "fts",
+                json.dumps(times),
+                "contactable",
+                repr(stamp),
                 "seen:lead.created",
                 repr(stamp),
             )
+            # The lead's timeline (``nurture lead``): the event, its fields, the enrollment.
+            timeline = KEYS.timeline(the_lead)
+            for item in (
+                entry(Kind.EVENT, stamp, type="lead.created", id=trigger["id"], occurred=stamp),
+                entry(Kind.FIELDS, stamp, changed={k: [None, v] for k, v in lead.items()}),
+                entry(Kind.ENROLLED, stamp, sequence=SEQUENCE_ID, step=FIRST_STEP),
+            ):
+                writer.command("XADD", timeline, "MAXLEN", TIMELINE_MAXLEN, "*", "e", item)
+            writer.command("EXPIRE", timeline, TIMELINE_TTL_SECONDS)
             writer.command("SADD", KEYS.email_index(lead["email"]), the_lead)
             writer.command("SET", KEYS.event(trigger["id"]), "done", "EX", EVENT_DEDUP_SECONDS)
             writer.command(
