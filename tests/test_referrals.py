@@ -48,7 +48,18 @@ def run(h: Harness, *events: Any) -> list[EmailMessage]:
         h.emit(*events)
         h.settle()
         h.run_until(h.clock.now().timestamp() + 40 * DAY)
-    return [m for m in h.messages() if m["X-Nurture-Lead"] == "lead-1"]
+    return [
+        m for m in h.messages() if m["X-Nurture-Lead"] == "lead-1" and not m["X-Nurture-Internal"]
+    ]
+
+
+def notes(h: Harness) -> list[tuple[str, str]]:
+    """The internal notify emails about lead-1: (step, subject)."""
+    return [
+        (m["X-Nurture-Step"], m["Subject"])
+        for m in h.messages()
+        if m["X-Nurture-Lead"] == "lead-1" and m["X-Nurture-Internal"] == "notify"
+    ]
 
 
 def steps(messages: list[EmailMessage]) -> list[tuple[str, str]]:
@@ -96,8 +107,10 @@ def test_referred_lead_gets_an_intro_naming_the_referrer(
 def test_referral_source_without_a_referrer_invents_nobody(
     make_harness: Callable[..., Harness],
 ) -> None:
-    messages = run(make_harness(), event("e1", **lead_fields(source="referral")))
+    h = make_harness()
+    messages = run(h, event("e1", **lead_fields(source="referral")))
     assert steps(messages) == WEAK_STEPS
+    assert notes(h) == [("find-out", "Referral Ann: who referred them?")]
     assert messages[0]["Subject"] == "A short introduction"
     text = text_of(messages[0])
     assert "Your name was given to us as someone we might be able to help" in text
@@ -115,11 +128,11 @@ def test_a_strong_relationship_takes_the_warm_intro(
     make_harness: Callable[..., Harness], relationship: Any, shown: str
 ) -> None:
     referrer = {**OLE, "relationship": relationship}
-    messages = run(
-        make_harness(), event("e1", data={"referrer": referrer}, **lead_fields(source="referral"))
-    )
+    h = make_harness()
+    messages = run(h, event("e1", data={"referrer": referrer}, **lead_fields(source="referral")))
     assert steps(messages) == REFERRAL_STEPS
     assert shown in text_of(messages[0])
+    assert notes(h) == []  # a strong relationship needs no one to step in
 
 
 @pytest.mark.parametrize(
@@ -147,6 +160,12 @@ def test_a_weak_or_unknown_relationship_takes_the_careful_first_step(
     assert "said after working with us" in text
     assert "suggested we get in touch with you" not in text  # not the warm intro
     assert "met once" not in text  # free text is never printed
+    # A person is asked first (article 002): to call a weak referral, to find out an
+    # unknown relationship; one internal email each, not to the lead.
+    if relationship == "weak":
+        assert notes(h) == [("call-weak", "Call Ann today: weak referral via Ole Holm")]
+    else:
+        assert notes(h) == [("find-out", "Referral Ann: how does Ole Holm know them?")]
 
 
 def test_the_introduction_waits_for_the_referrer(make_harness: Callable[..., Harness]) -> None:

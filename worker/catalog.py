@@ -20,6 +20,7 @@ from worker.rendering import Renderer
 from worker.rendering.check import check_templates
 from worker.sequences import Catalog, load_catalog
 from worker.settings import Settings
+from worker.webhooks import check_webhooks
 from worker.yamlfile import display_path
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,8 @@ def load_and_check(settings: Settings) -> tuple[LoadedCatalog | None, list[Probl
     problems.extend(check_templates(catalog, settings.templates_dir, content))
     mappings, found = load_mappings(settings.crm_dir, CRMS)
     problems.extend(found)
+    secret = bool(settings.webhook_secret and settings.webhook_secret.get_secret_value())
+    problems.extend(check_webhooks(catalog, secret, settings.webhook_targets))
     if problems:
         return None, sorted(set(problems))
     renderer = Renderer(settings.templates_dir, settings.default_locale, content)

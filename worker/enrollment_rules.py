@@ -108,9 +108,9 @@ def apply_goals(
         sequence = catalog.sequences.get(sequence_id)
         if not enrollment.active or sequence is None or event_type not in sequence.goals:
             continue
-        touch = store.conversions.last_touch(
-            lead.id, sequence_id, enrollment.generation, enrollment.done
-        )
+        # The last email to the lead: notify and webhook steps reach people inside.
+        emails = [s for s in enrollment.done if _emails_lead(sequence, s)]
+        touch = store.conversions.last_touch(lead.id, sequence_id, enrollment.generation, emails)
         processor.exit_one(lead.id, sequence_id, enrollment, ExitReason.goal(event_type))
         # After the exit: a crash in between loses one count rather than counting twice
         # (the replayed event finds the enrollment exited).
@@ -123,3 +123,9 @@ def apply_goals(
             sequence_id,
             touch.step if touch else None,
         )
+
+
+def _emails_lead(sequence: Sequence, step_id: str) -> bool:
+    """Whether the step (if it still exists) sends an email to the lead."""
+    step = sequence.step(step_id)
+    return step is None or step.channel == "email"

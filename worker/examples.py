@@ -19,6 +19,7 @@ from typing import Any
 
 from worker.catalog import LoadedCatalog
 from worker.errors import RenderError
+from worker.reach import Reach, notify_message
 from worker.senders import Address, SenderDefaults, resolve
 from worker.sequences import condition_context
 from worker.sequences.model import Sequence, Step
@@ -42,6 +43,8 @@ FULL_SENDER = SenderDefaults(
 MINIMAL_SENDER = SenderDefaults(from_email="hello@acme.example", from_name="Acme")
 POSTAL_ADDRESS = "Acme ApS, Vesterbrogade 1, 1620 København V, Denmark"
 UNSUBSCRIBE_URL = "https://nurture.acme.example/unsubscribe/EXAMPLE"
+#: Where notify steps go for these leads (none has an owner in the CRM).
+NOTIFY_TO = "sales@acme.example"
 
 
 @dataclass(frozen=True)
@@ -93,8 +96,13 @@ def matrix(loaded: LoadedCatalog) -> Iterator[Example]:
     for sequence in sorted(loaded.catalog.sequences.values(), key=lambda s: s.id):
         decline = sequence.kind == "decline"
         for step in sequence.steps:
+            if step.webhook is not None:
+                continue  # posts JSON, no email to show
             for path in PATHS:
-                for language in LANGUAGES:
+                # A notify goes to a person inside, in the default language, whatever
+                # the lead's: shown once per path.
+                languages = LANGUAGES[:1] if step.channel == "notify" else LANGUAGES
+                for language in languages:
                     variants = [(True, r) for r in reasons] if decline else [(True, None)]
                     for full, reason in [*variants, (False, None)]:
                         example = Example(sequence, step, path, language, full, reason)
@@ -109,6 +117,8 @@ def matrix(loaded: LoadedCatalog) -> Iterator[Example]:
 
 def render_example(loaded: LoadedCatalog, example: Example) -> str:
     """The text of one example file."""
+    if example.step.notify is not None:
+        return _render_notify(loaded, example)
     lead, data = _lead(example)
     defaults = FULL_SENDER if example.full else MINIMAL_SENDER
     who = resolve(defaults, example.sequence.sender, lead)
@@ -141,6 +151,35 @@ def render_example(loaded: LoadedCatalog, example: Example) -> str:
     if who.reply_to:
         lines.append(f"Reply-To: {_show(who.reply_to)}")
     lines += [f"Subject: {email.subject}", "", email.text.rstrip("\n"), ""]
+    return "\n".join(lines)
+
+
+def _render_notify(loaded: LoadedCatalog, example: Example) -> str:
+    """A notify step's internal email, as the lead's owner (here: nobody in the CRM, so
+    ``NURTURE_NOTIFY_TO``) gets it."""
+    lead, data = _lead(example)
+    defaults = FULL_SENDER if example.full else MINIMAL_SENDER
+    trigger = {"id": "example-event", "type": example.sequence.trigger_event, "data": data}
+    reach = Reach(notify_to=NOTIFY_TO)
+    key = f"{lead['id']}.{example.sequence.id}.1.{example.step.id}"
+    renderer = loaded.renderer
+    shown = renderer.resolve(example.step.template, None).relative_to(renderer.templates_dir)
+    try:
+        message = notify_message(
+            renderer, example.sequence, example.step, lead, trigger, reach, defaults, key
+        )
+    except RenderError as exc:
+        return f"Template: templates/{shown.as_posix()}\n\nDOES NOT RENDER: {exc}\n"
+    lines = [
+        f"Template: templates/{shown.as_posix()} (notify: an internal email, no footer)",
+        f"Lead: {_describe(example)}",
+        f"From: {_show(Address(message.from_email, message.from_name))}",
+        f"To: {_show(Address(message.to_email, message.to_name))}",
+        f"Subject: {message.subject}",
+        "",
+        message.text.rstrip("\n"),
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -143,6 +143,13 @@ def _entry_text(item: dict[str, Any]) -> str:
                 f"SENT {where}{due} via {item.get('provider')}, id {item.get('provider_id')}: "
                 f"{item.get('subject')!r}"
             )
+        if outcome == "notified":
+            return (
+                f"NOTIFIED {item.get('to')} {where}{due} via {item.get('provider')}, "
+                f"id {item.get('provider_id')}: {item.get('subject')!r}"
+            )
+        if outcome == "posted":
+            return f"POSTED {where}{due} to {item.get('url')}: {item.get('provider_id')}"
         until = f", next try {_time(item.get('until'))}" if item.get("until") else ""
         return f"NOT SENT {where}{due}: {outcome}: {item.get('detail')}{until}"
     if kind == "skip":

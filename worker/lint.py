@@ -142,6 +142,8 @@ def rendered_subjects(loaded: LoadedCatalog, templates: Path) -> dict[str, str]:
     subjects: dict[str, str] = {}
     for sequence in loaded.catalog.sequences.values():
         for step in sequence.steps:
+            if step.webhook is not None:
+                continue  # no email
             for locale in locales:
                 try:
                     path = loaded.renderer.resolve(step.template, locale)
@@ -152,7 +154,13 @@ def rendered_subjects(loaded: LoadedCatalog, templates: Path) -> dict[str, str]:
                     _scenarios(sequence, step, locale, reasons, frozenset())
                 )[:2]:
                     try:
-                        email = loaded.renderer.render(step.template, locale, context, received)
+                        email = loaded.renderer.render(
+                            step.template,
+                            locale,
+                            context,
+                            received,
+                            internal=step.notify is not None,
+                        )
                     except RenderError:
                         continue  # the checks of load_and_check report it
                     if len(email.subject) > len(subjects.get(shown, "")):
@@ -283,7 +291,7 @@ def _template_files(templates: Path) -> Iterator[tuple[Path, str | None, str]]:
 
 
 def _used(catalog: Catalog) -> set[str]:
-    return {step.template for s in catalog.sequences.values() for step in s.steps}
+    return {step.template for s in catalog.sequences.values() for step in s.steps if step.template}
 
 
 def unused_templates(templates: Path, catalog: Catalog) -> list[Problem]:
@@ -400,6 +408,8 @@ def timing(catalog: Catalog) -> list[Problem]:
     found = []
     for sequence in catalog.sequences.values():
         for index, step in enumerate(sequence.steps):
+            if step.channel != "email":
+                continue  # notify and webhook steps reach people inside, not the lead
             if index and _seconds(sequence, index) == 0 and step.wait.upper in (None, 0):
                 found.append(
                     Problem(
@@ -469,8 +479,14 @@ def _can_both_match(a: Sequence, b: Sequence) -> bool:
 
 def translations(templates: Path, catalog: Catalog, content: ContentLibrary) -> list[Problem]:
     """Per locale folder: the sent emails it lacks, a missing footer, and content kinds
-    the emails ask for with no piece in that language."""
-    used = _used(catalog)
+    the emails ask for with no piece in that language. ``notify:`` emails go to people
+    inside the company, in the default language, and are left out."""
+    used = {
+        step.template
+        for sequence in catalog.sequences.values()
+        for step in sequence.steps
+        if step.channel == "email"
+    }
     by_locale: dict[str, set[str]] = {}
     for _path, locale, name in _template_files(templates):
         if locale is not None:

@@ -37,6 +37,8 @@ COLUMNS = (
     "bounced",
     "spam",
     "declined",
+    "notified",
+    "posted",
 )
 #: Column -> the column its rate is taken of.
 RATE_OF = {
@@ -131,6 +133,11 @@ def _count_lead(timeline: list[dict[str, Any]], filters: Filters, add: Any) -> N
             last_sent[sequence] = step
             if counted:
                 add(sequence, step, "sent")
+        elif kind == "touch" and item.get("outcome") in ("notified", "posted"):
+            # notify and webhook steps reach people inside, not the lead: their own
+            # columns, never "sent", and never the touch an exit is attributed to.
+            if counted:
+                add(sequence, step, str(item["outcome"]))
         elif kind == "provider":
             column = _PROVIDER_COLUMN.get(str(item.get("event")))
             if item.get("event") == "bounce" and item.get("type") not in (None, "bounce"):

@@ -28,6 +28,7 @@ from worker.crm.mapping import Mapping as CrmMapping
 from worker.delivery import Delivery, build_delivery
 from worker.errors import BrokerUnavailableError, SettingsError, StoreUnavailableError
 from worker.pipeline import EventProcessor
+from worker.reach import Reach
 from worker.redis_server import embedded_redis_url
 from worker.scheduler import Scheduler, SchedulerSettings
 from worker.senders import defaults_from
@@ -122,6 +123,16 @@ class Runtime:
                 max_attempts=self.tuning.max_attempts,
                 sender=defaults_from(settings),
                 unsubscribe_mailbox=settings.unsubscribe_mailbox,
+                reach=Reach(
+                    notify_to=settings.notify_to,
+                    webhook_secret=(
+                        settings.webhook_secret.get_secret_value()
+                        if settings.webhook_secret
+                        else ""
+                    ),
+                    webhook_targets=dict(settings.webhook_targets),
+                    webhook_timeout=settings.webhook_timeout,
+                ),
             ),
         )
         self._hubspot: HubSpotContacts | None = None

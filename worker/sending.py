@@ -12,6 +12,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from dataclasses import field as dataclass_field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -39,6 +40,7 @@ from worker.errors import (
     RenderError,
     TransientDeliveryError,
 )
+from worker.reach import Reach, notify_message, webhook_call
 from worker.senders import SenderDefaults, resolve
 from worker.sequences import Sequence, condition_context
 from worker.sequences.engagement import ENGAGEMENT, Engagement
@@ -47,6 +49,7 @@ from worker.sequences.variants import Variant, assign, auto_winner, variant_repo
 from worker.store import LeadRecord, LedgerState, Sent, Store, TouchState, Verdict
 from worker.store.timeline import Kind, entry
 from worker.timing import due_time, lead_zone, open_slot
+from worker.webhooks import WebhookCall, post
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,8 @@ class SendSettings:
     sender: SenderDefaults | None = None
     #: ``NURTURE_UNSUBSCRIBE_MAILBOX``: a ``mailto:`` in ``List-Unsubscribe`` too.
     unsubscribe_mailbox: str | None = None
+    #: Where notify steps go and how webhook steps post.
+    reach: Reach = dataclass_field(default_factory=Reach)
 
     def sender_defaults(self) -> SenderDefaults:
         """The sender settings, built from ``from_email``/``from_name`` when not given."""
@@ -120,7 +125,7 @@ class _Ready:
     """A touch reserved in the ledger and rendered: waiting for delivery."""
 
     pending: _Pending
-    message: Message
+    message: Message | WebhookCall  # a webhook step's signed POST
     content_ids: tuple[str, ...]
     previous: str  # the lead's last touch before this reservation (restored on release)
     resend: bool = False  # nurture retry: the enrollment has moved on and stays put
@@ -177,6 +182,11 @@ def _log_outcome(touch: Touch, outcome: TouchOutcome) -> None:
             "outcome": outcome.value,
         },
     )
+
+
+def _recipient(message: Message | WebhookCall) -> str:
+    """Who a touch was for, in a dead letter: the address, or the webhook's URL."""
+    return message.to_email if isinstance(message, Message) else message.url
 
 
 def backoff(attempt: int, retry_after: float | None) -> float:
@@ -273,7 +283,7 @@ class TouchSender:
         prepared = self._prepare(touch)
         if not isinstance(prepared, _Ready):
             return prepared
-        (result,) = self.delivery().send_many([prepared.message])
+        (result,) = self._hand_over([prepared])
         return self._record(prepared, result)
 
     def _read_states(self, touches: list[Touch]) -> dict[str, TouchState]:
@@ -290,7 +300,7 @@ class TouchSender:
         """
         if not ready:
             return []
-        results = self.delivery().send_many([job.message for job in ready])
+        results = self._hand_over(ready)
         outcomes: list[TouchOutcome | redis.RedisError] = []
         for job, result in zip(ready, results, strict=True):
             try:
@@ -304,6 +314,17 @@ class TouchSender:
                 )
                 outcomes.append(TouchOutcome.ERROR)
         return outcomes
+
+    def _hand_over(self, ready: list[_Ready]) -> list[SendResult | DeliveryError]:
+        """Emails (to leads and notify) go out together through the delivery backend;
+        webhook calls are posted one by one. One result per touch, in order."""
+        emails = [job.message for job in ready if isinstance(job.message, Message)]
+        sent = iter(self.delivery().send_many(emails) if emails else [])
+        timeout = self.settings.reach.webhook_timeout
+        return [
+            next(sent) if isinstance(job.message, Message) else post(job.message, timeout)
+            for job in ready
+        ]
 
     def _unexpected(self, touch: Touch, exc: Exception) -> TouchOutcome:
         """A bug or bad data while preparing one touch: dead-letter it, keep going."""
@@ -385,7 +406,10 @@ class TouchSender:
     def _reserve(self, job: _Pending, template: str) -> TouchOutcome | _Ready:
         """Reserve the send in the ledger (with the frequency cap), then render it."""
         touch, ref, now = job.touch, job.ref, job.now
-        capped = job.sequence.kind == "nurture" and self.settings.frequency_cap > 0
+        step = job.sequence.step(ref.step)
+        # Notify and webhook steps reach people inside, not the lead: outside the cap.
+        to_lead = step is None or step.channel == "email"
+        capped = job.sequence.kind == "nurture" and self.settings.frequency_cap > 0 and to_lead
         if capped and self._older_touch_due(touch, job.lead, now):
             # A touch of this lead held back before this one fell due is due now too: it
             # goes first, and this one looks again a second later (keeping its place).
@@ -632,14 +656,37 @@ class TouchSender:
             message = replace(message, subject=job.variant.subject.strip())
         return message, tuple(email.content_ids)
 
+    def _reach(self, job: _Pending, step: Step) -> Message | WebhookCall:
+        """A notify step's internal email or a webhook step's signed POST.
+
+        Raises:
+            RenderError: When it cannot be built (template, unconfigured target).
+        """
+        key = job.touch.member.replace("\x1f", ".")
+        lead, trigger = job.lead.data, job.enrollment.trigger
+        if step.notify is not None:
+            renderer, defaults = self.catalog().renderer, self.settings.sender_defaults()
+            return notify_message(
+                renderer, job.sequence, step, lead, trigger, self.settings.reach, defaults, key
+            )
+        return webhook_call(
+            job.sequence, step, lead, trigger, self.settings.reach, key, job.ref.generation
+        )
+
     def _render(
         self, job: _Pending, template: str, previous: str, *, resend: bool = False
     ) -> TouchOutcome | _Ready:
         """Render a reserved touch; a template that does not render releases it as dead."""
         member, stamp = job.touch.member, job.now.timestamp()
+        message: Message | WebhookCall
+        content_ids: tuple[str, ...] = ()
         try:
-            unsubscribe_url = self.unsubscribe_url(job.ref.lead_id)
-            message, content_ids = self._message(job, template, unsubscribe_url)
+            step = job.sequence.step(job.ref.step)
+            if step is not None and step.channel != "email":
+                message = self._reach(job, step)
+            else:
+                unsubscribe_url = self.unsubscribe_url(job.ref.lead_id)
+                message, content_ids = self._message(job, template, unsubscribe_url)
         except RenderError as exc:
             self.store.ledger.release(member, LedgerState.DEAD.at(stamp), stamp, previous)
             self.store.dead.add("touch", f"render failed: {exc}", {"touch": member})
@@ -672,7 +719,7 @@ class TouchSender:
             if ready.resend:
                 self.store.schedule.reschedule(member, stamp + backoff(1, result.retry_after))
                 return TouchOutcome.RETRY
-            return self._retry(job, result, ready.message.to_email)
+            return self._retry(job, result, _recipient(ready.message))
         if isinstance(result, PermanentDeliveryError):
             self.store.dead.add("touch", f"refused by {name}: {result}", {"touch": member})
             self.store.counters.count(job.sequence.id, step_id, "failed")
@@ -693,15 +740,7 @@ class TouchSender:
             self.store.conversions.record_variant(
                 job.ref.lead_id, job.sequence.id, job.ref.generation, step_id, job.variant.id
             )
-        sent = Sent(lateness=stamp - job.touch.due, content_ids=ready.content_ids)
-        note = self._note(
-            job,
-            Kind.TOUCH,
-            outcome="sent",
-            provider=name,
-            provider_id=result.provider_id,
-            subject=ready.message.subject,
-        )
+        sent, note = self._sent(ready, result, name)
         if ready.resend:
             # The enrollment no longer waits for this step, so advance records the
             # ledger entry, counters and content and leaves the enrollment as it is.
@@ -709,6 +748,38 @@ class TouchSender:
             ledger.advance(member, state, job.enrollment, None, sent, note)
             return TouchOutcome.SENT
         return self._finish(job, LedgerState.SENT.at(stamp), TouchOutcome.SENT, sent, note)
+
+    def _sent(self, ready: _Ready, result: SendResult, name: str) -> tuple[Sent, str]:
+        """What a delivered touch counts and records: an email to the lead is ``sent``;
+        a notify is ``notified`` (to whom), a webhook ``posted`` (where): neither is an
+        email in the lead's funnel."""
+        job, message = ready.pending, ready.message
+        lateness = job.now.timestamp() - job.touch.due
+        if isinstance(message, WebhookCall):
+            note = self._note(
+                job, Kind.TOUCH, outcome="posted", url=message.url, provider_id=result.provider_id
+            )
+            return Sent(lateness, counter="posted"), note
+        if message.internal:
+            note = self._note(
+                job,
+                Kind.TOUCH,
+                outcome="notified",
+                to=message.to_email,
+                provider=name,
+                provider_id=result.provider_id,
+                subject=message.subject,
+            )
+            return Sent(lateness, counter="notified"), note
+        note = self._note(
+            job,
+            Kind.TOUCH,
+            outcome="sent",
+            provider=name,
+            provider_id=result.provider_id,
+            subject=message.subject,
+        )
+        return Sent(lateness, content_ids=ready.content_ids), note
 
     def _account_fault(self, ready: _Ready, exc: AccountFaultError) -> TouchOutcome:
         """Not this message's fault: nothing was sent (the reservation is released), the

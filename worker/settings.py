@@ -46,10 +46,29 @@ def _comma_list(value: object) -> object:
     return value
 
 
+def _targets(value: object) -> object:
+    """``name=url,name=url`` -> {name: url}."""
+    if not isinstance(value, str):
+        return value
+    out: dict[str, str] = {}
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        name, sep, url = part.partition("=")
+        if not sep or not name.strip() or not re.match(r"^https?://[^/\s]+", url.strip()):
+            raise ValueError(
+                f"{part!r} is not name=URL; write e.g. crm-tasks=https://crm.example.com/hook"
+            )
+        out[name.strip()] = url.strip()
+    return out
+
+
 #: Seconds, written in the environment as ``48h``, ``90s``, ``1.5m`` or a bare number.
 Duration = Annotated[float, BeforeValidator(_seconds)]
 #: Secrets, written in the environment comma-separated (``old-secret,new-secret``).
 SecretList = Annotated[list[SecretStr], NoDecode, BeforeValidator(_comma_list)]
+#: Webhook targets, written ``crm-tasks=https://crm.example.com/hook,other=https://...``.
+Targets = Annotated[dict[str, str], NoDecode, BeforeValidator(_targets)]
 
 
 class Settings(BaseSettings):
@@ -93,6 +112,13 @@ class Settings(BaseSettings):
     # mailto: next to the https link (RFC 2369).
     unsubscribe_mailbox: str | None = None
     postal_address: str | None = None
+    # notify: steps go to the lead's owner; this address when the lead has none.
+    notify_to: str | None = None
+    # webhook: steps: the key of their HMAC-SHA256 signature, and named targets.
+    webhook_secret: SecretStr | None = None
+    webhook_targets: Targets = Field(default_factory=dict)
+    # How long a webhook POST may take before it counts as failed (and is retried).
+    webhook_timeout: Duration = 10.0
     public_url: str = "http://localhost:8000"
     webhook_secrets: SecretList = Field(default_factory=list)
     # Signs unsubscribe tokens; when unset a random one is made once and kept in Redis.
@@ -142,7 +168,7 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown IANA time zone {value!r}, e.g. Europe/Copenhagen") from exc
         return value
 
-    @field_validator("from_email", "reply_to", "unsubscribe_mailbox")
+    @field_validator("from_email", "reply_to", "unsubscribe_mailbox", "notify_to")
     @classmethod
     def _address(cls, value: str | None) -> str | None:
         # Checked at start-up, not at the first send: every email would be refused.

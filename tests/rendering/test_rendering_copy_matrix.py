@@ -216,6 +216,8 @@ def emails_for(
         for step in sequence.steps:
             if step.when is not None and not step.when.matches(cond):
                 continue
+            if step.channel != "email":
+                continue  # notify: an internal note to the owner (tests/test_reach.py)
             email = renderer.render(
                 step.template,
                 lead["locale"],
@@ -385,7 +387,12 @@ def test_the_fallback_texts_are_in_the_email_language_too(
 ) -> None:
     """A lead who has seen every piece gets each template's own text, same language."""
     everything = frozenset(item.id for item in library.items)
-    templates = {step.template for seq in catalog.sequences.values() for step in seq.steps}
+    templates = {
+        step.template
+        for seq in catalog.sequences.values()
+        for step in seq.steps
+        if step.channel == "email"
+    }
     for name in sorted(templates):
         for path in ("inbound", "outbound", "referral-weak", "referral-no-referrer"):
             lead, data = make_lead(locale, path, first_name=True, industry=True)

@@ -66,6 +66,9 @@ class Message:
             Event Webhook can tell this enrollment's opens and clicks from an earlier
             one's; 0 when unknown.
         variant: The step's A/B variant id (``custom_args.variant``), "" for none.
+        internal: A ``notify:`` email to a person inside the company about the lead:
+            no ``List-Unsubscribe`` (``unsubscribe_url`` is ""), no tracking, and no
+            lead in SendGrid's ``custom_args`` (its events are not the lead's).
     """
 
     key: str
@@ -88,6 +91,7 @@ class Message:
     unsubscribe_mailto: str | None = None
     generation: int = 0
     variant: str = ""
+    internal: bool = False
 
 
 @dataclass(frozen=True)

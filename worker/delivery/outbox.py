@@ -121,8 +121,11 @@ def render_eml(message: Message, *, date: str | None = None) -> bytes:
         if message.reply_to_email:
             eml["Reply-To"] = _address(message.reply_to_email, message.reply_to_name)
         eml["Subject"] = header_safe(message.subject)
-        eml["List-Unsubscribe"] = list_unsubscribe(message)
-        eml["List-Unsubscribe-Post"] = ONE_CLICK
+        if message.internal:
+            eml["X-Nurture-Internal"] = "notify"
+        else:
+            eml["List-Unsubscribe"] = list_unsubscribe(message)
+            eml["List-Unsubscribe-Post"] = ONE_CLICK
         eml["X-Nurture-Lead"] = header_safe(message.lead_id)
         eml["X-Nurture-Sequence"] = header_safe(message.sequence)
         eml["X-Nurture-Step"] = header_safe(message.step)

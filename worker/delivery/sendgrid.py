@@ -178,6 +178,11 @@ def build_payload(message: Message, *, sandbox: bool = False) -> dict[str, Any]:
             "subscription_tracking": {"enable": False},
         },
     }
+    if message.internal:
+        # To a person inside about the lead: no unsubscribe headers, and none of the
+        # lead's custom_args, so its opens and bounces never count as the lead's.
+        del payload["headers"]
+        payload["custom_args"] = {"internal": "notify"}
     if message.reply_to_email:
         reply_to = {"email": message.reply_to_email}
         if message.reply_to_name:
@@ -185,7 +190,7 @@ def build_payload(message: Message, *, sandbox: bool = False) -> dict[str, Any]:
         payload["reply_to"] = reply_to
     if sandbox:
         payload["mail_settings"] = {"sandbox_mode": {"enable": True}}
-    if message.generation:
+    if message.generation and not message.internal:
         payload["custom_args"]["generation"] = str(message.generation)
     if message.variant:
         payload["custom_args"]["variant"] = message.variant

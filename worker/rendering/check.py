@@ -122,6 +122,8 @@ def check_templates(
     uses: dict[str, list[tuple[Sequence, Step]]] = {}
     for sequence in catalog.sequences.values():
         for step in sequence.steps:
+            if step.webhook is not None:
+                continue  # posts JSON, renders no template
             uses.setdefault(step.template, []).append((sequence, step))
             for variant in step.variants:
                 if variant.template is not None:
@@ -437,7 +439,9 @@ def _check_variant(
     for sequence, step in uses:
         for context, received in _scenarios(sequence, step, locale, reasons, everything):
             try:
-                email = renderer.render_compiled(compiled, locale, context, received)
+                email = renderer.render_compiled(
+                    compiled, locale, context, received, internal=step.notify is not None
+                )
             except TemplateRenderError as exc:
                 found.add(_problem(exc, sequence))
                 continue
@@ -537,6 +541,19 @@ def _scenarios(
         # The signing person is there in the full sample and absent in the minimal one,
         # so both branches of a sign-off are rendered.
         sender = dict(SAMPLE_SENDER) if full else {}
+        if step.notify is not None:
+            # An internal email: `recipient` is whom it goes to (named when the CRM says).
+            owner = {"name": "Maria Holm"} if full else {}
+            return {
+                "lead": lead,
+                "event": {"id": "sample-event", "type": sequence.trigger_event, "data": data},
+                "sequence": {"id": sequence.id, "description": sequence.description},
+                "step": {"id": step.id},
+                "recipient": {**owner, "email": "owner@example.com"},
+                "sender": {},
+                "unsubscribe_url": "",
+                "postal_address": "",
+            }
         return {
             "lead": lead,
             "event": {

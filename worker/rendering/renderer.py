@@ -395,6 +395,7 @@ class Renderer:
         received: frozenset[str] = frozenset(),
         *,
         preferred: frozenset[str] = frozenset(),
+        internal: bool = False,
     ) -> RenderedEmail:
         """Render template ``name`` for a lead.
 
@@ -406,13 +407,21 @@ class Renderer:
             received: Content ids the lead already got; ``content()`` skips them.
             preferred: Tag values the lead clicked; ``content()`` prefers pieces
                 carrying them (after the tags the template asks for).
+            internal: A ``notify:`` email to a person inside the company: the text
+                part only, without the layout's footer (no unsubscribe link, no
+                postal address: it is not marketing to the lead).
 
         Raises:
             RenderError: Naming the template file and line (a
                 :class:`TemplateRenderError` whenever the file is known).
         """
         return self.render_compiled(
-            self.load(name, locale), locale, context, received, preferred=preferred
+            self.load(name, locale),
+            locale,
+            context,
+            received,
+            preferred=preferred,
+            internal=internal,
         )
 
     def render_compiled(
@@ -423,6 +432,7 @@ class Renderer:
         received: frozenset[str] = frozenset(),
         *,
         preferred: frozenset[str] = frozenset(),
+        internal: bool = False,
     ) -> RenderedEmail:
         """Render an already compiled template (see :meth:`render`)."""
         variables = {**self._globals, **context}
@@ -464,6 +474,14 @@ class Renderer:
                     "{% if %}, add an {% else %} with text for everyone else",
                 )
             state.body = body
+            if internal:
+                return RenderedEmail(
+                    subject=subject,
+                    text=wrap_text(f"{body}\n"),
+                    html=None,
+                    template_path=compiled.path,
+                    content_ids=(),
+                )
             current = compiled.layout_path
             footer = _clean_text(_block(compiled.layout_text, "text_footer", variables))
             unwrapped = f"{body}\n\n{footer}\n"

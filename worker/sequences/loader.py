@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.errors import CatalogError, Problem, did_you_mean
+from worker.sequences.actions import read_notify, read_webhook
 from worker.sequences.conditions import Condition, compile_when
 from worker.sequences.durations import parse_wait
 from worker.sequences.engagement import STEP_KINDS, Engaged, step_ref_problems
@@ -26,10 +27,12 @@ from worker.sequences.model import (
     Catalog,
     FitRule,
     Kind,
+    Notify,
     Reenroll,
     Sequence,
     Step,
     TemplateRef,
+    Webhook,
     default_kind,
 )
 from worker.sequences.variants import Variant
@@ -60,7 +63,17 @@ SEQUENCE_KEYS = (
     "tracking",
 )
 TRIGGER_KEYS = ("event", "when", "match")
-STEP_KEYS = ("id", "description", "wait", "template", "when", "variants", "winner")
+STEP_KEYS = (
+    "id",
+    "description",
+    "wait",
+    "template",
+    "notify",
+    "webhook",
+    "when",
+    "variants",
+    "winner",
+)
 VARIANT_KEYS = ("id", "template", "subject", "weight")
 FIT_KEYS = ("rules",)
 RULE_KEYS = ("id", "description", "when", "reason")
@@ -687,15 +700,15 @@ class _Reader:
                 wait = parse_wait(node["wait"])
             except ValueError as exc:
                 self.problem(self.line(node, "wait", line), *_split(exc, "write e.g. 10m"))
-        template = None
-        if self.required(node, "template", line, "step", "`template: value/case_study`"):
-            template = self.template(node["template"], self.line(node, "template", line))
-            if template is not None:
-                self.template_refs.append(
-                    TemplateRef(self.file, line, str(step_id or "?"), template)
-                )
+        template, notify, webhook = self.action(node, line, str(step_id or "?"))
         when = self.condition(node, "when", line, "step") if "when" in node else None
         variants = self.variants(node, line, str(step_id or "?"))
+        if variants and (notify or webhook):
+            self.problem(
+                self.line(node, "variants", line),
+                "A/B variants are for emails to the lead, not for notify or webhook steps",
+                "remove `variants:` from this step",
+            )
         winner = node.get("winner")
         if "winner" in node and (winner != "auto" or not variants):
             self.problem(
@@ -714,7 +727,41 @@ class _Reader:
             line=line,
             variants=variants,
             winner_auto=winner == "auto",
+            notify=notify,
+            webhook=webhook,
         )
+
+    def action(
+        self, node: Mapping[Any, Any], line: int, step_id: str
+    ) -> tuple[str | None, Notify | None, Webhook | None]:
+        """What the step does: its ``template`` (an email to the lead), ``notify:`` or
+        ``webhook:`` (exactly one). Returns the template ("" for a webhook)."""
+        given = [key for key in ("template", "notify", "webhook") if key in node]
+        if len(given) > 1:
+            self.problem(
+                self.line(node, given[1], line),
+                f"a step does one thing; this one has {' and '.join(given)}",
+                "keep one: `template:` emails the lead, `notify:` emails a person inside, "
+                "`webhook:` posts to a URL; put the others in steps of their own",
+            )
+            return None, None, None
+        if given == ["webhook"]:
+            webhook = read_webhook(node, line, self.problem)
+            return ("" if webhook else None), None, webhook
+        notify: Notify | None = None
+        if given == ["notify"]:
+            found = read_notify(node, line, self.problem)
+            if found is None:
+                return None, None, None
+            notify, raw, template_line = found
+        elif self.required(node, "template", line, "step", "`template: value/case_study`"):
+            raw, template_line = node["template"], self.line(node, "template", line)
+        else:
+            return None, None, None
+        template = self.template(raw, template_line)
+        if template is not None:
+            self.template_refs.append(TemplateRef(self.file, line, step_id, template))
+        return template, notify, None
 
     def variants(self, node: Mapping[Any, Any], line: int, step_id: str) -> tuple[Variant, ...]:
         """``variants: [{id: a, template: ...}, {id: b, subject: ..., weight: 2}]``."""

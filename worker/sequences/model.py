@@ -26,6 +26,39 @@ def default_kind(trigger_event: str) -> Kind:
     return "decline" if trigger_event == DECLINE_TRIGGER else "nurture"
 
 
+#: What a step does: email the lead, notify a person inside the company, or POST a webhook.
+Channel = Literal["email", "notify", "webhook"]
+
+
+@dataclass(frozen=True)
+class Notify:
+    """A ``notify:`` step: an internal email to a person about the lead (no unsubscribe
+    footer, outside the lead's frequency cap and funnel).
+
+    Attributes:
+        to: The address to notify; None: the lead's owner (``owner_email`` from the
+            CRM), else ``NURTURE_NOTIFY_TO``, else ``NURTURE_REPLY_TO``, else the From
+            address.
+    """
+
+    to: str | None = None
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A ``webhook:`` step: a signed JSON POST (see :mod:`worker.webhooks`).
+
+    Attributes:
+        url: The URL written on the step (None: ``target`` names one in the settings).
+        target: A name from ``NURTURE_WEBHOOK_TARGETS`` (None: ``url``).
+        line: Line of ``webhook:`` in the file, for messages.
+    """
+
+    url: str | None = None
+    target: str | None = None
+    line: int = 0
+
+
 @dataclass(frozen=True)
 class Step:
     """One touch of a sequence.
@@ -38,6 +71,8 @@ class Step:
         line: Line of the step in its file, for messages.
         variants: A/B variants (empty: none); see :mod:`worker.sequences.variants`.
         winner_auto: ``winner: auto``: settle on a significantly better variant.
+        notify: For a ``notify:`` step: whom it goes to (``template`` is its email).
+        webhook: For a ``webhook:`` step: where it posts (``template`` is "").
     """
 
     id: str
@@ -47,6 +82,17 @@ class Step:
     line: int
     variants: tuple[Variant, ...] = ()
     winner_auto: bool = False
+    notify: Notify | None = None
+    webhook: Webhook | None = None
+
+    @property
+    def channel(self) -> Channel:
+        """``email`` (to the lead), ``notify`` (to a person inside) or ``webhook``."""
+        if self.notify is not None:
+            return "notify"
+        if self.webhook is not None:
+            return "webhook"
+        return "email"
 
 
 @dataclass(frozen=True)

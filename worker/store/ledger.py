@@ -80,6 +80,9 @@ class Sent:
 
     lateness: float
     content_ids: tuple[str, ...] = ()
+    #: The per-step counter it adds to: ``sent`` (an email to the lead), ``notified``
+    #: (a notify step's internal email) or ``posted`` (a webhook step).
+    counter: str = "sent"
 
 
 class Ledger:
@@ -181,7 +184,7 @@ class Ledger:
         extra: list[str | float] = ["", "", note, TIMELINE_MAXLEN, TIMELINE_TTL_SECONDS]
         if sent is not None:
             extra = [
-                f"{touch.step}:sent",
+                f"{touch.step}:{sent.counter}",
                 repr(max(0.0, sent.lateness)),
                 note,
                 TIMELINE_MAXLEN,
