@@ -161,7 +161,7 @@ def _render_notify(loaded: LoadedCatalog, example: Example) -> str:
     defaults = FULL_SENDER if example.full else MINIMAL_SENDER
     trigger = {"id": "example-event", "type": example.sequence.trigger_event, "data": data}
     reach = Reach(notify_to=NOTIFY_TO)
-    key = f"{lead['id']}.{example.sequence.id}.1.{example.step.id}"
+    key = f"{example.sequence.id}.1.{example.step.id}.{lead['id']}"
     renderer = loaded.renderer
     shown = renderer.resolve(example.step.template, None).relative_to(renderer.templates_dir)
     try:

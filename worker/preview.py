@@ -3,6 +3,8 @@ step's rendered email. Needs no Redis: nothing is queued or sent."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,11 +12,13 @@ from worker.catalog import load_and_check
 from worker.enrollment import touch_id
 from worker.errors import CatalogError, NurtureError, RenderError
 from worker.events import Lead
+from worker.reach import Reach, notify_message, notify_recipient, webhook_call
 from worker.senders import Address, defaults_from, resolve
-from worker.sequences import Step, condition_context
+from worker.sequences import Sequence, Step, condition_context
 from worker.sequences.variants import assign
 from worker.settings import Settings
 from worker.timing import due_time, lead_zone
+from worker.webhooks import target_url
 
 
 def preview(
@@ -59,7 +63,7 @@ def preview(
         variants = _variant_lines(step, sequence.id, str(lead.get("id", "preview")))
         member = touch_id(sequence.id, 1, step.id, str(lead.get("id", "preview")))
         due = due_time(sequence, step, base, zone, member)
-        path = _template_path(loaded.renderer, step.template, lead.get("locale"))
+        path = _what(loaded.renderer, step, lead, settings)
         if step.when is not None and step.when.uses_engagement:
             # What the lead will have opened or clicked is not known yet: show the branch.
             lines.append(
@@ -89,6 +93,14 @@ def preview(
             "occurred_at": start.isoformat(),
             "data": data,
         }
+        if chosen.channel != "email":
+            return "\n".join(
+                [
+                    *lines,
+                    "",
+                    *_reach_lines(loaded.renderer, sequence, chosen, lead, trigger, settings),
+                ]
+            )
         who = resolve(defaults_from(settings), sequence.sender, lead)
         email = loaded.renderer.render(
             chosen.template,
@@ -133,6 +145,58 @@ def _variant_lines(step: Step, sequence: str, lead_id: str) -> list[str]:
         parts.append(f"      variant {v.id}: {v.weight / total:.0%}, {what}{mark}")
     winner = "winner: auto (after 100 sends each and p < 0.05)" if step.winner_auto else ""
     return [f"      A/B test {winner}".rstrip(), *parts]
+
+
+def _reach(settings: Settings) -> Reach:
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
+    return Reach(settings.notify_to, secret, settings.webhook_targets, settings.webhook_timeout)
+
+
+def _what(renderer: Any, step: Step, lead: dict[str, Any], settings: Settings) -> str:
+    """What a step sends, for its line in the timeline."""
+    if step.notify is not None:
+        to, why = notify_recipient(step, lead, _reach(settings), defaults_from(settings))
+        path = _template_path(renderer, step.template, None)
+        return f"notify {to.email or '(NURTURE_FROM_EMAIL)'} ({why}): {path}"
+    if step.webhook is not None:
+        url = target_url(step, settings.webhook_targets)
+        return f"webhook POST {url or f'(target {step.webhook.target} is not configured)'}"
+    return _template_path(renderer, step.template, lead.get("locale"))
+
+
+def _reach_lines(
+    renderer: Any,
+    sequence: Sequence,
+    step: Step,
+    lead: dict[str, Any],
+    trigger: dict[str, Any],
+    settings: Settings,
+) -> list[str]:
+    """What a notify step would email, or a webhook step would post."""
+    reach = _reach(settings)
+    key = touch_id(sequence.id, 1, step.id, str(lead.get("id", "preview"))).replace("\x1f", ".")
+    if step.notify is not None:
+        message = notify_message(
+            renderer, sequence, step, lead, trigger, reach, defaults_from(settings), key
+        )
+        return [
+            "(notify: an internal email, not to the lead; no footer, not capped)",
+            f"From: {_show(Address(message.from_email, message.from_name))}",
+            f"To: {_show(Address(message.to_email, message.to_name))}",
+            f"Subject: {message.subject}",
+            "",
+            message.text,
+        ]
+    if not reach.webhook_secret:
+        reach = replace(reach, webhook_secret="(NURTURE_WEBHOOK_SECRET)")
+    call = webhook_call(sequence, step, lead, trigger, reach, key, 1)
+    body = json.dumps(json.loads(call.body), indent=2, ensure_ascii=False)
+    return [
+        f"POST {call.url}",
+        *(f"{name}: {value}" for name, value in call.headers.items()),
+        "",
+        body,
+    ]
 
 
 def _template_path(renderer: Any, name: str, locale: object) -> str:

@@ -10,8 +10,9 @@ The request (documented for receivers in docs/sequences.md#webhook)::
     {"id": <key>, "type": "nurture.webhook", "sent_at": ..., "sequence": ..., "step": ...,
      "lead": {...}, "trigger": {...}}
 
-The key is the lead id and the touch's ledger field (``<lead>.<sequence>.<generation>.
-<step>``): the same for every attempt of one touch, so a receiver drops repeats.
+The key is the touch's ledger field and the lead id (``<sequence>.<generation>.<step>.
+<lead>``, as the outbox's ``X-Nurture-Key``): the same for every attempt of one touch,
+so a receiver drops repeats.
 
 Outcomes, classified like an email provider's answers (:mod:`worker.delivery.base`): a
 2xx is sent; 408, 429, 5xx, a refused connection and a timeout are tried again later

@@ -1,0 +1,232 @@
+"""Steps that reach a person (issue 14, item 5), end to end on a real Redis with real
+dramatiq worker threads: a ``notify:`` step emails the lead's owner exactly once, even
+when the queue delivers its message twice; a ``webhook:`` step POSTs one signed JSON
+to a real HTTP server on 127.0.0.1, tried again after a 503 and dead-lettered with the
+reason after a 400. Both go through the send ledger like emails.
+
+No harness here runs inline: the conftest marks these tests slow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import Harness, event, running
+from worker.enrollment import touch_id
+from worker.leadview import lead_view, render_text
+from worker.report import Filters, build_report
+
+SECRET = "hook-secret"
+OWNER = {"owner_name": "Maria Holm", "owner_email": "maria@acme.example"}
+PING = """{% block subject %}Call {{ lead.first_name | default(lead.email) }} today{% endblock %}
+{% block text %}
+Hi {{ recipient.name | default("there") }},
+
+{{ lead.first_name | default(lead.email) }} asked for a call ({{ lead.email }}).
+{% endblock %}
+"""
+
+
+def only_sequence(dirs: dict[str, Path], text: str) -> None:
+    """Leave just one sequence (and fit.yaml) in the copied catalog."""
+    for path in dirs["sequences"].glob("*.yaml"):
+        if path.name != "fit.yaml":
+            path.unlink()
+    (dirs["sequences"] / "ops.yaml").write_text(text, encoding="utf-8")
+    (dirs["templates"] / "internal" / "ping.j2").write_text(PING, encoding="utf-8")
+
+
+NOTIFY_SEQUENCE = """id: ops
+trigger: lead.created
+steps:
+  - {id: hello, wait: 10m, template: value/guide}
+  - id: ping
+    wait: 1h
+    notify: {template: internal/ping}
+"""
+
+
+def test_a_notify_step_reaches_the_owner_exactly_once(
+    make_harness: Callable[..., Harness], catalog_dirs: dict[str, Path]
+) -> None:
+    only_sequence(catalog_dirs, NOTIFY_SEQUENCE)
+    # A 48 h cap: the notify an hour after the lead's email is not held back by it.
+    h = make_harness(frequency_cap=48 * 3600.0)
+    lead = {"first_name": "Ann", "source": "referral", **OWNER}
+    with running(h):
+        h.emit(event("e1", **lead))
+        h.settle()
+        h.advance(timedelta(minutes=10))
+        assert h.sent() == [("lead-1", "ops", "hello")]
+        # The notify falls due; the queue delivers its message twice, at once.
+        h.clock.advance(timedelta(hours=1))
+        claimed = h.rt.store.claim_due(h.clock.now().timestamp(), 10, lease=300)
+        member = touch_id("ops", 1, "ping", "lead-1")
+        assert [m for m, _ in claimed] == [member]
+        batch = [[m, d] for m, d in claimed]
+        h.rt.actors.send_touches.send(batch)
+        h.rt.actors.send_touches.send(batch)
+        h.settle()
+        # ...and once more after it finished: the ledger and the enrollment say done.
+        h.rt.actors.send_touches.send(batch)
+        h.settle()
+    notes = [m for m in h.messages() if m["X-Nurture-Internal"] == "notify"]
+    assert len(notes) == 1
+    note = notes[0]
+    assert note["To"] == "Maria Holm <maria@acme.example>"
+    assert note["Subject"] == "Call Ann today"
+    assert note["List-Unsubscribe"] is None  # internal: no unsubscribe, no footer
+    body = str(note.get_body(("plain",)).get_content())  # type: ignore[union-attr]
+    assert body.startswith("Hi Maria Holm,")
+    assert "unsubscribe" not in body.lower()
+    assert h.sent() == [("lead-1", "ops", "hello"), ("lead-1", "ops", "ping")]
+    assert h.rt.store.ledger_state(member).startswith("sent:")
+    # Not held back by the cap (sent when due), and the lead's last touch is the email.
+    sent_at = float(h.rt.store.ledger_state(member).split(":", 1)[1])
+    assert sent_at == pytest.approx(claimed[0][1], abs=5)
+    stats = h.rt.store.stats()["ops"]
+    assert stats["ping"].get("notified") == 1 and "sent" not in stats["ping"]
+    # The lead's timeline and the report show it as a notify, not as an email sent.
+    view = render_text(lead_view(h.rt.store, h.rt.catalog.current.catalog, "lead-1"))
+    assert "NOTIFIED maria@acme.example ops/ping" in view.replace(" step ", "/")
+    (row,) = build_report(h.rt.store, ["ops"], Filters())["sequences"]
+    by_step = {s["step"]: s for s in row["steps"]}
+    assert (by_step["hello"]["sent"], by_step["ping"]["sent"]) == (1, 0)
+    assert by_step["ping"]["notified"] == 1
+    assert h.dead_letters() == []
+
+
+class Receiver:
+    """A real HTTP server on 127.0.0.1 answering POSTs with scripted statuses."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = list(statuses)
+        self.requests: list[dict[str, Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                receiver.requests.append(
+                    {"headers": dict(self.headers), "body": body, "status": status}
+                )
+                answer = b'{"error": "missing field task"}' if status == 400 else b"{}"
+                self.send_response(status)
+                if status == 503:
+                    self.send_header("Retry-After", "1")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver_for() -> Iterator[Callable[[list[int]], Receiver]]:
+    made: list[Receiver] = []
+
+    def make(statuses: list[int]) -> Receiver:
+        made.append(Receiver(statuses))
+        return made[-1]
+
+    yield make
+    for receiver in made:
+        receiver.close()
+
+
+def webhook_harness(
+    make_harness: Callable[..., Harness], dirs: dict[str, Path], receiver: Receiver
+) -> Harness:
+    only_sequence(
+        dirs,
+        "id: ops\ntrigger: lead.created\nsteps:\n"
+        "  - id: crm-task\n    wait: 0s\n    webhook: {target: crm-tasks}\n"
+        "  - {id: hello, wait: 1d, template: value/guide}\n",
+    )
+    return make_harness(webhook_secret=SECRET, webhook_targets={"crm-tasks": receiver.url})
+
+
+def test_a_webhook_posts_one_signed_json_even_after_a_503(
+    make_harness: Callable[..., Harness],
+    catalog_dirs: dict[str, Path],
+    receiver_for: Callable[[list[int]], Receiver],
+) -> None:
+    receiver = receiver_for([503])
+    h = webhook_harness(make_harness, catalog_dirs, receiver)
+    member = touch_id("ops", 1, "crm-task", "lead-1")
+    with running(h):
+        h.emit(event("e1", first_name="Ann", **OWNER))
+        h.settle()
+        # The 503 asked for a second's wait: the touch is back on the schedule.
+        assert [r["status"] for r in receiver.requests] == [503]
+        h.run_until(h.clock.now().timestamp() + 60)
+        # Delivered again: nothing more is posted.
+        h.rt.actors.send_touches.send([[member, h.clock.now().timestamp()]])
+        h.settle()
+    assert [r["status"] for r in receiver.requests] == [503, 200]
+    accepted = receiver.requests[1]
+    headers, body = accepted["headers"], accepted["body"]
+    # The signature is HMAC-SHA256 over the raw body (docs/sequences.md#webhook).
+    expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert headers["X-Nurture-Signature"] == expected
+    assert headers["Content-Type"] == "application/json"
+    payload = json.loads(body)
+    key = "ops.1.crm-task.lead-1"
+    # One key for every attempt of the touch: the receiver can drop repeats.
+    assert headers["Idempotency-Key"] == payload["id"] == key
+    assert receiver.requests[0]["headers"]["Idempotency-Key"] == key
+    assert payload["type"] == "nurture.webhook"
+    assert (payload["sequence"], payload["step"], payload["generation"]) == ("ops", "crm-task", 1)
+    assert payload["lead"]["owner_email"] == "maria@acme.example"
+    assert payload["lead"]["email"] == "ann@example.com"
+    assert payload["trigger"]["type"] == "lead.created"
+    assert h.rt.store.ledger_state(member).startswith("sent:")
+    stats = h.rt.store.stats()["ops"]["crm-task"]
+    assert stats.get("posted") == 1 and stats.get("retried") == 1 and "sent" not in stats
+    view = render_text(lead_view(h.rt.store, h.rt.catalog.current.catalog, "lead-1"))
+    assert f"to {receiver.url}: HTTP 200" in view
+    assert h.dead_letters() == []
+
+
+def test_a_webhook_refused_with_400_is_a_dead_letter_with_the_reason(
+    make_harness: Callable[..., Harness],
+    catalog_dirs: dict[str, Path],
+    receiver_for: Callable[[list[int]], Receiver],
+) -> None:
+    receiver = receiver_for([400])
+    h = webhook_harness(make_harness, catalog_dirs, receiver)
+    member = touch_id("ops", 1, "crm-task", "lead-1")
+    with running(h):
+        h.emit(event("e1", first_name="Ann"))
+        h.settle()
+        h.run_until(h.clock.now().timestamp() + 3600)
+        assert [r["status"] for r in receiver.requests] == [400]  # never tried again
+        # The sequence goes on: the next step is the lead's email, a day later.
+        h.run_until(h.clock.now().timestamp() + 2 * 86400)
+    assert h.sent() == [("lead-1", "ops", "hello")]
+    (letter,) = h.dead_letters()
+    assert letter["payload"]["touch"] == member
+    assert "HTTP 400" in letter["reason"] and "missing field task" in letter["reason"]
+    assert h.rt.store.ledger_state(member).startswith("dead:")
+    assert h.rt.store.stats()["ops"]["crm-task"].get("failed") == 1
