@@ -1,6 +1,6 @@
 """``webhook:`` steps: a signed JSON POST per touch (e.g. to create a task in the CRM).
 
-The request (documented for receivers in docs/sequences.md#webhook)::
+The request (documented for receivers in docs/sequences.md#webhook-steps)::
 
     POST <url>
     Content-Type: application/json

@@ -63,7 +63,7 @@ def read_notify(
         problem(
             key_line,
             "this notify has no `template` (the email the person gets)",
-            f"add one, e.g. {example}; see docs/sequences.md#notify",
+            f"add one, e.g. {example}; see docs/sequences.md#steps-that-reach-a-person",
         )
         return None
     to = raw.get("to")
