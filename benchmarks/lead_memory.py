@@ -44,7 +44,10 @@ from worker.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 MONDAY_9AM = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 #: Key kinds by the part after the prefix; a kind per lead unless listed as shared.
-PER_LEAD = ("lead", "enr", "sent", "recv", "email", "evt", "lock", "supp", "sgevt")
+PER_LEAD = (
+    *("lead", "enr", "sent", "recv", "tl", "eng", "var", "lock"),
+    *("email", "evt", "supp", "supph", "sgevt"),
+)
 #: Commands only the test harness sends (dramatiq's join polls queue sizes; settle and
 #: run_until look for due touches): left out of the per-touch counts.
 HARNESS_ONLY = ("HLEN", "SCARD", "ZCOUNT", "ZRANGE")
@@ -182,10 +185,11 @@ def compact_layouts(client: redis.Redis, lead_ids: list[str]) -> dict[str, Any]:
     """The compact layout with Redis's default small-hash limit (64-byte values) and with
     ``hash-max-listpack-value 1024``, so a lead's hash stays one listpack."""
     out = {}
+    configured = int(client.config_get("hash-max-*-value").popitem()[1])
     for size in (64, 1024):
         set_listpack_value(client, size)
         out[f"listpack-value {size}"] = compact_prototype(client, lead_ids)
-    set_listpack_value(client, 64)
+    set_listpack_value(client, configured)  # the server's own setting again
     return out
 
 
