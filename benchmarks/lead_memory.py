@@ -21,7 +21,6 @@ alone.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import re
 import tempfile
@@ -108,32 +107,6 @@ def field_sizes(client: redis.Redis, lead_id: str) -> dict[str, int]:
     return sizes
 
 
-def _compact_enrollment(raw: bytes) -> tuple[str, str]:
-    """An enrollment as ``gen|state|step|done,...|attempts|started|reason`` (what the Lua
-    scripts read sits first, plain to ``string.match``) and its trigger as a JSON array
-    without the default empty data."""
-    e = json.loads(raw)
-    trigger = e.get("trigger") or {}
-    occurred = trigger.get("occurred_at") or ""
-    with contextlib.suppress(ValueError):
-        occurred = int(datetime.fromisoformat(occurred).timestamp())
-    head = "|".join(
-        [
-            str(e["generation"]),
-            e["state"][0],
-            e.get("step") or "",
-            ",".join(e.get("done") or []),
-            str(e.get("attempts") or 0),
-            str(int(e.get("started") or 0)),
-            e.get("reason") or "",
-        ]
-    )
-    t = [trigger.get("id"), trigger.get("type"), occurred]
-    if trigger.get("data"):
-        t.append(trigger["data"])
-    return head, json.dumps(t, separators=(",", ":"), ensure_ascii=False)
-
-
 def _compact_ledger(value: bytes) -> str:
     """``sent:1795424400.123`` -> ``s1795424400`` (state initial, whole seconds)."""
     state, _, ts = value.decode().partition(":")
@@ -152,16 +125,14 @@ def compact_prototype(
         for name, value in client.hgetall(f"nurture:lead:{lead_id}").items():
             fields["d" if name == b"data" else name.decode()] = value
         for seq, raw in client.hgetall(f"nurture:enr:{lead_id}").items():
-            head, trigger = _compact_enrollment(raw)
-            fields[f"e:{seq.decode()}"] = head
-            fields[f"t:{seq.decode()}"] = trigger
+            fields[f"e:{seq.decode()}"] = raw  # packed already (worker/store/enrollments.py)
         for name, value in client.hgetall(f"nurture:sent:{lead_id}").items():
             fields[f"l:{name.decode()}"] = _compact_ledger(value)
         received = sorted(m.decode() for m in client.smembers(f"nurture:recv:{lead_id}"))
         if received:
             fields["r"] = ",".join(received)
         client.hset(f"c:{tag}:L:{lead_id}", mapping=fields)  # type: ignore[arg-type]
-        email = json.loads(fields.get("d") or b"{}").get("email")
+        email = json.loads(fields.get("d") or b"{}").get("email")  # type: ignore[arg-type]
         if email:
             bucket = zlib.crc32(email.lower().encode()) % email_buckets
             client.hset(f"c:{{e{bucket}}}:E", email.lower(), lead_id)

@@ -87,7 +87,7 @@ def pack_enrollment(enrollment: Enrollment) -> str:
     would not fit the packed head."""
     ids = [enrollment.step or "", *enrollment.done]
     if not all(_PLAIN_ID.match(i) for i in ids) or not all(enrollment.done):
-        return pack_enrollment(enrollment)
+        return enrollment.to_json()
     trigger = _pack_trigger(enrollment.trigger) if enrollment.trigger else None
     tail: list[Any] = [enrollment.reason, trigger]
     while tail and tail[-1] is None:
@@ -107,7 +107,7 @@ def unpack_enrollment(raw: str | bytes) -> Enrollment:
     """A stored enrollment: packed, or the JSON object older versions wrote."""
     text = raw.decode() if isinstance(raw, bytes) else raw
     if text.startswith("{"):
-        return unpack_enrollment(text)
+        return Enrollment.from_json(text)
     generation, state, step, done, attempts, started, tail = text.split("|", 6)
     rest = json.loads(tail)
     rest += [None] * (2 - len(rest))
