@@ -5,15 +5,18 @@ times under new ids and addresses) through the real pipeline, the way the tests 
 (tests/harness.py: a runtime on a Redis of its own, real dramatiq workers in threads,
 a manual clock jumped through every due time), and reports:
 
-* ``MEMORY USAGE`` of every key of each lead, by kind, at two moments: enrolled (first
-  touch pending) and after every sequence has run its course;
+* ``MEMORY USAGE`` (``SAMPLES 0``: exact) of every key of each lead, by kind (the lead
+  hash, enrollments, ledger, received content, timeline ``tl``, engagement, variants,
+  email index, replay guard...), at two moments: enrolled (first touch pending) and
+  after every sequence has run its course; per lead in all, and without the timeline;
 * the shared keys (schedule, claimed, stats, counters...) and ``used_memory`` per lead;
 * during the sends, every command Redis ran (``MONITOR``): commands per sent touch and
   the share of the busiest keys, the figures a Redis Cluster design must spread.
 
 Usage: ``python -m benchmarks.lead_memory --copies 250 [--json out.json]
 [--broker-url amqp://guest:guest@127.0.0.1:5672/<vhost>]``. Talks to nothing but the
-redis-server it starts on 127.0.0.1 and, with ``--broker-url``, that RabbitMQ (give it an
+redis-server it starts on 127.0.0.1 (``worker.redis_server.start_redis``: the quick
+start's settings, ``hash-max-listpack-value 1024`` included) and, with ``--broker-url``, that RabbitMQ (give it an
 empty vhost of its own): then the queues are off Redis and the counts are the state's
 alone.
 """
@@ -88,6 +91,18 @@ def memory_by_kind(client: redis.Redis) -> dict[str, dict[str, int]]:
         out[kind]["keys"] += 1
         out[kind]["bytes"] += int(used or 0)
     return dict(out)
+
+
+def per_lead(by_kind: dict[str, dict[str, int]], leads: int) -> dict[str, float]:
+    """Bytes per lead: ``all`` (every per-lead key and the lead's share of the schedule)
+    and ``without timeline``."""
+    total = sum(
+        v["bytes"]
+        for kind, v in by_kind.items()
+        if kind in PER_LEAD or kind in ("sched", "claimed")
+    )
+    timeline = by_kind.get("tl", {}).get("bytes", 0)
+    return {"all": total / leads, "without timeline": (total - timeline) / leads}
 
 
 def field_sizes(client: redis.Redis, lead_id: str) -> dict[str, int]:
@@ -259,6 +274,7 @@ def run(copies: int, broker_url: str | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {
         "copies": copies,
         "redis_version": client.info()["redis_version"],
+        "hash_max_listpack_value": int(client.config_get("hash-max-*-value").popitem()[1]),
         "broker": "rabbitmq" if broker_url else "redis",
     }
     try:
@@ -276,6 +292,7 @@ def run(copies: int, broker_url: str | None = None) -> dict[str, Any]:
             "fields_first_lead": field_sizes(client, events[0].lead.id),
             "scheduled": int(client.zcard("nurture:sched")),
         }
+        result["enrolled"]["per_lead"] = per_lead(result["enrolled"]["by_kind"], leads)
         lead_ids = [e.lead.id for e in events]
         result["enrolled"]["compact"] = compact_layouts(client, lead_ids)
         tap = CommandTap(server.url)
@@ -289,6 +306,7 @@ def run(copies: int, broker_url: str | None = None) -> dict[str, Any]:
             "fields_first_lead": field_sizes(client, events[0].lead.id),
             "sent": sent,
         }
+        result["done"]["per_lead"] = per_lead(result["done"]["by_kind"], leads)
         result["done"]["compact"] = compact_layouts(client, lead_ids)
         result["commands"] = {
             "total": tap.total,
@@ -313,20 +331,22 @@ def report(result: dict[str, Any]) -> str:
     leads = result["leads"]
     lines = [
         f"leads: {leads} (shipped examples x {result['copies']}), Redis {result['redis_version']}"
+        f" (hash-max-listpack-value {result['hash_max_listpack_value']})"
         f", queues on {result.get('broker', 'redis')}"
     ]
     for stage in ("enrolled", "done"):
         data = result[stage]
         lines.append(f"\n== {stage}: used_memory/lead {data['used_memory_per_lead']:.0f} B")
-        per_lead_total = 0.0
         for kind, v in sorted(data["by_kind"].items(), key=lambda kv: -kv[1]["bytes"]):
             per = v["bytes"] / leads
-            if kind in PER_LEAD or kind in ("sched", "claimed"):
-                per_lead_total += per
             lines.append(
                 f"  {kind:10} keys {v['keys']:6}  bytes {v['bytes']:9}  per lead {per:7.1f}"
             )
-        lines.append(f"  MEMORY USAGE per lead (per-lead keys + schedule): {per_lead_total:.0f} B")
+        totals = per_lead(data["by_kind"], leads)
+        lines.append(
+            f"  MEMORY USAGE per lead (per-lead keys + schedule): {totals['all']:.0f} B"
+            f" ({totals['without timeline']:.0f} B without the timeline)"
+        )
         lines.append(f"  first lead's values: {data['fields_first_lead']}")
         for name, sizes in data["compact"].items():
             shown = ", ".join(f"{k} {v:.0f} B" for k, v in sorted(sizes.items()))

@@ -8,11 +8,12 @@ Storage form (:func:`pack_enrollment`), what the Lua scripts read first, plain t
 
     <generation>|<state initial a/d/e>|<step>|<done,done...>|<attempts>|<started>|<tail>
 
-``<tail>`` is a JSON array ``[reason, trigger]`` (trailing empties left off), the trigger
-as ``[id, type, occurred, data]`` with ``occurred`` in unix seconds when that gives back
-the same text. About 70 B instead of 210 B of JSON, small enough for the lead's hash to
-stay a listpack. Enrollments written by older versions (JSON objects) still read:
-:func:`unpack_enrollment` and the scripts take both, and the next write packs them.
+``<tail>`` is a JSON array ``[trigger, reason]`` (trailing empties left off), the
+trigger as ``[id, type, occurred, data]`` with ``occurred`` in unix seconds when that
+gives back the same text and ``data`` left off when it is ``{}``. About 65 B instead of
+210 B of JSON, small enough for the hash to stay a listpack. Enrollments written by
+older versions (JSON objects) still read: :func:`unpack_enrollment` and the scripts take
+both, and the next write packs them.
 """
 
 from __future__ import annotations
@@ -48,9 +49,10 @@ def _iso(stamp: int) -> str:
 
 
 def _pack_trigger(trigger: dict[str, Any]) -> Any:
-    """``[id, type, occurred, data?]``; the dict as it is when it has other keys."""
+    """``[id, type, occurred, data?]`` (no data: ``{}``); the dict as it is when it has
+    other keys or no data."""
     occurred = trigger.get("occurred_at")
-    if set(trigger) - {"data"} != {"id", "type", "occurred_at"} or not isinstance(
+    if set(trigger) != {"id", "type", "occurred_at", "data"} or not isinstance(
         occurred, str | None
     ):
         return trigger
@@ -62,7 +64,7 @@ def _pack_trigger(trigger: dict[str, Any]) -> Any:
         if seconds is not None and _iso(seconds) == occurred:
             occurred = seconds
     packed = [trigger["id"], trigger["type"], occurred]
-    if "data" in trigger:
+    if trigger["data"] != {}:
         packed.append(trigger["data"])
     return packed
 
@@ -77,8 +79,7 @@ def _unpack_trigger(packed: Any) -> dict[str, Any]:
     out = {"id": packed[0], "type": packed[1], "occurred_at": occurred}
     if isinstance(occurred, int):
         out["occurred_at"] = _iso(occurred)
-    if len(packed) > 3:
-        out["data"] = packed[3]
+    out["data"] = packed[3] if len(packed) > 3 else {}
     return out
 
 
@@ -89,7 +90,7 @@ def pack_enrollment(enrollment: Enrollment) -> str:
     if not all(_PLAIN_ID.match(i) for i in ids) or not all(enrollment.done):
         return enrollment.to_json()
     trigger = _pack_trigger(enrollment.trigger) if enrollment.trigger else None
-    tail: list[Any] = [enrollment.reason, trigger]
+    tail: list[Any] = [trigger, enrollment.reason]
     while tail and tail[-1] is None:
         tail.pop()
     head = [
@@ -116,9 +117,9 @@ def unpack_enrollment(raw: str | bytes) -> Enrollment:
         state=_STATES[state],
         step=step or None,
         done=done.split(",") if done else [],
-        trigger=_unpack_trigger(rest[1]),
+        trigger=_unpack_trigger(rest[0]),
         started=float(started),
-        reason=rest[0],
+        reason=rest[1],
         attempts=int(attempts),
     )
 

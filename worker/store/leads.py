@@ -2,10 +2,11 @@
 
 Storage form, converted here (the rest of the worker sees :class:`LeadRecord` as it
 always was): ``data`` is JSON without spaces; ``fts`` (field times) is grouped by time,
-``{"<time>": [field, ...]}`` (a lead's fields mostly arrive together: ~110 B instead of
-~330 B); ``contactable`` and ``seen:*`` times are whole seconds when they are whole
-(Redis packs an integer in 5 bytes in a listpack). With ``hash-max-listpack-value
-1024`` (worker/redis_server.py, docs/deployment.md) the whole hash stays one listpack.
+``{"<time>": [field, ...]}`` with ``attributes.x`` as ``.x`` (a lead's fields mostly
+arrive together: ~110 B instead of ~330 B); ``contactable`` and ``seen:*`` times are
+whole seconds when they are whole (a listpack packs such an integer in 5 bytes). With
+``hash-max-listpack-value 1024`` (worker/redis_server.py, docs/deployment.md) the whole
+hash stays one listpack.
 Values written by older versions (``fts`` as ``{field: time}``, times as ``1795424400.0``)
 read as before and are packed at the next write.
 """
@@ -107,13 +108,19 @@ def _pack_time(value: str) -> str:
     return str(int(number)) if whole and str(number) == value else value
 
 
+#: ``attributes.<key>`` is stored as ``.<key>`` in the field times (no lead field's own
+#: name starts with a dot).
+_ATTRIBUTE = "attributes."
+
+
 def _pack_field_times(raw: str) -> str:
-    """``{field: time}`` as ``{"<time>": [field, ...]}``."""
+    """``{field: time}`` as ``{"<time>": [field, ...]}``, ``attributes.`` as ``.``."""
     try:
         times = json.loads(raw)
         grouped: dict[str, list[str]] = {}
         for name, when in sorted(times.items()):
-            grouped.setdefault(repr(float(when)).removesuffix(".0"), []).append(name)
+            short = "." + name[len(_ATTRIBUTE) :] if name.startswith(_ATTRIBUTE) else name
+            grouped.setdefault(repr(float(when)).removesuffix(".0"), []).append(short)
     except (ValueError, TypeError, AttributeError):
         return raw
     return json.dumps(grouped, ensure_ascii=False, separators=(",", ":"))
@@ -124,7 +131,11 @@ def _unpack_field_times(raw: str) -> str:
     value = json.loads(raw)
     if not any(isinstance(v, list) for v in value.values()):
         return raw
-    times = {name: float(when) for when, names in value.items() for name in names}
+    times = {
+        _ATTRIBUTE + name[1:] if name.startswith(".") else name: float(when)
+        for when, names in value.items()
+        for name in names
+    }
     return json.dumps(times, sort_keys=True)
 
 

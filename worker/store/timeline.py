@@ -105,17 +105,24 @@ def _seconds(value: Any) -> Any:
 
 
 def _pack_change(change: Any) -> Any:
-    """``[None, new]`` (a field filled in) as ``[new]``; other changes as they are."""
+    """``[None, new]`` (a field filled in) as ``new`` (``[new]`` when it is a list);
+    other changes (``[old, new]``) as they are."""
     if isinstance(change, list | tuple) and len(change) == 2 and change[0] is None:
-        return [change[1]]
+        return [change[1]] if isinstance(change[1], list) else change[1]
     return change
+
+
+def _unpack_change(packed: Any) -> Any:
+    if not isinstance(packed, list):
+        return [None, packed]
+    return [None, packed[0]] if len(packed) == 1 else packed
 
 
 def entry(kind: Kind, at: float, **data: Any) -> str:
     """One timeline entry as stored: ``[code, at, fields by position..., {others}?]``.
 
-    Times are whole seconds (``at``; the others relative to it), a field change from
-    nothing is stored as ``[new]``, and trailing empty fields are left off.
+    Times are whole seconds (``at``; the others relative to it), a field filled in
+    (``[None, new]``) is stored as ``new``, and trailing empty fields are left off.
     """
     base = _seconds(at)
     values: list[Any] = [CODES[kind], base]
@@ -149,7 +156,7 @@ def unpack(raw: str | bytes) -> dict[str, Any]:
         if name in _TIMES and isinstance(item, int | float):
             item = base + item
         elif name == "changed" and isinstance(item, dict):
-            item = {k: [None, v[0]] if len(v) == 1 else v for k, v in item.items()}
+            item = {k: _unpack_change(v) for k, v in item.items()}
         out[name] = item
     if len(value) > 2 + len(names):
         out.update(value[2 + len(names)])
