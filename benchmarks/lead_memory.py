@@ -5,15 +5,18 @@ times under new ids and addresses) through the real pipeline, the way the tests 
 (tests/harness.py: a runtime on a Redis of its own, real dramatiq workers in threads,
 a manual clock jumped through every due time), and reports:
 
-* ``MEMORY USAGE`` of every key of each lead, by kind, at two moments: enrolled (first
-  touch pending) and after every sequence has run its course;
+* ``MEMORY USAGE`` (``SAMPLES 0``: exact) of every key of each lead, by kind (the lead
+  hash, enrollments, ledger, received content, timeline ``tl``, engagement, variants,
+  email index, replay guard...), at two moments: enrolled (first touch pending) and
+  after every sequence has run its course; per lead in all, and without the timeline;
 * the shared keys (schedule, claimed, stats, counters...) and ``used_memory`` per lead;
 * during the sends, every command Redis ran (``MONITOR``): commands per sent touch and
   the share of the busiest keys, the figures a Redis Cluster design must spread.
 
 Usage: ``python -m benchmarks.lead_memory --copies 250 [--json out.json]
 [--broker-url amqp://guest:guest@127.0.0.1:5672/<vhost>]``. Talks to nothing but the
-redis-server it starts on 127.0.0.1 and, with ``--broker-url``, that RabbitMQ (give it an
+redis-server it starts on 127.0.0.1 (``worker.redis_server.start_redis``: the quick
+start's settings, ``hash-max-listpack-value 1024`` included) and, with ``--broker-url``, that RabbitMQ (give it an
 empty vhost of its own): then the queues are off Redis and the counts are the state's
 alone.
 """
@@ -21,7 +24,6 @@ alone.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import re
 import tempfile
@@ -44,7 +46,10 @@ from worker.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 MONDAY_9AM = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 #: Key kinds by the part after the prefix; a kind per lead unless listed as shared.
-PER_LEAD = ("lead", "enr", "sent", "recv", "email", "evt", "lock", "supp", "sgevt")
+PER_LEAD = (
+    *("lead", "enr", "sent", "recv", "tl", "eng", "var", "lock"),
+    *("email", "evt", "supp", "supph", "sgevt"),
+)
 #: Commands only the test harness sends (dramatiq's join polls queue sizes; settle and
 #: run_until look for due touches): left out of the per-touch counts.
 HARNESS_ONLY = ("HLEN", "SCARD", "ZCOUNT", "ZRANGE")
@@ -88,6 +93,18 @@ def memory_by_kind(client: redis.Redis) -> dict[str, dict[str, int]]:
     return dict(out)
 
 
+def per_lead(by_kind: dict[str, dict[str, int]], leads: int) -> dict[str, float]:
+    """Bytes per lead: ``all`` (every per-lead key and the lead's share of the schedule)
+    and ``without timeline``."""
+    total = sum(
+        v["bytes"]
+        for kind, v in by_kind.items()
+        if kind in PER_LEAD or kind in ("sched", "claimed")
+    )
+    timeline = by_kind.get("tl", {}).get("bytes", 0)
+    return {"all": total / leads, "without timeline": (total - timeline) / leads}
+
+
 def field_sizes(client: redis.Redis, lead_id: str) -> dict[str, int]:
     """Bytes of the stored values of one lead (what a compact encoding would shrink)."""
     sizes = {}
@@ -103,32 +120,6 @@ def field_sizes(client: redis.Redis, lead_id: str) -> dict[str, int]:
     sizes["ledger (fields+values)"] = sum(len(k) + len(v) for k, v in ledger.items())
     sizes["ledger entries"] = len(ledger)
     return sizes
-
-
-def _compact_enrollment(raw: bytes) -> tuple[str, str]:
-    """An enrollment as ``gen|state|step|done,...|attempts|started|reason`` (what the Lua
-    scripts read sits first, plain to ``string.match``) and its trigger as a JSON array
-    without the default empty data."""
-    e = json.loads(raw)
-    trigger = e.get("trigger") or {}
-    occurred = trigger.get("occurred_at") or ""
-    with contextlib.suppress(ValueError):
-        occurred = int(datetime.fromisoformat(occurred).timestamp())
-    head = "|".join(
-        [
-            str(e["generation"]),
-            e["state"][0],
-            e.get("step") or "",
-            ",".join(e.get("done") or []),
-            str(e.get("attempts") or 0),
-            str(int(e.get("started") or 0)),
-            e.get("reason") or "",
-        ]
-    )
-    t = [trigger.get("id"), trigger.get("type"), occurred]
-    if trigger.get("data"):
-        t.append(trigger["data"])
-    return head, json.dumps(t, separators=(",", ":"), ensure_ascii=False)
 
 
 def _compact_ledger(value: bytes) -> str:
@@ -149,16 +140,14 @@ def compact_prototype(
         for name, value in client.hgetall(f"nurture:lead:{lead_id}").items():
             fields["d" if name == b"data" else name.decode()] = value
         for seq, raw in client.hgetall(f"nurture:enr:{lead_id}").items():
-            head, trigger = _compact_enrollment(raw)
-            fields[f"e:{seq.decode()}"] = head
-            fields[f"t:{seq.decode()}"] = trigger
+            fields[f"e:{seq.decode()}"] = raw  # packed already (worker/store/enrollments.py)
         for name, value in client.hgetall(f"nurture:sent:{lead_id}").items():
             fields[f"l:{name.decode()}"] = _compact_ledger(value)
         received = sorted(m.decode() for m in client.smembers(f"nurture:recv:{lead_id}"))
         if received:
             fields["r"] = ",".join(received)
         client.hset(f"c:{tag}:L:{lead_id}", mapping=fields)  # type: ignore[arg-type]
-        email = json.loads(fields.get("d") or b"{}").get("email")
+        email = json.loads(fields.get("d") or b"{}").get("email")  # type: ignore[arg-type]
         if email:
             bucket = zlib.crc32(email.lower().encode()) % email_buckets
             client.hset(f"c:{{e{bucket}}}:E", email.lower(), lead_id)
@@ -182,10 +171,11 @@ def compact_layouts(client: redis.Redis, lead_ids: list[str]) -> dict[str, Any]:
     """The compact layout with Redis's default small-hash limit (64-byte values) and with
     ``hash-max-listpack-value 1024``, so a lead's hash stays one listpack."""
     out = {}
+    configured = int(client.config_get("hash-max-*-value").popitem()[1])
     for size in (64, 1024):
         set_listpack_value(client, size)
         out[f"listpack-value {size}"] = compact_prototype(client, lead_ids)
-    set_listpack_value(client, 64)
+    set_listpack_value(client, configured)  # the server's own setting again
     return out
 
 
@@ -284,6 +274,7 @@ def run(copies: int, broker_url: str | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {
         "copies": copies,
         "redis_version": client.info()["redis_version"],
+        "hash_max_listpack_value": int(client.config_get("hash-max-*-value").popitem()[1]),
         "broker": "rabbitmq" if broker_url else "redis",
     }
     try:
@@ -301,6 +292,7 @@ def run(copies: int, broker_url: str | None = None) -> dict[str, Any]:
             "fields_first_lead": field_sizes(client, events[0].lead.id),
             "scheduled": int(client.zcard("nurture:sched")),
         }
+        result["enrolled"]["per_lead"] = per_lead(result["enrolled"]["by_kind"], leads)
         lead_ids = [e.lead.id for e in events]
         result["enrolled"]["compact"] = compact_layouts(client, lead_ids)
         tap = CommandTap(server.url)
@@ -314,6 +306,7 @@ def run(copies: int, broker_url: str | None = None) -> dict[str, Any]:
             "fields_first_lead": field_sizes(client, events[0].lead.id),
             "sent": sent,
         }
+        result["done"]["per_lead"] = per_lead(result["done"]["by_kind"], leads)
         result["done"]["compact"] = compact_layouts(client, lead_ids)
         result["commands"] = {
             "total": tap.total,
@@ -338,20 +331,22 @@ def report(result: dict[str, Any]) -> str:
     leads = result["leads"]
     lines = [
         f"leads: {leads} (shipped examples x {result['copies']}), Redis {result['redis_version']}"
+        f" (hash-max-listpack-value {result['hash_max_listpack_value']})"
         f", queues on {result.get('broker', 'redis')}"
     ]
     for stage in ("enrolled", "done"):
         data = result[stage]
         lines.append(f"\n== {stage}: used_memory/lead {data['used_memory_per_lead']:.0f} B")
-        per_lead_total = 0.0
         for kind, v in sorted(data["by_kind"].items(), key=lambda kv: -kv[1]["bytes"]):
             per = v["bytes"] / leads
-            if kind in PER_LEAD or kind in ("sched", "claimed"):
-                per_lead_total += per
             lines.append(
                 f"  {kind:10} keys {v['keys']:6}  bytes {v['bytes']:9}  per lead {per:7.1f}"
             )
-        lines.append(f"  MEMORY USAGE per lead (per-lead keys + schedule): {per_lead_total:.0f} B")
+        totals = per_lead(data["by_kind"], leads)
+        lines.append(
+            f"  MEMORY USAGE per lead (per-lead keys + schedule): {totals['all']:.0f} B"
+            f" ({totals['without timeline']:.0f} B without the timeline)"
+        )
         lines.append(f"  first lead's values: {data['fields_first_lead']}")
         for name, sizes in data["compact"].items():
             shown = ", ".join(f"{k} {v:.0f} B" for k, v in sorted(sizes.items()))

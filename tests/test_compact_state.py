@@ -1,0 +1,148 @@
+"""Compact per-lead state (worker/store/leads.py, enrollments.py, timeline.py): the packed
+forms read back what was written, and a lead stored by the previous version (JSON
+enrollments, the lead's data and field times as they were, the timeline as a stream)
+keeps going with this one: the same sends, the same timeline, converted as it goes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from benchmarks.lead_memory import example_events
+from tests.harness import Harness, running
+from worker.enrollment import Enrollment, EnrollmentState
+from worker.events import validate_event
+from worker.leadview import lead_view, render_text
+from worker.store.enrollments import pack_enrollment, unpack_enrollment
+from worker.store.leads import lead_record, pack_flag
+from worker.store.timeline import TIMELINE_MAXLEN, Kind, entry, unpack
+
+TRIGGER = {"id": "e1", "type": "lead.created", "occurred_at": "2026-11-23T09:00:00Z", "data": {}}
+
+
+@pytest.mark.parametrize(
+    "enrollment",
+    [
+        Enrollment(1, EnrollmentState.ACTIVE, "intro", [], TRIGGER, 1795424400.0),
+        Enrollment(
+            3,
+            EnrollmentState.EXITED,
+            None,
+            ["intro", "case-study"],
+            {**TRIGGER, "occurred_at": "2026-11-23T09:00:00.250000+01:00", "data": {"a": [1]}},
+            1795424400.25,
+            "exit_on:lead.replied|odd reason, with commas",
+            2,
+        ),
+        Enrollment(2, EnrollmentState.DONE, None, ["x"], {"id": "e", "custom": 1}, 0.0),
+        Enrollment(1, EnrollmentState.ACTIVE, "odd|step", [], {}, 5.5),
+    ],
+)
+def test_a_packed_enrollment_reads_back_the_same(enrollment: Enrollment) -> None:
+    stored = pack_enrollment(enrollment)
+    assert unpack_enrollment(stored) == enrollment
+    assert unpack_enrollment(enrollment.to_json()) == enrollment  # the older JSON form
+    if "|" not in (enrollment.step or ""):
+        assert len(stored) < len(enrollment.to_json()) * 0.6
+        assert stored.startswith(f"{enrollment.generation}|{enrollment.state.value[0]}|")
+
+
+def test_packed_timeline_entries_read_back_the_same() -> None:
+    at = 1795424400.0
+    cases: list[tuple[Kind, dict[str, Any]]] = [
+        (Kind.EVENT, {"type": "lead.created", "id": "e1", "occurred": at - 5, "source": None}),
+        (Kind.FIELDS, {"changed": {"email": [None, "a@b.c"], "tags": ["x", ["y", "z"]]}}),
+        (Kind.ENROLLED, {"sequence": "s", "step": "one", "due": at + 86400, "trigger": "t"}),
+        (Kind.TOUCH, {"sequence": "s", "step": "one", "due": at, "outcome": "sent",
+                      "provider": "sendgrid", "provider_id": "abc", "subject": "Hej, Åse"}),
+        (Kind.SKIP, {"sequence": "s", "step": "one", "due": at, "reason": "frequency cap",
+                     "until": at + 3600}),
+        (Kind.PROVIDER, {"event": "click", "type": None, "sequence": "s", "step": "one",
+                         "provider_id": "abc", "url": "https://x.example/"}),
+        (Kind.DECLINE, {"sequence": "decline", "reason": None}),
+    ]  # fmt: skip
+    for kind, data in cases:
+        stored = entry(kind, at, **data)
+        old = json.dumps({"kind": kind.value, "at": at, **data}, default=str, sort_keys=True)
+        expected = {k: v for k, v in json.loads(old).items() if v is not None}
+        got = {k: v for k, v in unpack(stored).items() if v is not None}
+        assert got == expected, kind
+        assert unpack(old) == json.loads(old)  # the older JSON form
+        assert len(stored) < len(old)
+
+
+def test_field_times_and_time_flags_read_back_as_written() -> None:
+    times = {"email": 1795424400.0, "first_name": 1795424400.0, "company": 1795424401.5}
+    written = {"fts": json.dumps(times, sort_keys=True), "seen:lead.created": "1795424400.0"}
+    written["contactable"] = "1795424400.25"
+    stored = {name.encode(): pack_flag(name, value).encode() for name, value in written.items()}
+    grouped = {"1795424400": ["email", "first_name"], "1795424401.5": ["company"]}
+    assert json.loads(stored[b"fts"]) == grouped
+    assert stored[b"seen:lead.created"] == b"1795424400"
+    record = lead_record("l", {b"data": b"{}", **stored})
+    assert record is not None and record.flags == written
+    assert record.field_times() == times
+
+
+def _to_old_format(h: Harness, lead_id: str) -> None:
+    """Rewrite one lead's stored state the way the previous version wrote it."""
+    client, keys = h.rt.store.redis, h.rt.store.keys
+    record = h.rt.store.get_lead(lead_id)
+    assert record is not None
+    enrollments = h.rt.store.enrollments(lead_id)
+    timeline = h.rt.store.timeline.read(lead_id)
+    pipe = client.pipeline(transaction=True)
+    pipe.delete(keys.lead(lead_id), keys.enrollments(lead_id), keys.timeline(lead_id))
+    old_lead = {"data": json.dumps(record.data, ensure_ascii=False), **record.flags}
+    pipe.hset(keys.lead(lead_id), mapping=old_lead)  # type: ignore[arg-type]
+    for sequence, enrollment in enrollments.items():
+        pipe.hset(keys.enrollments(lead_id), sequence, enrollment.to_json())
+    for item in timeline:
+        old = json.dumps(item, default=str, sort_keys=True)
+        pipe.xadd(keys.timeline(lead_id), {"e": old}, maxlen=TIMELINE_MAXLEN)
+    pipe.execute()
+    assert client.type(keys.timeline(lead_id)) == b"stream"
+    assert all(v.startswith(b"{") for v in client.hvals(keys.enrollments(lead_id)))
+
+
+def _story(view: dict[str, Any], lead_id: str) -> list[tuple[Any, ...]]:
+    """The lead's timeline as what happened when (provider ids differ between leads)."""
+    return [
+        (e["kind"], int(e["at"]), e.get("sequence"), e.get("step"), e.get("outcome"))
+        for e in view["timeline"]
+    ]
+
+
+def test_a_lead_stored_by_the_previous_version_keeps_going(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """Two copies of the example leads; the first copy's state is rewritten in the old
+    format once enrolled; both then run six weeks: the same sends and timelines."""
+    h = make_harness()
+    events = [validate_event(doc) for doc in example_events(2)]
+    with running(h):
+        h.emit(*events)
+        h.settle()
+        old_ids = [e.lead.id for e in events if e.lead.id.endswith("-0")]
+        for lead_id in old_ids:
+            _to_old_format(h, lead_id)
+        h.run_until(h.clock.now().timestamp() + 42 * 86400)
+    catalog = h.rt.catalog.current.catalog
+    sent = h.sent()
+    client, keys = h.rt.store.redis, h.rt.store.keys
+    for old_id in old_ids:
+        new_id = old_id.removesuffix("-0") + "-1"
+        old_sends = sorted((s, step) for lead, s, step in sent if lead == old_id)
+        assert old_sends == sorted((s, step) for lead, s, step in sent if lead == new_id)
+        old_view, new_view = (lead_view(h.rt.store, catalog, i) for i in (old_id, new_id))
+        assert _story(old_view, old_id) == _story(new_view, new_id)
+        assert old_view["enrollments"] == new_view["enrollments"]
+        text = render_text(old_view)
+        assert "SENT" in text or "NOT SENT" in text or "enrolled" in text
+        if old_sends:  # a sent touch wrote its entry: the stream became the list, and
+            # the enrollment it moved on is packed (one that ended before stays JSON)
+            assert client.type(keys.timeline(old_id)) == b"list"
+            assert any(not v.startswith(b"{") for v in client.hvals(keys.enrollments(old_id)))
