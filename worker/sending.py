@@ -45,6 +45,7 @@ from worker.sequences.engagement import ENGAGEMENT, Engagement
 from worker.sequences.model import Step
 from worker.sequences.variants import Variant, assign, auto_winner, variant_report
 from worker.store import LeadRecord, LedgerState, Sent, Store, TouchState, Verdict
+from worker.store.counters import report_groups
 from worker.store.timeline import Kind, entry
 from worker.timing import due_time, lead_zone, open_slot
 
@@ -693,7 +694,9 @@ class TouchSender:
             self.store.conversions.record_variant(
                 job.ref.lead_id, job.sequence.id, job.ref.generation, step_id, job.variant.id
             )
-        sent = Sent(lateness=stamp - job.touch.due, content_ids=ready.content_ids)
+        variant = job.variant.id if job.variant else ""
+        groups = report_groups(job.lead.data, variant)
+        sent = Sent(stamp - job.touch.due, ready.content_ids, stamp, groups)
         note = self._note(
             job,
             Kind.TOUCH,
