@@ -34,6 +34,7 @@ from worker.enrollment import (
 )
 from worker.errors import (
     AccountFaultError,
+    ContentExhaustedError,
     DeliveryError,
     PermanentDeliveryError,
     RenderError,
@@ -580,6 +581,7 @@ class TouchSender:
 
         Raises:
             RenderError: When the template does not render for this lead.
+            ContentExhaustedError: A ``needs_content`` step found no new piece.
         """
         lead, ref = job.lead, job.ref
         who = resolve(self.settings.sender_defaults(), job.sequence.sender, lead.data)
@@ -600,6 +602,10 @@ class TouchSender:
             job.received,
             preferred=job.engagement.clicked_tags(),
         )
+        step = job.sequence.step(ref.step)
+        if step is not None and step.needs_content and email.found_nothing:
+            language = lead.data.get("locale") or renderer.default_locale
+            raise ContentExhaustedError(f"no piece left in {language!s} the lead has not had")
         message = Message(
             key=job.touch.member.replace("\x1f", "."),
             to_email=str(lead.data["email"]),
@@ -641,6 +647,12 @@ class TouchSender:
         try:
             unsubscribe_url = self.unsubscribe_url(job.ref.lead_id)
             message, content_ids = self._message(job, template, unsubscribe_url)
+        except ContentExhaustedError as exc:
+            self.store.ledger.release(member, LedgerState.SKIPPED.at(stamp), stamp, previous)
+            if resend:
+                return TouchOutcome.SKIPPED
+            reason = ExitReason(ExitKind.CONTENT_EXHAUSTED, str(exc))
+            return self._exit(job.touch, job.enrollment, reason, TouchOutcome.EXITED, job.now)
         except RenderError as exc:
             self.store.ledger.release(member, LedgerState.DEAD.at(stamp), stamp, previous)
             self.store.dead.add("touch", f"render failed: {exc}", {"touch": member})

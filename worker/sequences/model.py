@@ -38,6 +38,9 @@ class Step:
         line: Line of the step in its file, for messages.
         variants: A/B variants (empty: none); see :mod:`worker.sequences.variants`.
         winner_auto: ``winner: auto``: settle on a significantly better variant.
+        needs_content: ``needs_content: true``: when the template's ``content()`` finds
+            no piece the lead has not had in the email's language, the lead leaves the
+            sequence (reason ``content exhausted: …``) instead of getting this email.
     """
 
     id: str
@@ -47,6 +50,7 @@ class Step:
     line: int
     variants: tuple[Variant, ...] = ()
     winner_auto: bool = False
+    needs_content: bool = False
 
 
 @dataclass(frozen=True)
