@@ -90,7 +90,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, parse_qsl
 
 __all__ = [
     "FAULT_KINDS",
@@ -104,6 +104,8 @@ __all__ = [
 
 MAIL_SEND_PATH = "/v3/mail/send"
 SCOPES_PATH = "/v3/scopes"
+VERIFIED_SENDERS_PATH = "/v3/verified_senders"
+DOMAINS_PATH = "/v3/whitelabel/domains"
 #: Account faults as SendGrid documents them: status and ``errors[0].message``
 #: (https://support.sendgrid.com/hc/en-us/articles/18322114821403-4XX-API-Errors-and-Troubleshooting-Suggestions,
 #: https://twilio.com/docs/sendgrid/api-reference/how-to-use-the-sendgrid-v3-api/errors,
@@ -838,6 +840,14 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._answer(200, json.dumps({"scopes": _SCOPES}).encode())
             return
+        if path in (VERIFIED_SENDERS_PATH, DOMAINS_PATH) and method == "GET":
+            if self.request_headers.get("Authorization") != standin._auth:
+                self._answer(401, _errors_body(401))
+            elif fault is not None and fault[0] == 401:
+                self._answer(fault[0], _errors_body(fault[0], [_err(fault[1], None)]))
+            else:
+                self._answer(200, standin._sender_lists(path, query))
+            return
         if path != MAIL_SEND_PATH:
             self._answer(404, _errors_body(404))
             return
@@ -964,8 +974,12 @@ class SendGridStandIn:
     Attributes:
         api_key: The key clients must send as ``Authorization: Bearer <key>``.
         record: Keep every accepted payload (turn off for long benchmarks; counts stay).
-        verified_senders: When set, a ``from`` address outside it gets SendGrid's 403
-            "does not match a verified Sender Identity".
+        verified_senders: When set, a ``from`` address outside it (and outside
+            ``authenticated_domains``) gets SendGrid's 403 "does not match a verified
+            Sender Identity"; :meth:`verify_sender` adds one. ``GET /v3/verified_senders``
+            lists them (verified), and the refused ones asked for (unverified).
+        authenticated_domains: Domains whose addresses may send (Domain Authentication,
+            listed ``valid`` by ``GET /v3/whitelabel/domains``).
         slow_delay: Seconds a ``"slow"`` fault waits before answering.
     """
 
@@ -977,6 +991,7 @@ class SendGridStandIn:
         port: int = 0,
         record: bool = True,
         verified_senders: Iterable[str] | None = None,
+        authenticated_domains: Iterable[str] = (),
         slow_delay: float = 2.0,
     ) -> None:
         self.api_key = api_key
@@ -984,6 +999,10 @@ class SendGridStandIn:
         self.verified_senders = (
             None if verified_senders is None else {s.lower() for s in verified_senders}
         )
+        self.authenticated_domains = {d.lower() for d in authenticated_domains}
+        self._pending_senders: set[str] = set()  # refused: listed unverified
+        self.sender_refusals = 0  # mail sends refused for an unverified sender
+        self.sender_lookups = 0  # GET /v3/verified_senders and /v3/whitelabel/domains
         self.slow_delay = slow_delay
         self._host = host
         self._port = port
@@ -1200,6 +1219,56 @@ class SendGridStandIn:
         with self._lock:
             self._rate = window
 
+    def verify_sender(self, address: str) -> None:
+        """The address becomes a verified Single Sender (as when its owner clicks the
+        link of SendGrid's verification email)."""
+        with self._lock:
+            self.verified_senders = {*(self.verified_senders or ()), address.lower()}
+            self._pending_senders.discard(address.lower())
+
+    def _may_send_from(self, address: str) -> bool:
+        sender = address.lower()
+        with self._lock:
+            if self.verified_senders is None or sender in self.verified_senders:
+                return True
+            domain = sender.rpartition("@")[2]
+            if any(domain == d or domain.endswith("." + d) for d in self.authenticated_domains):
+                return True
+            self._pending_senders.add(sender)
+            self.sender_refusals += 1
+            return False
+
+    def _sender_lists(self, path: str, query: str) -> bytes:
+        """``GET /v3/verified_senders`` (``{"results": [...]}``, paged by ``limit`` and
+        ``lastSeenID``) or ``GET /v3/whitelabel/domains`` (a list, ``limit``/``offset``),
+        in the shapes SendGrid documents:
+        https://twilio.com/docs/sendgrid/api-reference/sender-verification/get-all-verified-senders,
+        https://twilio.com/docs/sendgrid/api-reference/domain-authentication/list-all-authenticated-domains.
+        """
+        params = dict(parse_qsl(query))
+        limit = int(params.get("limit", 100))
+        with self._lock:
+            self.sender_lookups += 1
+            verified = sorted(self.verified_senders or ())
+            senders = [(e, True) for e in verified] + [
+                (e, False) for e in sorted(self._pending_senders)
+            ]
+            domains = sorted(self.authenticated_domains)
+        if path == VERIFIED_SENDERS_PATH:
+            after = int(params.get("lastSeenID", 0))
+            results = [
+                {"id": n, "nickname": email, "from_email": email, "verified": ok, "locked": False}
+                for n, (email, ok) in enumerate(senders, start=1)
+                if n > after
+            ]
+            return json.dumps({"results": results[:limit]}).encode()
+        offset = int(params.get("offset", 0))
+        items = [
+            {"id": n, "domain": d, "subdomain": "em1234", "valid": True, "default": n == 1}
+            for n, d in enumerate(domains, start=1)
+        ]
+        return json.dumps(items[offset : offset + limit]).encode()
+
     def reset(self) -> None:
         """Forget messages, counts, the script, the faults, the latency and the rate limit."""
         with self._lock:
@@ -1302,10 +1371,8 @@ class SendGridStandIn:
         errors = validate_payload(payload)
         if errors:
             return 400, json.dumps({"errors": errors}).encode(), None
-        if self.verified_senders is not None:
-            sender = str(payload["from"]["email"]).lower()
-            if sender not in self.verified_senders:
-                return 403, _errors_body(403, [_err(_UNVERIFIED_SENDER, "from")]), None
+        if not self._may_send_from(str(payload["from"]["email"])):
+            return 403, _errors_body(403, [_err(_UNVERIFIED_SENDER, "from")]), None
         message_id = secrets.token_urlsafe(16)
         custom_args = payload.get("custom_args")
         lead = str(custom_args.get("lead_id", "")) if isinstance(custom_args, dict) else ""

@@ -7,6 +7,14 @@ https://www.twilio.com/docs/api/errors/60604, https://twilio.com/docs/api/errors
 https://twilio.com/docs/sendgrid/api-reference/how-to-use-the-sendgrid-v3-api/errors)
 are served by the loopback stand-in; the worker must pause, keep every touch in its
 place, probe (``GET /v3/scopes``) and resume by itself.
+
+A sender-identity fault (403 "The from address does not match a verified Sender
+Identity", https://www.twilio.com/docs/api/errors/60222) is probed by asking SendGrid
+whether that address is verified now: ``GET /v3/verified_senders``
+(https://twilio.com/docs/sendgrid/api-reference/sender-verification/get-all-verified-senders)
+and ``GET /v3/whitelabel/domains``
+(https://twilio.com/docs/sendgrid/api-reference/domain-authentication/list-all-authenticated-domains),
+which the stand-in answers in those documented shapes.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from tests.sendgrid_standin import SendGridStandIn
 from tests.test_pipeline import INBOUND
 from worker.cli import _delivery_line
 from worker.delivery.base import Message
-from worker.delivery.sendgrid import SendGridDelivery
+from worker.delivery.sendgrid import SendGridDelivery, sender_of
 from worker.errors import AccountFaultError, PermanentDeliveryError
 from worker.http.app import create_app
 from worker.status import collect_status
@@ -95,6 +103,100 @@ def test_probe_checks_the_key_with_get_scopes(sendgrid: SendGridStandIn) -> None
     finally:
         delivery.close()
         wrong.close()
+
+
+def test_sender_fault_names_the_address_and_the_probe_asks_sendgrid() -> None:
+    """The 403 names the from address; the probe stays paused until SendGrid lists it
+    as verified (or its domain as authenticated), and never sends mail to find out."""
+    with SendGridStandIn(verified_senders=[f"other{n}@x.example" for n in range(250)]) as sg:
+        delivery = SendGridDelivery(sg.api_key, sg.url, timeout=5)
+        try:
+            with pytest.raises(AccountFaultError) as caught:
+                delivery.send(_message())
+            reason = str(caught.value)
+            assert "Sender Identity" in reason
+            assert sender_of(reason) == "hello@nurture.example"
+            refused, lookups = sg.sender_refusals, sg.sender_lookups
+            problem = delivery.probe(reason)
+            assert problem is not None and "hello@nurture.example" in problem
+            assert "not a verified Sender Identity" in problem
+            assert sg.sender_lookups > lookups  # it asked SendGrid (3 pages of senders)
+            assert sg.sender_refusals == refused and sg.accepted == 0  # without sending
+            sg.verify_sender("Hello@Nurture.example")
+            assert delivery.probe(reason) is None
+            assert delivery.send(_message()).provider_id
+            # A revoked key is still what the probe finds first.
+            sg.account_fault("revoked", seconds=30)
+            assert "revoked" in (delivery.probe(reason) or "")
+        finally:
+            delivery.close()
+    with SendGridStandIn(verified_senders=[], authenticated_domains=["nurture.example"]) as sg:
+        delivery = SendGridDelivery(sg.api_key, sg.url, timeout=5)
+        try:
+            assert (
+                delivery.probe(
+                    "SendGrid 403: … verified Sender Identity … [from a@nurture.example]"
+                )
+                is None
+            )
+            problem = delivery.probe(
+                "SendGrid 403: … verified Sender Identity … [from a@else.example]"
+            )
+            assert problem is not None and "a@else.example" in problem
+        finally:
+            delivery.close()
+
+
+def test_unverified_sender_stays_paused_until_verified_then_each_touch_once(
+    make_harness: Callable[..., Harness], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A campaign from a sender not yet verified: delivery pauses at the first refusal
+    and stays paused, probing SendGrid's lists every interval without a send (no
+    resume-and-pause again); once the sender is verified, every touch goes out once."""
+    with SendGridStandIn(verified_senders=[]) as sg:
+        harness = make_harness(
+            delivery="sendgrid",
+            sendgrid_host=sg.url,
+            sendgrid_api_key=sg.api_key,
+            pause_probe_interval=1.0,
+        )
+        leads = 8
+        with running(harness):
+            for i in range(1, leads + 1):
+                harness.emit(event(f"e{i}", lead_id=f"lead-{i}", email=f"l{i}@ex.com", **INBOUND))
+            harness.clock.advance(timedelta(minutes=10))
+            deadline = time.monotonic() + 30
+            while not harness.rt.store.pauses.delivery() and time.monotonic() < deadline:
+                harness.scheduler.tick()
+                time.sleep(0.2)
+            time.sleep(1)  # the touches in flight come back from their refusals
+            status = collect_status(harness.rt)["delivery"]
+            assert status["paused"], status
+            sender = sender_of(status["reason"])
+            assert sender is not None and sender in status["reason"]
+            refused, lookups = sg.sender_refusals, sg.sender_lookups
+            # Five probe intervals: still paused, no mail send tried again.
+            until = time.monotonic() + 5.5
+            while time.monotonic() < until:
+                harness.scheduler.tick()
+                time.sleep(0.25)
+            assert collect_status(harness.rt)["delivery"]["paused"]
+            assert sg.sender_refusals == refused
+            assert sg.sender_lookups >= lookups + 3  # it kept probing SendGrid's lists
+            assert sg.accepted == 0
+            warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+            assert any("not a verified Sender Identity" in m for m in warnings)
+            sg.verify_sender(sender)
+            deadline = time.monotonic() + 30
+            while sg.accepted < leads and time.monotonic() < deadline:
+                harness.scheduler.tick()
+                time.sleep(0.25)
+            harness.settle()
+        keys = _sent_keys(sg)
+        assert len(keys) == leads == len(set(keys))  # each touch exactly once
+        assert sg.sender_refusals == refused  # never refused again after the pause
+        assert collect_status(harness.rt)["delivery"] == {"paused": False}
+        assert harness.dead_letters() == []
 
 
 def _sent_keys(standin: SendGridStandIn) -> list[tuple[str, str, str]]:

@@ -15,7 +15,10 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tests.harness import Harness, event, running
+from worker.leadview import lead_view, render_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = 86400.0
@@ -91,3 +94,52 @@ def test_a_reply_ends_keep_giving_and_outbound_leads_never_get_it(
     assert 1 <= len(first) < len(PIECES), first
     outbound = [m["X-Nurture-Sequence"] for m in h.messages() if m["X-Nurture-Lead"] == "lead-2"]
     assert outbound and set(outbound) == {"outbound-intro"}
+    # The reason is on the enrollment and in `nurture lead`.
+    enrollment = h.rt.store.enrollment("lead-1", "keep-giving")
+    assert enrollment is not None and enrollment.reason == "exit_on:lead.replied"
+    text = render_text(lead_view(h.rt.store, h.rt.catalog.current.catalog, "lead-1"))
+    assert "keep-giving" in text and "exit_on:lead.replied" in text, text
+
+
+def test_keep_giving_ends_when_no_new_piece_is_left_in_the_lead_language(
+    make_harness: Callable[..., Harness], catalog_dirs: dict[str, Path]
+) -> None:
+    """With only three Finnish pieces in the library, keep-giving sends what is left
+    and then ends (instead of an email with nothing new in it); the reason is on the
+    enrollment and in ``nurture lead``."""
+    with_keep_giving(catalog_dirs)
+    kept = 0
+    for path in sorted(catalog_dirs["content"].glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        items = []
+        for item in doc["items"]:
+            if item.get("locale") == "fi":
+                if kept >= 3:
+                    continue
+                kept += 1
+            items.append(item)
+        path.write_text(yaml.safe_dump({"items": items}, allow_unicode=True), encoding="utf-8")
+    h = make_harness()
+    with running(h):
+        h.emit(event("e1", **lead()))
+        h.emit(event("e2", lead_id="lead-2", email="ann@example.com", **lead(locale="en")))
+        h.settle()
+        h.run_until(h.clock.now().timestamp() + 250 * DAY)
+    sent = [m for m in h.messages() if m["X-Nurture-Lead"] == "lead-1"]
+    keep = [m for m in sent if m["X-Nurture-Sequence"] == "keep-giving"]
+    assert 1 <= len(keep) < len(PIECES), [m["X-Nurture-Step"] for m in keep]
+    for message in keep:  # every email that went out has a new Finnish piece
+        assert any("/fi/" in url for url in URL.findall(text_of(message)))
+    urls = [u for m in sent for u in URL.findall(text_of(m)) if "/unsubscribe/" not in u]
+    assert len(urls) == len(set(urls)) and len(urls) <= kept
+    enrollment = h.rt.store.enrollment("lead-1", "keep-giving")
+    assert enrollment is not None and enrollment.state == "exited"
+    reason = "content exhausted: no piece left in fi the lead has not had"
+    assert enrollment.reason == reason
+    text = render_text(lead_view(h.rt.store, h.rt.catalog.current.catalog, "lead-1"))
+    assert reason in text, text
+    # The English lead, with the whole English library, got all six.
+    english = [m for m in h.messages() if m["X-Nurture-Lead"] == "lead-2"]
+    assert [m["X-Nurture-Step"] for m in english if m["X-Nurture-Sequence"] == "keep-giving"] == (
+        PIECES
+    )

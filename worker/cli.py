@@ -523,8 +523,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     runtime = Runtime(settings)
     try:
         runtime.check_redis()
-        order = sorted(runtime.catalog.current.catalog.sequences)
-        data = report.build_report(runtime.store, order, filters)
+        sequences = runtime.catalog.current.catalog.sequences
+        order = {name: [step.id for step in sequences[name].steps] for name in sorted(sequences)}
+        build = report.build_exact if args.exact else report.build_report
+        data = build(runtime.store, order, filters)
     finally:
         runtime.close()
     render = {"table": report.render_table, "csv": report.render_csv, "json": report.render_json}
@@ -640,6 +642,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", choices=["locale", "source"], help="one funnel per locale or source")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--html", help="also write a static HTML page with funnel charts here")
+    p.add_argument(
+        "--exact",
+        action="store_true",
+        help="count every lead's records instead of the per-day counters (any time range; "
+        "slow for many leads)",
+    )
     p = sub.add_parser("lead", help="a lead's record, timeline, and why it is not in a sequence")
     p.add_argument("lead", help="the lead's id or email address")
     p.add_argument("--json", action="store_true")

@@ -43,6 +43,7 @@ class ExitKind(StrEnum):
     SEQUENCE_REMOVED = "sequence removed"  # a live edit removed the sequence
     MERGED = "merged"  # the CRM merged the lead into another; it goes on there
     GOAL = "goal"  # the lead reached one of the sequence's goals (a conversion)
+    CONTENT_EXHAUSTED = "content exhausted"  # a needs_content step found no new piece
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ class ExitReason:
             return f"suppressed:{self.detail}"
         if self.kind is ExitKind.GOAL:
             return f"goal:{self.detail}"
+        if self.kind is ExitKind.CONTENT_EXHAUSTED:
+            return f"content exhausted: {self.detail}"
         if self.kind is ExitKind.UNSUBSCRIBED:
             return self.detail  # the suppression reason as given (unsubscribe, bounce...)
         return self.kind.value

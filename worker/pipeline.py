@@ -26,11 +26,13 @@ from worker.enrollment import (
 )
 from worker.enrollment_rules import respond
 from worker.events import Event
+from worker.report import exit_column
 from worker.senders import OWNER_FIELDS
 from worker.sequences import Catalog, Sequence, condition_context
 from worker.sequences.conditions import lookup
 from worker.store import LeadRecord, Store
 from worker.store import leads as flags
+from worker.store.counters import day_fields, report_groups
 from worker.store.timeline import Kind, entry
 from worker.timing import due_time, lead_zone
 
@@ -575,11 +577,20 @@ class EventProcessor:
         self.note(
             lead_id, Kind.EXITED, sequence=sequence_id, reason=reason.text, step=enrollment.step
         )
+        column = exit_column(reason.text)
+        count: list[str] = []
+        if column is not None:
+            # The report counts the outcome for the step sent last (``-``: none yet).
+            step = self.store.ledger.last_sent(lead_id, sequence_id, enrollment.generation)
+            lead = self.store.leads.get(lead_id)
+            groups = report_groups(lead.data if lead else None)
+            count = day_fields(self.clock.now().timestamp(), step or "-", column, groups)
         self.store.enrolled.write(
             lead_id,
             sequence_id,
             enrollment.exit(reason),
             unschedule=[pending] if pending else [],
+            count=count,
         )
 
     # -- enrollment -----------------------------------------------------------
@@ -626,7 +637,11 @@ class EventProcessor:
         member = touch_id(sequence.id, enrollment.generation, first.id, lead.id)
         due = due_time(sequence, first, occurred, zone, member)
         self.store.enrolled.write(
-            lead.id, sequence.id, enrollment, schedule=(member, due.timestamp())
+            lead.id,
+            sequence.id,
+            enrollment,
+            schedule=(member, due.timestamp()),
+            count=day_fields(now.timestamp(), first.id, "enrolled", report_groups(lead.data)),
         )
         self.note(
             lead.id,

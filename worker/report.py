@@ -1,8 +1,11 @@
-"""``nurture report``: the funnel per sequence and step, from the leads' timelines.
+"""``nurture report``: the funnel per sequence and step.
 
-Every number is a count of per-lead records (``worker/store/timeline.py``), so the
-report equals what ``nurture lead`` shows lead by lead. It reads every timeline (a SCAN):
-a command for an operator, not for the hot path.
+By default from the per-day counters in the sequences' stats hashes
+(``worker/store/counters.py``), written in the same atomic step as each fact they
+count: a few hash reads whatever the number of leads, whole UTC days only.
+``--exact`` (:func:`build_exact`) counts the per-lead records instead (every timeline,
+a SCAN), so its numbers equal what ``nurture lead`` shows lead by lead, for any time
+range, as far as the timelines still reach back; the two agree (tests/http/test_report_numbers.py).
 
 Attribution: an outcome that ends an enrollment (a reply, a meeting booked, a deal won,
 an unsubscribe, a disqualification) counts for the sequence it ended and for the step
@@ -16,11 +19,13 @@ import csv
 import io
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, time
 from html import escape
 from typing import Any
 
+from worker.errors import SettingsError
 from worker.store import Store
 
 #: The funnel's columns, in order.
@@ -74,6 +79,21 @@ _EXIT_COLUMN = {
 _UNSUBSCRIBE_REASONS = frozenset({"unsubscribe", "unsubscribed", "group_unsubscribe"})
 
 
+def provider_column(event: object, type_: object = None) -> str | None:
+    """The column a provider's report counts in, None if none: a ``blocked`` bounce is
+    temporary (SendGrid retries it); an unsubscribe is counted by the exit it causes."""
+    if event == "bounce" and type_ not in (None, "bounce"):
+        return None
+    return _PROVIDER_COLUMN.get(str(event))
+
+
+def exit_column(reason: str) -> str | None:
+    """The column an enrollment's exit counts in (by its reason), None if none."""
+    if reason in _UNSUBSCRIBE_REASONS or reason == "spamreport":
+        return "unsubscribed"
+    return _EXIT_COLUMN.get(reason)
+
+
 @dataclass(frozen=True)
 class Filters:
     """What to count: a time range (unix, inclusive start, exclusive end), one sequence."""
@@ -93,9 +113,9 @@ class Funnel:
 
     steps: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    def add(self, step: str, column: str) -> None:
+    def add(self, step: str, column: str, amount: int = 1) -> None:
         row = self.steps.setdefault(step, dict.fromkeys(COLUMNS, 0))
-        row[column] += 1
+        row[column] += amount
 
     def total(self) -> dict[str, int]:
         out = dict.fromkeys(COLUMNS, 0)
@@ -139,25 +159,43 @@ def _count_lead(timeline: list[dict[str, Any]], filters: Filters, add: Any) -> N
             if counted:
                 add(sequence, step, str(item["outcome"]))
         elif kind == "provider":
-            column = _PROVIDER_COLUMN.get(str(item.get("event")))
-            if item.get("event") == "bounce" and item.get("type") not in (None, "bounce"):
-                column = None  # a "blocked" bounce is temporary: SendGrid retries it
-            if str(item.get("event")) in _UNSUBSCRIBE_REASONS:
-                continue  # counted by the exit it causes
+            column = provider_column(item.get("event"), item.get("type"))
             if column and counted and (sequence, step, column) not in seen:
                 seen.add((sequence, step, column))
                 add(sequence, step, column)
         elif kind == "exited" and counted:
-            reason = str(item.get("reason") or "")
-            column = _EXIT_COLUMN.get(reason)
-            if reason in _UNSUBSCRIBE_REASONS or reason == "spamreport":
-                column = "unsubscribed"
+            column = exit_column(str(item.get("reason") or ""))
             if column:
                 add(sequence, last_sent.get(sequence, "-"), column)
 
 
+def day(at: float | None) -> str | None:
+    """A range end as the counters' day (ISO date); it must be a UTC midnight."""
+    if at is None:
+        return None
+    when = datetime.fromtimestamp(at, UTC)
+    if when != datetime.combine(when.date(), time(), UTC):
+        raise SettingsError(
+            f"the counters count whole UTC days; {when.isoformat()} is not 00:00 UTC "
+            "(give a date, or use --exact to count the leads' records to the second)"
+        )
+    return when.date().isoformat()
+
+
 def build_report(store: Store, sequences: Iterable[str], filters: Filters) -> dict[str, Any]:
-    """sequence -> group -> Funnel, as JSON-able data with rates."""
+    """The funnels from the per-day counters (whole UTC days), with rates."""
+    counts = store.counters.day_counts(
+        day(filters.since), day(filters.until), filters.sequence, filters.by
+    )
+    funnels: dict[tuple[str, str], Funnel] = defaultdict(Funnel)
+    for (sequence, group, step, column), value in sorted(counts.items()):
+        if column in COLUMNS and value:
+            funnels[(sequence, group)].add(step, column, value)
+    return _assemble(funnels, sequences, filters)
+
+
+def build_exact(store: Store, sequences: Iterable[str], filters: Filters) -> dict[str, Any]:
+    """The funnels from every lead's timeline (any time range; slow for many leads)."""
     funnels: dict[tuple[str, str], Funnel] = defaultdict(Funnel)
     for lead_id in store.timeline.lead_ids():
         group = _lead_group(store, lead_id, filters.by)
@@ -166,12 +204,29 @@ def build_report(store: Store, sequences: Iterable[str], filters: Filters) -> di
             funnels[(sequence, group)].add(step, column)
 
         _count_lead(store.timeline.read(lead_id), filters, add)
+    return _assemble(funnels, sequences, filters)
+
+
+def _assemble(
+    funnels: dict[tuple[str, str], Funnel], sequences: Iterable[str], filters: Filters
+) -> dict[str, Any]:
+    """sequence -> group -> Funnel, as JSON-able data with rates; sequences in the
+    order given, steps in their sequence's order when ``sequences`` maps ids to step ids
+    (else by name), ``-`` (outcomes before any send) last."""
     order = {sequence: index for index, sequence in enumerate(sequences)}
+    step_ids = sequences if isinstance(sequences, Mapping) else {}
     rows = []
     for (sequence, group), funnel in sorted(
         funnels.items(), key=lambda kv: (order.get(kv[0][0], len(order)), kv[0])
     ):
-        steps = [{"step": step, **counts} for step, counts in funnel.steps.items()]
+        known = list(step_ids.get(sequence, ()))
+        steps = [
+            {"step": step, **funnel.steps[step]}
+            for step in sorted(
+                funnel.steps,
+                key=lambda s: (s == "-", known.index(s) if s in known else len(known), s),
+            )
+        ]
         rows.append(
             {
                 "sequence": sequence,

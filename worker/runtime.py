@@ -203,9 +203,14 @@ class Runtime:
         return in_files | set(self.store.pauses.paused_sequences())
 
     def probe_delivery(self) -> str | None:
-        """Whether the delivery backend can send again (see ``Delivery.probe``)."""
+        """Whether the delivery backend can send again (see ``Delivery.probe``), checking
+        what the pause's reason says failed."""
         probe = getattr(self.delivery, "probe", None)  # wrappers in benchmarks may lack it
-        return probe() if probe is not None else None
+        if probe is None:
+            return None
+        pause = self.store.pauses.delivery()
+        problem: str | None = probe(pause.reason if pause else "")
+        return problem
 
     @cached_property
     def unsubscribe_secret(self) -> str:

@@ -35,6 +35,7 @@ from worker.enrollment import (
 )
 from worker.errors import (
     AccountFaultError,
+    ContentExhaustedError,
     DeliveryError,
     PermanentDeliveryError,
     RenderError,
@@ -47,6 +48,7 @@ from worker.sequences.engagement import ENGAGEMENT, Engagement
 from worker.sequences.model import Step
 from worker.sequences.variants import Variant, assign, auto_winner, variant_report
 from worker.store import LeadRecord, LedgerState, Sent, Store, TouchState, Verdict
+from worker.store.counters import report_groups
 from worker.store.timeline import Kind, entry
 from worker.timing import due_time, lead_zone, open_slot
 from worker.webhooks import WebhookCall, post
@@ -603,6 +605,7 @@ class TouchSender:
 
         Raises:
             RenderError: When the template does not render for this lead.
+            ContentExhaustedError: A ``needs_content`` step found no new piece.
         """
         lead, ref = job.lead, job.ref
         who = resolve(self.settings.sender_defaults(), job.sequence.sender, lead.data)
@@ -623,6 +626,10 @@ class TouchSender:
             job.received,
             preferred=job.engagement.clicked_tags(),
         )
+        step = job.sequence.step(ref.step)
+        if step is not None and step.needs_content and email.found_nothing:
+            language = lead.data.get("locale") or renderer.default_locale
+            raise ContentExhaustedError(f"no piece left in {language!s} the lead has not had")
         message = Message(
             key=job.touch.member.replace("\x1f", "."),
             to_email=str(lead.data["email"]),
@@ -687,6 +694,12 @@ class TouchSender:
             else:
                 unsubscribe_url = self.unsubscribe_url(job.ref.lead_id)
                 message, content_ids = self._message(job, template, unsubscribe_url)
+        except ContentExhaustedError as exc:
+            self.store.ledger.release(member, LedgerState.SKIPPED.at(stamp), stamp, previous)
+            if resend:
+                return TouchOutcome.SKIPPED
+            reason = ExitReason(ExitKind.CONTENT_EXHAUSTED, str(exc))
+            return self._exit(job.touch, job.enrollment, reason, TouchOutcome.EXITED, job.now)
         except RenderError as exc:
             self.store.ledger.release(member, LedgerState.DEAD.at(stamp), stamp, previous)
             self.store.dead.add("touch", f"render failed: {exc}", {"touch": member})
@@ -754,12 +767,14 @@ class TouchSender:
         a notify is ``notified`` (to whom), a webhook ``posted`` (where): neither is an
         email in the lead's funnel."""
         job, message = ready.pending, ready.message
-        lateness = job.now.timestamp() - job.touch.due
+        stamp = job.now.timestamp()
+        lateness = stamp - job.touch.due
+        groups = report_groups(job.lead.data, job.variant.id if job.variant else "")
         if isinstance(message, WebhookCall):
             note = self._note(
                 job, Kind.TOUCH, outcome="posted", url=message.url, provider_id=result.provider_id
             )
-            return Sent(lateness, counter="posted"), note
+            return Sent(lateness, counter="posted", at=stamp, groups=groups), note
         if message.internal:
             note = self._note(
                 job,
@@ -770,7 +785,7 @@ class TouchSender:
                 provider_id=result.provider_id,
                 subject=message.subject,
             )
-            return Sent(lateness, counter="notified"), note
+            return Sent(lateness, counter="notified", at=stamp, groups=groups), note
         note = self._note(
             job,
             Kind.TOUCH,
@@ -779,7 +794,7 @@ class TouchSender:
             provider_id=result.provider_id,
             subject=message.subject,
         )
-        return Sent(lateness, content_ids=ready.content_ids), note
+        return Sent(lateness, ready.content_ids, at=stamp, groups=groups), note
 
     def _account_fault(self, ready: _Ready, exc: AccountFaultError) -> TouchOutcome:
         """Not this message's fault: nothing was sent (the reservation is released), the

@@ -1,5 +1,6 @@
-"""``nurture report``: exact numbers for 1,000 leads and their SendGrid events, checked
-against the per-lead records; the HTML page looked at in a real (headless) Chromium.
+"""``nurture report``: exact numbers for 1,000 leads and their SendGrid events, from the
+per-day counters and from the timelines (``--exact``), checked against the per-lead
+records; the HTML page looked at in a real (headless) Chromium.
 
 SendGrid's events are the Event Webhook's JSON (fields and event names from
 https://www.twilio.com/docs/sendgrid/for-developers/tracking-events/event), posted
@@ -24,6 +25,7 @@ from tests.browser import read_png, run_chromium
 from tests.harness import Harness, event, running
 from tests.http.helpers import LiveServer, SendgridSigner
 from worker import report
+from worker.errors import SettingsError
 from worker.runtime import Runtime
 
 INLINE_QUEUE = True
@@ -62,10 +64,11 @@ def world(
         h.settle(timeout=600)
     sent_messages = h.messages()
     reports: list[dict[str, Any]] = []
+    next_day = int((h.clock.now() + timedelta(days=1)).timestamp())  # reports a day later
     for index, message in enumerate(sent_messages):
         base = {
             "email": message["To"].addresses[0].addr_spec,
-            "timestamp": 1_795_430_000 + index,
+            "timestamp": next_day + index,
             "sg_message_id": f"14c5d75ce93.dfd.64b469.filter0001.{index}.0",
             "smtp-id": f"<14c5d75ce93.dfd.64b469.{index}@ismtpd-555>",
             "lead_id": message["X-Nurture-Lead"],
@@ -153,6 +156,17 @@ def _expected(h: Harness, done: dict[str, Any]) -> dict[tuple[str, str], Counter
     return out
 
 
+def _cells(data: dict[str, Any]) -> dict[tuple[str, str], Counter[str]]:
+    """(sequence, step) -> its non-zero counts."""
+    got: dict[tuple[str, str], Counter[str]] = {}
+    for entry in data["sequences"]:
+        for row in entry["steps"]:
+            got[(entry["sequence"], row["step"])] = Counter(
+                {c: row[c] for c in report.COLUMNS if row[c]}
+            )
+    return got
+
+
 def _first(h: Harness, sequence: str) -> str:
     return h.rt.catalog.current.catalog.sequences[sequence].steps[0].id
 
@@ -163,14 +177,18 @@ def test_report_numbers_equal_the_per_lead_records(
     h, done = world
     assert len(done["messages"]) >= LEADS  # every lead got its first email (some two)
     order = sorted(h.rt.catalog.current.catalog.sequences)
-    data = report.build_report(h.rt.store, order, report.Filters())
-    got: dict[tuple[str, str], Counter[str]] = {}
-    for entry in data["sequences"]:
-        for row in entry["steps"]:
-            counts = Counter({c: row[c] for c in report.COLUMNS if row[c]})
-            got[(entry["sequence"], row["step"])] = counts
     expected = {key: counts for key, counts in _expected(h, done).items() if counts}
+    # The per-day counters and the leads' timelines (--exact) both equal the records.
+    data = report.build_report(h.rt.store, order, report.Filters())
+    got = _cells(data)
     assert got == expected
+    exact = report.build_exact(h.rt.store, order, report.Filters())
+    assert _cells(exact) == expected
+    assert data == exact
+    for by in ("locale", "source"):
+        filters = report.Filters(by=by)
+        by_counters = report.build_report(h.rt.store, order, filters)
+        assert by_counters == report.build_exact(h.rt.store, order, filters)
     totals = Counter[str]()
     for counts in got.values():
         totals.update(counts)
@@ -198,12 +216,32 @@ def test_report_numbers_equal_the_per_lead_records(
         for state in store.redis.hvals(store.keys.ledger(f"L{n}"))
         if state.startswith(b"sent:") and float(state[5:]) < first_send.timestamp()
     )
-    early = report.build_report(h.rt.store, order, report.Filters(until=first_send.timestamp()))
+    early = report.build_exact(h.rt.store, order, report.Filters(until=first_send.timestamp()))
     declines = {s.id for s in h.rt.catalog.current.catalog.decline_sequences}
     later = sum(e["total"]["enrolled"] for e in data["sequences"] if e["sequence"] in declines)
     assert later > 0  # the disqualified leads' declines start after the sends
     assert sum(e["total"]["enrolled"] for e in early["sequences"]) == totals["enrolled"] - later
     assert sum(e["total"]["sent"] for e in early["sequences"]) == first_round > 0
+    # Whole days from the counters: the same as the timelines over those days.
+    sends_day = datetime.combine(first_send.date(), datetime.min.time(), UTC)
+    for since, until in (
+        (sends_day, sends_day + timedelta(days=1)),
+        (sends_day + timedelta(days=1), None),
+        (None, sends_day),
+    ):
+        days = report.Filters(
+            since=since.timestamp() if since else None, until=until.timestamp() if until else None
+        )
+        in_days = report.build_report(h.rt.store, order, days)
+        assert in_days == report.build_exact(h.rt.store, order, days)
+        sums = Counter[str]()
+        for entry in in_days["sequences"]:
+            sums.update({c: entry["total"][c] for c in report.COLUMNS})
+        # SendGrid's reports are a day after the sends.
+        assert bool(sums["sent"]) == (since == sends_day), (since, sums)
+        assert bool(sums["delivered"]) == (since == sends_day + timedelta(days=1)), (since, sums)
+    with pytest.raises(SettingsError, match="whole UTC days"):
+        report.build_report(h.rt.store, order, report.Filters(until=first_send.timestamp()))
     # --sequence
     only = report.build_report(h.rt.store, order, report.Filters(sequence="outbound-intro"))
     assert [e["sequence"] for e in only["sequences"]] == ["outbound-intro"]

@@ -405,8 +405,16 @@ def test_problem_str_names_file_line_and_fix(tmp_path: Path) -> None:
     text = str(only_problem(problems))
     assert text.endswith(
         "demo.yaml:8: unknown key 'wiat' in this step — did you mean `wait`? "
-        "Keys allowed here: id, description, wait, template, when, variants, winner"
+        "Keys allowed here: id, description, wait, template, when, variants, winner, "
+        "needs_content"
     )
+
+
+def test_needs_content_is_true_or_false(tmp_path: Path) -> None:
+    write(tmp_path, "demo.yaml", VALID.replace("wait:", "needs_content: often\n    wait:", 1))
+    _, problems = load_catalog(tmp_path)
+    problem = only_problem(problems)
+    assert "needs_content must be true or false" in str(problem) and problem.fix
 
 
 # -- fit rules ---------------------------------------------------------------------------

@@ -135,8 +135,12 @@ class Delivery(Protocol):
         """
         return send_each(self, messages)
 
-    def probe(self) -> str | None:
+    def probe(self, reason: str = "") -> str | None:
         """Check whether the backend can send again after an account fault.
+
+        Args:
+            reason: Why delivery paused (the fault's text), so a backend can check
+                what failed.
 
         Returns:
             None when it can (the default: a backend without accounts always can);

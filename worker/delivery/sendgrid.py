@@ -56,7 +56,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
@@ -110,6 +110,29 @@ DEFAULT_CONCURRENCY = 128
 #: https://www.twilio.com/docs/api/errors/60604 and https://twilio.com/docs/api/errors/60222.
 #: A 400 names one message's mistake (a bad address) and stays a per-message refusal.
 ACCOUNT_FAULT_STATUSES = frozenset({401, 403})
+#: How a sender-identity fault reads (the 403 of mail send; SMTP's wording on
+#: https://twilio.com/docs/sendgrid/for-developers/sending-email/smtp-errors-and-troubleshooting).
+SENDER_FAULT_TEXTS = ("verified Sender Identity", "not authorized to send from")
+#: Appended to a sender-identity fault's text, with the address and a ``]``.
+SENDER_MARK = "[from "
+#: Paging of the lists the probe reads.
+PAGE_SIZE = 100
+MAX_PAGES = 50
+
+
+def is_sender_fault(text: str) -> bool:
+    """Whether an account fault is about the sender identity (the from address)."""
+    return any(part.lower() in text.lower() for part in SENDER_FAULT_TEXTS)
+
+
+def sender_of(reason: str) -> str | None:
+    """The address a sender-identity fault names (:data:`SENDER_MARK`), else None."""
+    if not is_sender_fault(reason) or SENDER_MARK not in reason:
+        return None
+    address = reason.rpartition(SENDER_MARK)[2].partition("]")[0].strip()
+    return address or None
+
+
 #: SendGrid's scope that lets a key send mail (GET /v3/scopes lists the key's scopes).
 MAIL_SEND_SCOPE = "mail.send"
 #: Longest wait for a rate-limiter turn before the message is given back to the queue.
@@ -513,6 +536,15 @@ class SendGridDelivery(Delivery):
             PermanentDeliveryError: Any other 4xx, with SendGrid's messages.
             OutcomeUnknownError: The request was sent but no complete answer came back.
         """
+        try:
+            return self._send(message)
+        except AccountFaultError as exc:
+            if not is_sender_fault(str(exc)):
+                raise
+            # Name the address: the probe checks that one, and the operator sees it.
+            raise AccountFaultError(f"{exc} {SENDER_MARK}{message.from_email}]") from None
+
+    def _send(self, message: Message) -> SendResult:
         payload = build_payload(message, sandbox=self.sandbox)
         self._take_turn()
         if self.transport is not None:
@@ -624,17 +656,30 @@ class SendGridDelivery(Delivery):
         provider_id = response.headers.get("X-Message-Id") if response.headers else None
         return SendResult(provider_id=str(provider_id) if provider_id else None)
 
-    def probe(self) -> str | None:
-        """Check, without sending mail, whether the key works: ``GET /v3/scopes``.
+    def probe(self, reason: str = "") -> str | None:
+        """Check, without sending mail, whether the key works (``GET /v3/scopes``) and,
+        when the pause was a sender-identity fault, whether that sender is verified now.
 
-        SendGrid answers it with the key's scopes
+        SendGrid answers ``GET /v3/scopes`` with the key's scopes
         (https://twilio.com/docs/sendgrid/api-reference/api-key-permissions/retrieve-a-list-of-scopes-for-which-this-user-has-access),
-        or 401 for a revoked key. A 403 about the sender identity cannot be seen this
-        way; the first send after resuming is then the probe (and pauses again).
+        or 401 for a revoked key. A 403 "does not match a verified Sender Identity" is
+        probed through the Sender Verification and Domain Authentication APIs
+        (:meth:`sender_problem`), so delivery does not resume only to pause again.
+
+        Args:
+            reason: Why delivery paused; a sender-identity fault names the address.
 
         Returns:
             None when the key works and may send mail; else what is wrong.
         """
+        problem = self._key_problem()
+        if problem is not None:
+            return problem
+        sender = sender_of(reason)
+        return self.sender_problem(sender) if sender else None
+
+    def _key_problem(self) -> str | None:
+        """What is wrong with the key (``GET /v3/scopes``), None if it may send mail."""
         try:
             response = self._client.client.scopes.get(timeout=self.timeout)
         except SendGridHTTPError as exc:
@@ -648,6 +693,68 @@ class SendGridDelivery(Delivery):
         if MAIL_SEND_SCOPE not in scopes:
             return "SendGrid: the API key lacks the mail.send permission (GET /v3/scopes)"
         return None
+
+    def sender_problem(self, address: str) -> str | None:
+        """Whether ``address`` may send now: a verified Single Sender
+        (``GET /v3/verified_senders``,
+        https://twilio.com/docs/sendgrid/api-reference/sender-verification/get-all-verified-senders)
+        or on an authenticated domain (``GET /v3/whitelabel/domains``, ``valid``,
+        https://twilio.com/docs/sendgrid/api-reference/domain-authentication/list-all-authenticated-domains).
+
+        Returns:
+            None when it is (or when the key may not read these lists: the first send
+            after resuming is then the probe); else what is wrong.
+        """
+        try:
+            if any(
+                str(item.get("from_email", "")).lower() == address.lower() and item.get("verified")
+                for item in self._pages("verified_senders", "results")
+            ):
+                return None
+            domain = address.rpartition("@")[2].lower()
+            for item in self._pages("whitelabel/domains", None):
+                name = str(item.get("domain", "")).lower()
+                if item.get("valid") and name and (domain == name or domain.endswith("." + name)):
+                    return None
+        except SendGridHTTPError as exc:
+            if int(exc.status_code) in ACCOUNT_FAULT_STATUSES:
+                log.warning(
+                    "SendGrid: the API key may not read Sender Authentication (%s); the "
+                    "next send checks the sender %s instead",
+                    exc.status_code,
+                    address,
+                )
+                return None
+            error = classify_status(int(exc.status_code), exc.headers, exc.body)
+            return f"SendGrid: checking the sender {address}: {error}"
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+            return f"SendGrid unreachable at {self.host}: {exc}"
+        return (
+            f"SendGrid: the sender {address} is not a verified Sender Identity yet (neither "
+            "a verified Single Sender nor on an authenticated domain): verify it in SendGrid "
+            "(Settings > Sender Authentication)"
+        )
+
+    def _pages(self, path: str, key: str | None) -> Iterator[dict[str, Any]]:
+        """The items of a paged SendGrid list (``limit`` and ``offset``/``lastSeenID``)."""
+        endpoint = self._client.client._(path)  # python-http-client builds the URL
+        seen, last_id = 0, None
+        for _page in range(MAX_PAGES):
+            params: dict[str, Any] = {"limit": PAGE_SIZE}
+            if key is None:
+                params["offset"] = seen
+            elif last_id is not None:
+                params["lastSeenID"] = last_id
+            response = endpoint.get(query_params=params, timeout=self.timeout)
+            body = json.loads(response.body or b"null")
+            items = body.get(key) if key is not None and isinstance(body, dict) else body
+            if not isinstance(items, list):
+                raise ValueError(f"GET /v3/{path} answered something unexpected")
+            yield from (item for item in items if isinstance(item, dict))
+            seen += len(items)
+            if len(items) < PAGE_SIZE:
+                return
+            last_id = items[-1].get("id") if isinstance(items[-1], dict) else None
 
     def close(self) -> None:
         """Finish the sends in flight, then close the kept-alive connections."""

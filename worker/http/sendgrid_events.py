@@ -20,8 +20,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker.report import provider_column
 from worker.runtime import Runtime
 from worker.sequences.engagement import fact, fields_for
+from worker.store.counters import day_fields, report_groups
 from worker.store.timeline import Kind, entry
 from worker.suppression import resubscribe_address, suppress_address, unsubscribe_lead
 
@@ -96,9 +98,7 @@ def process_batch(runtime: Runtime, events: list[Any]) -> SendgridResult:
                 continue
             _suppress(runtime, item, name, email)
             if store.webhook_event_new(event_id):
-                lead_id = item.get("lead_id")
-                if isinstance(lead_id, str) and lead_id:
-                    store.timeline.add(lead_id[:200], _report(runtime, item, name))
+                _count(runtime, item, name, "")
                 result.processed += 1
             else:
                 result.duplicates += 1
@@ -118,14 +118,7 @@ def process_batch(runtime: Runtime, events: list[Any]) -> SendgridResult:
             if not store.webhook_event_new(event_id):
                 result.duplicates += 1
             elif isinstance(sequence, str) and isinstance(step, str) and sequence and step:
-                lead_id = item.get("lead_id")
-                store.counters.count_report(
-                    sequence[:200],
-                    step[:200],
-                    name,
-                    lead_id[:200] if isinstance(lead_id, str) else "",
-                    _report(runtime, item, name),
-                )
+                _count(runtime, item, name, name)
                 variant = item.get("variant")
                 if isinstance(variant, str) and variant:
                     store.count(sequence[:200], f"{step[:200]}@{variant[:100]}", name)
@@ -137,6 +130,41 @@ def process_batch(runtime: Runtime, events: list[Any]) -> SendgridResult:
         else:
             result.ignored += 1
     return result
+
+
+def _count(runtime: Runtime, item: dict[str, Any], name: str, counter: str) -> None:
+    """Put the event on the lead's timeline and count it: in the running total
+    ``counter`` ('' = none) and, the first time for its touch, in the report's day
+    fields; in one atomic step."""
+    lead_id, sequence, step = item.get("lead_id"), item.get("sequence"), item.get("step")
+    if not isinstance(lead_id, str) or not lead_id:
+        lead_id = ""
+    if not isinstance(sequence, str) or not isinstance(step, str) or not sequence or not step:
+        if lead_id:
+            runtime.store.timeline.add(lead_id[:200], _report(runtime, item, name))
+        return
+    lead_id, sequence, step = lead_id[:200], sequence[:200], step[:200]
+    column = provider_column(name, item.get("type"))
+    once, days = "", []
+    if column is not None and lead_id:
+        generation = item.get("generation")
+        gen = generation if isinstance(generation, str) and generation.isdigit() else "0"
+        once = f"{sequence}:{gen}|reported:{column}:{step}"
+        lead = runtime.store.leads.get(lead_id)
+        variant = item.get("variant")
+        groups = report_groups(
+            lead.data if lead else None, variant[:100] if isinstance(variant, str) else ""
+        )
+        days = day_fields(_when(runtime, item), step, column, groups)
+    runtime.store.counters.count_report(
+        sequence, step, counter, lead_id, _report(runtime, item, name), once, days
+    )
+
+
+def _when(runtime: Runtime, item: dict[str, Any]) -> float:
+    """The event's time as SendGrid gives it, else now."""
+    stamp = item.get("timestamp")
+    return float(stamp) if isinstance(stamp, int | float) else runtime.clock.now().timestamp()
 
 
 def _record_engagement(
@@ -157,15 +185,13 @@ def _record_engagement(
             facts.append(fact("clicked_content", piece.id))
             facts += [fact("clicked_tag", v) for vs in piece.tags.values() for v in vs]
     gen = generation if isinstance(generation, str) and generation.isdigit() else "0"
-    stamp = item.get("timestamp")
-    when = float(stamp) if isinstance(stamp, int | float) else runtime.clock.now().timestamp()
+    when = _when(runtime, item)
     runtime.store.engagement.record(lead_id, dict.fromkeys(fields_for(sequence, gen, facts)), when)
 
 
 def _report(runtime: Runtime, item: dict[str, Any], name: str) -> str:
     """The timeline entry for one SendGrid event about one of our messages."""
-    stamp = item.get("timestamp")
-    at = float(stamp) if isinstance(stamp, int | float) else runtime.clock.now().timestamp()
+    at = _when(runtime, item)
     extra = {"url": item["url"]} if name == "click" and isinstance(item.get("url"), str) else {}
     return entry(
         Kind.PROVIDER,

@@ -91,6 +91,8 @@ class RenderedEmail:
         html: The HTML document, footer included; None when the template has no html block.
         template_path: The template file used (after locale fallback).
         content_ids: Ids of the content items the template picked, in order.
+        found_nothing: The ``content(...)`` calls that found no piece (none left for
+            the lead in the email's language), in order.
     """
 
     subject: str
@@ -98,6 +100,7 @@ class RenderedEmail:
     html: str | None
     template_path: str
     content_ids: tuple[str, ...]
+    found_nothing: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -518,6 +521,7 @@ class Renderer:
             html=html,
             template_path=compiled.path,
             content_ids=tuple(state.ids),
+            found_nothing=tuple(state.empty_calls),
         )
 
     def _subject(self, raw: str, compiled: _Compiled) -> str:

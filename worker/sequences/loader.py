@@ -73,6 +73,7 @@ STEP_KEYS = (
     "when",
     "variants",
     "winner",
+    "needs_content",
 )
 VARIANT_KEYS = ("id", "template", "subject", "weight")
 FIT_KEYS = ("rules",)
@@ -717,6 +718,14 @@ class _Reader:
                 "write `winner: auto` under a step with `variants:`, or remove it (the "
                 "report then shows the numbers and people decide)",
             )
+        needs_content = node.get("needs_content", False)
+        if not isinstance(needs_content, bool):
+            self.problem(
+                self.line(node, "needs_content", line),
+                f"needs_content must be true or false, not {describe_node(needs_content)}",
+                "write `needs_content: true` (the lead leaves the sequence when no new "
+                "content piece is left for it) or remove the line",
+            )
         if len(self.problems) > before or step_id is None or wait is None or template is None:
             return None
         return Step(
@@ -729,6 +738,7 @@ class _Reader:
             winner_auto=winner == "auto",
             notify=notify,
             webhook=webhook,
+            needs_content=needs_content is True,
         )
 
     def action(

@@ -73,6 +73,9 @@ class Step:
         winner_auto: ``winner: auto``: settle on a significantly better variant.
         notify: For a ``notify:`` step: whom it goes to (``template`` is its email).
         webhook: For a ``webhook:`` step: where it posts (``template`` is "").
+        needs_content: ``needs_content: true``: when the template's ``content()`` finds
+            no piece the lead has not had in the email's language, the lead leaves the
+            sequence (reason ``content exhausted: …``) instead of getting this email.
     """
 
     id: str
@@ -84,6 +87,7 @@ class Step:
     winner_auto: bool = False
     notify: Notify | None = None
     webhook: Webhook | None = None
+    needs_content: bool = False
 
     @property
     def channel(self) -> Channel:

@@ -85,7 +85,7 @@ class Store:
         self.schedule = ScheduleStore(client, self.keys, scripts["claim_due"])
         self.suppressions = SuppressionStore(client, self.keys)
         self.ledger = Ledger(client, self.keys, scripts, self.suppressions.key_for)
-        self.counters = Counters(client, self.keys)
+        self.counters = Counters(client, self.keys, scripts)
         self.dead = DeadLetterStore(client, self.keys)
         self.pauses = PauseStore(client, self.keys)
         self.engagement = EngagementStore(client, self.keys)

@@ -194,14 +194,20 @@ class EnrollmentStore:
         *,
         schedule: tuple[str, float] | None = None,
         unschedule: Iterable[str] = (),
+        count: Sequence[str] = (),
     ) -> None:
-        """Store an enrollment and, in the same transaction, (un)schedule its touches.
+        """Store an enrollment and, in the same transaction, (un)schedule its touches
+        and add 1 to the report's day fields ``count`` (:func:`~worker.store.counters.day_fields`).
 
         This and the ledger's ``advance`` are the only writers of the schedule's
         entries for an enrollment.
         """
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.enrollments(lead_id), sequence, pack_enrollment(enrollment))
+        for name in count:
+            pipe.hincrby(self.keys.stats(sequence), name, 1)
+        if count:
+            pipe.sadd(self.keys.stats_index, sequence)
         for member in unschedule:
             pipe.zrem(self.keys.schedule, member)
             pipe.zrem(self.keys.claimed, member)

@@ -7,8 +7,8 @@ cap, the enrollment check and the counters).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import cast
 
@@ -16,6 +16,7 @@ import redis
 from redis.commands.core import Script
 
 from worker.enrollment import Enrollment, TouchRef
+from worker.store.counters import day_fields
 from worker.store.enrollments import pack_enrollment
 from worker.store.keys import Keys
 from worker.store.timeline import TIMELINE_MAXLEN, TIMELINE_TTL_SECONDS
@@ -77,13 +78,20 @@ class Reservation:
 
 @dataclass(frozen=True)
 class Sent:
-    """What a sent touch adds to the counters and to the lead's received content."""
+    """What a sent touch adds to the counters and to the lead's received content.
+
+    Attributes:
+        at: When it was sent (the report's day); 0 counts no day field.
+        groups: What the report groups it by (:func:`~worker.store.counters.report_groups`).
+    """
 
     lateness: float
     content_ids: tuple[str, ...] = ()
     #: The per-step counter it adds to: ``sent`` (an email to the lead), ``notified``
     #: (a notify step's internal email) or ``posted`` (a webhook step).
     counter: str = "sent"
+    at: float = 0.0
+    groups: Mapping[str, str] = field(default_factory=dict)
 
 
 class Ledger:
@@ -184,8 +192,9 @@ class Ledger:
         touch = TouchRef.parse(member)
         extra: list[str | float] = ["", "", note, TIMELINE_MAXLEN, TIMELINE_TTL_SECONDS]
         if sent is not None:
+            days = day_fields(sent.at, touch.step, sent.counter, sent.groups) if sent.at else []
             extra = [
-                f"{touch.step}:{sent.counter}",
+                "\n".join([f"{touch.step}:{sent.counter}", *days]),
                 repr(max(0.0, sent.lateness)),
                 note,
                 TIMELINE_MAXLEN,
@@ -248,6 +257,17 @@ class Ledger:
         touch = TouchRef.parse(member)
         raw = self.redis.hget(self.keys.ledger(touch.lead_id), touch.ledger_field)
         return cast(bytes, raw).decode() if raw else None
+
+    def last_sent(self, lead_id: str, sequence: str, generation: int) -> str | None:
+        """The step of this enrollment sent last (by the ledger's times), None if none."""
+        prefix = f"{sequence}:{generation}:"
+        raw = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.ledger(lead_id)))
+        sent = [
+            (float(state[5:]), name.decode()[len(prefix) :])
+            for name, state in raw.items()
+            if name.decode().startswith(prefix) and state.startswith(b"sent:")
+        ]
+        return max(sent)[1] if sent else None
 
     def sequences_touched(self, lead_id: str) -> set[str]:
         """Ids of the sequences with any ledger entry for this lead."""

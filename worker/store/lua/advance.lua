@@ -10,7 +10,7 @@
 --   <prefix>:sent:<lead>     hash  ledger field -> '<state>:<unix time>'
 --   <prefix>:sched           zset  touch id -> due time
 --   <prefix>:claimed         zset  touch id -> lease expiry
---   <prefix>:stats:<seq>     hash  '<step>:<counter>' -> count
+--   <prefix>:stats:<seq>     hash  '<step>:<counter>' and the report's day fields -> count
 --   <prefix>:stats           set   sequence ids with stats
 --   <prefix>:counters        hash  global counters
 --   <prefix>:recv:<lead>     set   content ids the lead has received
@@ -37,7 +37,7 @@ local ledger_state = ARGV[6]     -- '' = leave the ledger as it is
 local enrollment_packed = ARGV[7]  -- the enrollment after this touch
 local next_touch = ARGV[8]       -- '' = nothing to schedule
 local next_due = ARGV[9]
-local stats_field = ARGV[10]     -- '' = count nothing
+local stats_fields = ARGV[10]    -- newline-separated fields to add 1 to; '' = none
 local lateness = ARGV[11]        -- '' = not sent
 local timeline_entry = ARGV[12] -- '' = record nothing
 local timeline_maxlen = ARGV[13]
@@ -60,8 +60,10 @@ end
 if ledger_state ~= '' then
   redis.call('HSET', ledger_key, ledger_field, ledger_state)
 end
-if stats_field ~= '' then
-  redis.call('HINCRBY', stats_key, stats_field, 1)
+if stats_fields ~= '' then
+  for stats_field in string.gmatch(stats_fields, '[^\n]+') do
+    redis.call('HINCRBY', stats_key, stats_field, 1)
+  end
   redis.call('SADD', stats_index_key, sequence_id)
 end
 if lateness ~= '' then
