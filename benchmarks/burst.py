@@ -56,7 +56,8 @@ from benchmarks.common import (
     percentile,
     wait_until,
 )
-from benchmarks.state import ZONES, lead_event, lead_fields, lead_id, write_leads
+from benchmarks.state import ZONES, lead_event, lead_fields, lead_id, member_of, write_leads
+from worker.enrollment import TouchRef
 from worker.events import validate_event
 from worker.ingest import ingest
 from worker.runtime import Runtime
@@ -120,6 +121,24 @@ def _timed_event(runtime: Runtime, event: Any, done: Callable[[], bool]) -> floa
     except TimeoutError:
         return float("inf")
     return time.time() - started
+
+
+def ledger_states(bench: Bench, count: int) -> dict[str, int]:
+    """How many burst leads' first touches the ledger holds in each state (``sent``...),
+    read in pipelines of 10,000 (what ``Ledger.state`` reads, one lead at a time)."""
+    states: Counter[str] = Counter()
+    client = bench.redis
+    try:
+        for start in range(0, count, 10_000):
+            pipe = client.pipeline(transaction=False)
+            for index in range(start, min(count, start + 10_000)):
+                ref = TouchRef.parse(member_of("burst", index))
+                pipe.hget(KEYS.ledger(ref.lead_id), ref.ledger_field)
+            for raw in pipe.execute():
+                states[raw.decode().split(":", 1)[0] if raw else "none"] += 1
+    finally:
+        client.close()
+    return dict(states)
 
 
 def order_check(rows: list[tuple[float, float]]) -> dict[str, float]:
@@ -201,6 +220,7 @@ def monday_burst(
             bench.stop([worker])
         decline.unlink()  # other benchmarks' catalog stays as it was
         bench.standin.record(True)
+    ledger = ledger_states(bench, count)
     receipts = [(lead, at) for lead, at in bench.standin.receipts() if lead.startswith("burst-")]
     seen = Counter(lead for lead, _ in receipts)
     rows = [(at, due_of[int(lead.rsplit("-", 1)[1])]) for lead, at in receipts]
@@ -223,6 +243,7 @@ def monday_burst(
         "decline_events": len(declines),
         "decline_p50_s": percentile(declines, 50),
         "decline_max_s": max(declines, default=float("nan")),
+        "ledger": ledger,
         "load_start": load_start,
         "load_end": load_end,
     }
@@ -248,11 +269,16 @@ def render_burst(result: dict[str, Any]) -> str:
             f"| {result.get('decline_p50_s', float('nan')):.2f} / "
             f"{result.get('decline_max_s', float('nan')):.2f} s "
             f"({result.get('decline_events', 0)}) "
-            f"| {result['received']:,} of {result['touches']:,}, {result['duplicates']} twice "
+            f"| {result['received']:,} of {result['touches']:,}, {result['duplicates']} twice; "
+            f"ledger: {_ledger_text(result.get('ledger', {}))} "
             f"| {result.get('load_start', float('nan')):.1f} → "
             f"{result.get('load_end', float('nan')):.1f} |",
         ]
     )
+
+
+def _ledger_text(states: dict[str, int]) -> str:
+    return ", ".join(f"{n:,} {state}" for state, n in sorted(states.items())) or "not read"
 
 
 def main(argv: list[str] | None = None) -> int:
