@@ -56,7 +56,15 @@ from benchmarks.common import (
     percentile,
     wait_until,
 )
-from benchmarks.state import ZONES, lead_event, lead_fields, lead_id, member_of, write_leads
+from benchmarks.state import (
+    ZONES,
+    RespWriter,
+    lead_event,
+    lead_fields,
+    lead_id,
+    member_of,
+    write_leads,
+)
 from worker.enrollment import TouchRef
 from worker.events import validate_event
 from worker.ingest import ingest
@@ -123,6 +131,20 @@ def _timed_event(runtime: Runtime, event: Any, done: Callable[[], bool]) -> floa
     return time.time() - started
 
 
+def put_due(bench: Bench, due_of: dict[int, float]) -> None:
+    """Move the burst's schedule entries to their due times (``ZADD XX``, pipelined)."""
+    writer = RespWriter(bench.redis_url)
+    try:
+        for index, due in due_of.items():
+            writer.command("ZADD", KEYS.schedule, "XX", repr(due), member_of("burst", index))
+            if writer.pending >= 10_000:
+                writer.send()
+                writer.drain()
+        writer.flush()
+    finally:
+        writer.close()
+
+
 def ledger_states(bench: Bench, count: int) -> dict[str, int]:
     """How many burst leads' first touches the ledger holds in each state (``sent``...),
     read in pipelines of 10,000 (what ``Ledger.state`` reads, one lead at a time)."""
@@ -187,13 +209,14 @@ def monday_burst(
             env.pop("PYTHONPATH")  # the run's puts this checkout first
         worker = bench.start_default_worker(env, command)
         offsets = zone_offsets(zone_gap)
-        # Writing is fast (pipelined), but leave room so nothing is due before it is done.
+        offset_of = [offsets[lead_fields("burst", index)["timezone"]] for index in range(count)]
+        # Written due a day later (no scheduler claims them, however long writing takes
+        # on a loaded machine), then all put at their due times in one pipelined step.
+        later = time.time() + 86_400
+        write_leads(bench.redis_url, "burst", range(count), lambda i: later + offset_of[i])
         first_due = time.time() + lead_in + count / 20_000
-        due_of = {
-            index: first_due + offsets[lead_fields("burst", index)["timezone"]]
-            for index in range(count)
-        }
-        write_leads(bench.redis_url, "burst", range(count), due_of.__getitem__)
+        due_of = {index: first_due + offset_of[index] for index in range(count)}
+        put_due(bench, due_of)
         if time.time() > first_due:
             raise RuntimeError("writing the burst took longer than its lead-in; raise lead_in")
         prober = threading.Thread(
@@ -299,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             args.count,
             latency=args.latency,
             zone_gap=args.zone_gap,
-            lead_in=max(3.0, args.count / 10_000),
+            lead_in=5.0,
             worker_python=args.worker_python,
         )
     print(render_burst(result))

@@ -50,17 +50,22 @@ def base_python(src: Path, into: Path) -> Path:
     site = into / "lib" / version / "site-packages"
     (site / "base.pth").write_text(f"{src}\n{here}\n", encoding="utf-8")
     python = into / "bin" / "python"
-    found = subprocess.run(
-        [str(python), "-c", "import worker; print(worker.__file__)"],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=into,
-        env={"PATH": os.environ.get("PATH", "")},
-    ).stdout.strip()
+    found = module_file(python, "worker", into)
     if not found.startswith(str(src)):
         raise RuntimeError(f"the base interpreter imports {found}, not the code in {src}")
     return python
+
+
+def module_file(python: Path, module: str, cwd: Path) -> str:
+    """The file ``python`` imports ``module`` from (run in ``cwd``, no PYTHONPATH)."""
+    return subprocess.run(
+        [str(python), "-c", f"import {module} as m; print(m.__file__)"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={"PATH": os.environ.get("PATH", "")},
+    ).stdout.strip()
 
 
 def render(rows: list[dict[str, Any]], base: str) -> str:

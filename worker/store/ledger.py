@@ -149,9 +149,8 @@ class Ledger:
             resend: An operator's retry of a failed touch: the enrollment has moved on
                 past the step, and must only still be the same one and not exited.
         """
-        raw = self._queue_reserve(
-            self.redis, member, email, now, cap_seconds, capped, stale_after, resend
-        )
+        call = Reserve(member, email, now, cap_seconds, capped, stale_after)
+        raw = self._queue_reserve(self.redis, call, resend)
         return Reservation.from_script(cast(list[bytes | str], raw))
 
     def reserve_many(self, calls: Sequence[Reserve]) -> list[Reservation | redis.RedisError]:
@@ -162,28 +161,25 @@ class Ledger:
             redis.RedisError: The round trip failed: any of the touches may be reserved
                 (:meth:`release` undoes exactly ours).
         """
-        pipe = self.redis.pipeline(transaction=False)
-        for c in calls:
-            self._queue_reserve(
-                pipe, c.member, c.email, c.now, c.cap_seconds, c.capped, c.stale_after
-            )
         return [
             raw if isinstance(raw, redis.RedisError) else Reservation.from_script(raw)
-            for raw in pipe.execute(raise_on_error=False)
+            for raw in self._pipelined(self._queue_reserve, calls)
         ]
 
+    def _pipelined(self, queue: Callable[[Any, Any], Any], calls: Sequence[Any]) -> list[Any]:
+        """Queue each call on one non-transactional pipeline; the raw results, with a
+        script's error in its place (only a failed round trip raises)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for call in calls:
+            queue(pipe, call)
+        return pipe.execute(raise_on_error=False)
+
     def _queue_reserve(
-        self,
-        client: redis.Redis | redis.client.Pipeline,
-        member: str,
-        email: str,
-        now: float,
-        cap_seconds: float,
-        capped: bool,
-        stale_after: float,
-        resend: bool = False,
+        self, client: redis.Redis | redis.client.Pipeline, call: Reserve, resend: bool = False
     ) -> Any:
         """Call ``reserve_send.lua`` on ``client`` (a pipeline only queues it)."""
+        member, email, now = call.member, call.email, call.now
+        cap_seconds, capped, stale_after = call.cap_seconds, call.capped, call.stale_after
         touch = TouchRef.parse(member)
         return self._reserve(
             keys=[
@@ -241,11 +237,8 @@ class Ledger:
         Returns:
             True if the enrollment moved; False if it had already moved on.
         """
-        return bool(
-            self._queue_advance(
-                self.redis, member, ledger_state, enrollment, next_touch, sent, note
-            )
-        )
+        call = Advance(member, ledger_state, enrollment, next_touch, sent, note)
+        return bool(self._queue_advance(self.redis, call))
 
     def advance_many(self, calls: Sequence[Advance]) -> list[bool | redis.RedisError]:
         """:meth:`advance` for several touches (of distinct leads) in one round trip;
@@ -254,27 +247,15 @@ class Ledger:
         Raises:
             redis.RedisError: The round trip failed: any of them may have been recorded.
         """
-        pipe = self.redis.pipeline(transaction=False)
-        for c in calls:
-            self._queue_advance(
-                pipe, c.member, c.ledger_state, c.enrollment, c.next_touch, c.sent, c.note
-            )
         return [
             raw if isinstance(raw, redis.RedisError) else bool(raw)
-            for raw in pipe.execute(raise_on_error=False)
+            for raw in self._pipelined(self._queue_advance, calls)
         ]
 
-    def _queue_advance(
-        self,
-        client: redis.Redis | redis.client.Pipeline,
-        member: str,
-        ledger_state: str,
-        enrollment: Enrollment,
-        next_touch: tuple[str, float] | None,
-        sent: Sent | None,
-        note: str,
-    ) -> Any:
+    def _queue_advance(self, client: redis.Redis | redis.client.Pipeline, call: Advance) -> Any:
         """Call ``advance.lua`` on ``client`` (a pipeline only queues it)."""
+        member, ledger_state, enrollment = call.member, call.ledger_state, call.enrollment
+        next_touch, sent, note = call.next_touch, call.sent, call.note
         touch = TouchRef.parse(member)
         extra: list[str | float] = ["", "", note, TIMELINE_MAXLEN, TIMELINE_TTL_SECONDS]
         if sent is not None:
