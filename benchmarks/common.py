@@ -414,12 +414,15 @@ class Bench:
         client.close()
         return procs
 
-    def start_default_worker(self, env: dict[str, str] | None = None) -> Proc:
+    def start_default_worker(
+        self, env: dict[str, str] | None = None, command: list[str] | None = None
+    ) -> Proc:
         """Start ``nurture worker`` with no flags, as the README runs it (one process per
-        CPU under one supervisor), and wait until every child's scheduler ticks."""
+        CPU under one supervisor), and wait until every child's scheduler ticks.
+        ``command`` replaces ``nurture`` (e.g. another checkout's interpreter)."""
         client = self.redis
         client.delete(f"{PREFIX}:schedulers")
-        proc = self.spawn("worker-default", [*nurture_command(), "worker"], env=env)
+        proc = self.spawn("worker-default", [*(command or nurture_command()), "worker"], env=env)
         from worker.worker_process import default_processes
 
         expected = default_processes()

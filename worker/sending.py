@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from dataclasses import field as dataclass_field
@@ -47,8 +48,20 @@ from worker.sequences import Sequence, condition_context
 from worker.sequences.engagement import ENGAGEMENT, Engagement
 from worker.sequences.model import Step
 from worker.sequences.variants import Variant, assign, auto_winner, variant_report
-from worker.store import LeadRecord, LedgerState, Sent, Store, TouchState, Verdict
+from worker.store import (
+    Advance,
+    LeadRecord,
+    LedgerState,
+    Reservation,
+    Reserve,
+    Sent,
+    Store,
+    TouchState,
+    Verdict,
+)
 from worker.store.counters import report_groups
+from worker.store.leads import LAST_TOUCH
+from worker.store.pauses import PauseState
 from worker.store.timeline import Kind, entry
 from worker.timing import due_time, lead_zone, open_slot
 from worker.webhooks import WebhookCall, post
@@ -123,6 +136,27 @@ class _Pending:
 
 
 @dataclass(frozen=True)
+class _Claim:
+    """A touch that passed its checks: to be reserved in the ledger, then rendered."""
+
+    pending: _Pending
+    template: str
+    capped: bool
+
+    def reserve(self, cap_seconds: float, stale_after: float) -> Reserve:
+        """The ledger reservation it asks for."""
+        job = self.pending
+        return Reserve(
+            job.touch.member,
+            job.lead.email or "",
+            job.now.timestamp(),
+            cap_seconds,
+            self.capped,
+            stale_after,
+        )
+
+
+@dataclass(frozen=True)
 class _Ready:
     """A touch reserved in the ledger and rendered: waiting for delivery."""
 
@@ -131,6 +165,18 @@ class _Ready:
     content_ids: tuple[str, ...]
     previous: str  # the lead's last touch before this reservation (restored on release)
     resend: bool = False  # nurture retry: the enrollment has moved on and stays put
+
+
+class _Deferred:
+    """The ledger advances a thread collected while recording a round, by index."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, Advance]] = []
+        self.current = 0
+
+    def drop(self, index: int) -> None:
+        """Forget what a touch whose recording failed half-way collected."""
+        self.calls = [(i, call) for i, call in self.calls if i != index]
 
 
 def _rounds(touches: list[Touch]) -> list[list[Touch]]:
@@ -226,6 +272,9 @@ class TouchSender:
         self.delivery = delivery
         self.unsubscribe_url = unsubscribe_url
         self.settings = settings
+        # While a thread records a round's outcomes, its ledger advances are collected
+        # here and written in one round trip (see _deliver_all).
+        self._local = threading.local()
 
     def send_batch(self, touches: list[Touch]) -> dict[str, int]:
         """Process a batch of touches; one bad touch never stops the others.
@@ -250,26 +299,34 @@ class TouchSender:
         return outcomes
 
     def _send_round(self, touches: list[Touch]) -> dict[str, int]:
-        """Reserve and render, deliver together, record: touches of distinct leads."""
+        """Check, reserve and render, deliver together, record: touches of distinct
+        leads. The store work is done per round, not per touch: the touches' state and
+        the pauses are read in two round trips, the reservations made in one, and the
+        outcomes recorded in one (pipelines of the per-lead scripts)."""
         outcomes: dict[str, int] = {}
-        ready: list[_Ready] = []
+        prepared: list[TouchOutcome | _Ready | _Claim] = []
         failure: redis.RedisError | None = None
-        states = self._read_states(touches)  # a Redis failure here: nothing reserved yet
+        # A Redis failure in these two reads: nothing reserved yet.
+        states = self._read_states(touches)
+        pauses = self.store.pauses.state()
         for touch in touches:
             try:
-                prepared = self._prepare(touch, states[touch.member])
+                prepared.append(self._prepare(touch, states[touch.member], pauses))
             except redis.RedisError as exc:
-                # Stop reserving; what is reserved already still goes out and is
-                # recorded, so no reservation is left to become "outcome unknown".
+                # Stop here; what passed its checks is still reserved, sent and recorded.
                 failure = exc
                 break
             except Exception as exc:
-                prepared = self._unexpected(touch, exc)
-            if isinstance(prepared, _Ready):
-                ready.append(prepared)
+                prepared.append(self._unexpected(touch, exc))
+        ready: list[_Ready] = []
+        for touch, item in zip(touches, self._reserve_all(prepared), strict=False):
+            if isinstance(item, redis.RedisError):
+                failure = failure or item
+            elif isinstance(item, _Ready):
+                ready.append(item)
             else:
-                outcomes[prepared] = outcomes.get(prepared, 0) + 1
-                _log_outcome(touch, prepared)
+                outcomes[item] = outcomes.get(item, 0) + 1
+                _log_outcome(touch, item)
         for job, outcome in zip(ready, self._deliver_all(ready), strict=True):
             if isinstance(outcome, redis.RedisError):
                 failure = failure or outcome
@@ -283,10 +340,64 @@ class TouchSender:
     def send(self, touch: Touch) -> TouchOutcome:
         """Process one touch; returns what happened."""
         prepared = self._prepare(touch)
+        if isinstance(prepared, _Claim):
+            cap, timeout = self.settings.frequency_cap, self.settings.send_timeout
+            reservation = self.store.ledger.reserve(**vars(prepared.reserve(cap, timeout)))
+            prepared = self._reserved(prepared, reservation)
         if not isinstance(prepared, _Ready):
             return prepared
         (result,) = self._hand_over([prepared])
         return self._record(prepared, result)
+
+    def _reserve_all(
+        self, prepared: list[TouchOutcome | _Ready | _Claim]
+    ) -> list[TouchOutcome | _Ready | redis.RedisError]:
+        """Reserve the claims among ``prepared`` in one round trip and render them.
+
+        When the round trip fails, none of them is sent: the reservations it may have
+        made are undone (only ours, :meth:`Ledger.release`), as far as Redis allows, and
+        the error takes each claim's place (the queue retries the message).
+        """
+        claims = [item for item in prepared if isinstance(item, _Claim)]
+        if not claims:
+            return [item for item in prepared if not isinstance(item, _Claim)]
+        cap, timeout = self.settings.frequency_cap, self.settings.send_timeout
+        try:
+            reservations = self.store.ledger.reserve_many([c.reserve(cap, timeout) for c in claims])
+        except redis.RedisError as exc:
+            self._undo_reservations(claims)
+            reservations = [exc] * len(claims)
+        verdicts = iter(reservations)
+        done: list[TouchOutcome | _Ready | redis.RedisError] = []
+        for item in prepared:
+            if not isinstance(item, _Claim):
+                done.append(item)
+                continue
+            reservation = next(verdicts)
+            try:
+                if isinstance(reservation, redis.RedisError):
+                    raise reservation
+                done.append(self._reserved(item, reservation))
+            except redis.RedisError as exc:
+                done.append(exc)
+            except Exception as exc:
+                done.append(self._unexpected(item.pending.touch, exc))
+        return done
+
+    def _undo_reservations(self, claims: list[_Claim]) -> None:
+        """Best effort after a failed reservation round trip: release whatever of it
+        was made (nothing was sent). The cap's clock goes back to what was read for the
+        lead this round (the script restores it only where our reservation set it)."""
+        for claim in claims:
+            job = claim.pending
+            stamp = job.now.timestamp()
+            previous = job.lead.flags.get(LAST_TOUCH, "")
+            try:
+                self.store.ledger.release(
+                    job.touch.member, LedgerState.RETRY.at(stamp), stamp, previous
+                )
+            except redis.RedisError:
+                return  # still down: the retry finds them busy, then outcome unknown
 
     def _read_states(self, touches: list[Touch]) -> dict[str, TouchState]:
         """What each touch's checks read (touches of distinct leads): one round trip."""
@@ -297,6 +408,8 @@ class TouchSender:
     def _deliver_all(self, ready: list[_Ready]) -> list[TouchOutcome | redis.RedisError]:
         """Deliver reserved touches together, then record each outcome on its own.
 
+        The records' final step, the ledger's ``advance`` of each touch, is collected
+        and written for all of them in one round trip (each still atomic on its own).
         A Redis failure while recording one touch does not stop recording the others
         (their emails are out); it is returned in that touch's place.
         """
@@ -304,18 +417,41 @@ class TouchSender:
             return []
         results = self._hand_over(ready)
         outcomes: list[TouchOutcome | redis.RedisError] = []
-        for job, result in zip(ready, results, strict=True):
-            try:
-                outcomes.append(self._record(job, result))
-            except redis.RedisError as exc:
-                outcomes.append(exc)
-            except Exception as exc:
-                log.exception("touch %r failed unexpectedly", job.pending.touch.member)
-                self.store.dead.add(
-                    "touch", f"unexpected error: {exc!r}", {"touch": job.pending.touch.member}
-                )
-                outcomes.append(TouchOutcome.ERROR)
+        deferred = self._local.deferred = _Deferred()
+        try:
+            for index, (job, result) in enumerate(zip(ready, results, strict=True)):
+                deferred.current = index
+                try:
+                    outcomes.append(self._record(job, result))
+                except redis.RedisError as exc:
+                    deferred.drop(index)
+                    outcomes.append(exc)
+                except Exception as exc:
+                    deferred.drop(index)
+                    log.exception("touch %r failed unexpectedly", job.pending.touch.member)
+                    self.store.dead.add(
+                        "touch", f"unexpected error: {exc!r}", {"touch": job.pending.touch.member}
+                    )
+                    outcomes.append(TouchOutcome.ERROR)
+        finally:
+            self._local.deferred = None
+        for index, error in self._advance_deferred(deferred):
+            outcomes[index] = error
         return outcomes
+
+    def _advance_deferred(self, deferred: _Deferred) -> list[tuple[int, redis.RedisError]]:
+        """Write the collected advances in one round trip; the failed ones, by index."""
+        if not deferred.calls:
+            return []
+        try:
+            moved = self.store.ledger.advance_many([call for _, call in deferred.calls])
+        except redis.RedisError as exc:
+            return [(index, exc) for index, _ in deferred.calls]
+        return [
+            (index, result)
+            for (index, _), result in zip(deferred.calls, moved, strict=True)
+            if isinstance(result, redis.RedisError)
+        ]
 
     def _hand_over(self, ready: list[_Ready]) -> list[SendResult | DeliveryError]:
         """Emails (to leads and notify) go out together through the delivery backend;
@@ -335,25 +471,31 @@ class TouchSender:
         self.store.schedule.release_claim(touch.member)
         return TouchOutcome.ERROR
 
-    def _prepare(self, touch: Touch, state: TouchState | None = None) -> TouchOutcome | _Ready:
-        """Check, reserve and render one touch: its outcome, or a message ready to go.
+    def _prepare(
+        self, touch: Touch, state: TouchState | None = None, pauses: PauseState | None = None
+    ) -> TouchOutcome | _Ready | _Claim:
+        """Check one touch: its outcome, or a claim to reserve (:meth:`_reserved` then
+        renders it), or (``nurture retry``) a message ready to go.
 
         Args:
             touch: The claimed touch.
             state: What was read for it ahead (:meth:`_read_states`); None reads it now.
+            pauses: The pauses, read once for the batch; None reads them now.
         """
         ref = TouchRef.parse(touch.member)
         now = self.clock.now()
         if state is None:
             state = self.store.enrolled.touch_state(ref.lead_id, ref.sequence)
+        if pauses is None:
+            pauses = self.store.pauses.state()
         lead, enrollment = state.lead, state.enrollment
         if lead is None or enrollment is None or not enrollment.waits_for(ref.generation, ref.step):
             if lead is not None and enrollment is not None and self._reopened(touch.member):
-                return self._resend(touch, ref, lead, enrollment, state)
+                return self._resend(touch, ref, lead, enrollment, state, pauses)
             self.store.schedule.release_claim(touch.member)
             return TouchOutcome.STALE
         sequence = self.catalog().catalog.sequences.get(ref.sequence)
-        if self._paused(touch, sequence):
+        if self._paused(touch, sequence, pauses):
             return TouchOutcome.PAUSED
         if sequence is None:
             # Live edit removed the sequence: end its enrollments cleanly.
@@ -393,7 +535,16 @@ class TouchSender:
         if step.variants:
             job = replace(job, variant=self._variant(step, sequence.id, ref.lead_id))
         template = job.variant.template if job.variant and job.variant.template else step.template
-        return self._reserve(job, template)
+        # Notify and webhook steps reach people inside, not the lead: outside the cap.
+        to_lead = step.channel == "email"
+        capped = job.sequence.kind == "nurture" and self.settings.frequency_cap > 0 and to_lead
+        if capped and self._older_touch_due(touch, job.lead, now):
+            # A touch of this lead held back before this one fell due is due now too: it
+            # goes first, and this one looks again a second later (keeping its place).
+            self.store.leads.mark_held(ref.lead_id, ref.ledger_field, touch.due)
+            self.store.schedule.reschedule(touch.member, now.timestamp() + 1)
+            return TouchOutcome.CAPPED
+        return _Claim(job, template, capped)
 
     def _variant(self, step: Step, sequence: str, lead_id: str) -> Variant:
         """The lead's A/B variant of a step (the settled winner under ``winner: auto``)."""
@@ -405,27 +556,11 @@ class TouchSender:
                 return next(v for v in step.variants if v.id == winner)
         return assign(step.variants, lead_id, sequence, step.id)
 
-    def _reserve(self, job: _Pending, template: str) -> TouchOutcome | _Ready:
-        """Reserve the send in the ledger (with the frequency cap), then render it."""
+    def _reserved(self, claim: _Claim, reservation: Reservation) -> TouchOutcome | _Ready:
+        """Act on the ledger's verdict (with the frequency cap) on a claim; render it
+        when reserved."""
+        job, template = claim.pending, claim.template
         touch, ref, now = job.touch, job.ref, job.now
-        step = job.sequence.step(ref.step)
-        # Notify and webhook steps reach people inside, not the lead: outside the cap.
-        to_lead = step is None or step.channel == "email"
-        capped = job.sequence.kind == "nurture" and self.settings.frequency_cap > 0 and to_lead
-        if capped and self._older_touch_due(touch, job.lead, now):
-            # A touch of this lead held back before this one fell due is due now too: it
-            # goes first, and this one looks again a second later (keeping its place).
-            self.store.leads.mark_held(ref.lead_id, ref.ledger_field, touch.due)
-            self.store.schedule.reschedule(touch.member, now.timestamp() + 1)
-            return TouchOutcome.CAPPED
-        reservation = self.store.ledger.reserve(
-            touch.member,
-            job.lead.email or "",
-            now.timestamp(),
-            self.settings.frequency_cap,
-            capped,
-            self.settings.send_timeout,
-        )
         match reservation.verdict:
             case Verdict.STALE:
                 self.store.schedule.release_claim(touch.member)
@@ -458,14 +593,14 @@ class TouchSender:
                     self.store.leads.drop_held(ref.lead_id, ref.ledger_field)
                 return self._render(job, template, reservation.previous_touch)
 
-    def _paused(self, touch: Touch, sequence: Sequence | None) -> bool:
+    def _paused(self, touch: Touch, sequence: Sequence | None, pauses: PauseState) -> bool:
         """Put the touch aside when delivery or its sequence is paused.
 
         Delivery paused (an account fault): back on the schedule at its due time, where
         schedulers leave it until the pause ends. Sequence paused (``paused: true`` or
         ``nurture pause``): parked with its due time until the sequence is resumed.
+        ``pauses`` is read once per round of a batch, not per touch.
         """
-        pauses = self.store.pauses.state()
         if pauses.delivery is not None:
             self.store.schedule.reschedule(touch.member, touch.due)
             return True
@@ -488,6 +623,7 @@ class TouchSender:
         lead: LeadRecord,
         enrollment: Enrollment,
         state: TouchState,
+        pauses: PauseState,
     ) -> TouchOutcome | _Ready:
         """Send a failed touch again for ``nurture retry``, through the ledger.
 
@@ -497,7 +633,7 @@ class TouchSender:
         """
         now = self.clock.now()
         sequence = self.catalog().catalog.sequences.get(ref.sequence)
-        if self._paused(touch, sequence):
+        if self._paused(touch, sequence, pauses):
             return TouchOutcome.PAUSED
         step = sequence.step(ref.step) if sequence is not None else None
         if sequence is None or step is None:
@@ -758,7 +894,7 @@ class TouchSender:
             # The enrollment no longer waits for this step, so advance records the
             # ledger entry, counters and content and leaves the enrollment as it is.
             state = LedgerState.SENT.at(stamp)
-            ledger.advance(member, state, job.enrollment, None, sent, note)
+            self._advance(Advance(member, state, job.enrollment, None, sent, note))
             return TouchOutcome.SENT
         return self._finish(job, LedgerState.SENT.at(stamp), TouchOutcome.SENT, sent, note)
 
@@ -831,7 +967,7 @@ class TouchSender:
         )
         # Conditional, like any advance: if the lead replied (or a duplicate moved
         # the enrollment on) meanwhile, that wins and the touch is simply dropped.
-        self.store.ledger.advance(member, "", updated, (member, retry_at.timestamp()), note=note)
+        self._advance(Advance(member, "", updated, (member, retry_at.timestamp()), note=note))
         self.store.counters.count(job.sequence.id, job.ref.step, "retried")
         return TouchOutcome.RETRY
 
@@ -862,7 +998,7 @@ class TouchSender:
         note = entry(
             Kind.EXITED, now.timestamp(), sequence=ref.sequence, step=ref.step, reason=reason.text
         )
-        self.store.ledger.advance(touch.member, "", enrollment.exit(reason), None, note=note)
+        self._advance(Advance(touch.member, "", enrollment.exit(reason), None, note=note))
         return outcome
 
     def _finish(
@@ -892,5 +1028,21 @@ class TouchSender:
             member = touch_id(sequence.id, ref.generation, next_step.id, ref.lead_id)
             due = due_time(sequence, next_step, job.now, job.zone, member)
             next_touch = (member, due.timestamp())
-        self.store.ledger.advance(job.touch.member, ledger_state, updated, next_touch, sent, note)
+        self._advance(Advance(job.touch.member, ledger_state, updated, next_touch, sent, note))
         return outcome
+
+    def _advance(self, call: Advance) -> None:
+        """Move the enrollment on now, or, while this thread records a round's outcomes
+        (:meth:`_deliver_all`), with the round's other advances in one round trip."""
+        deferred: _Deferred | None = getattr(self._local, "deferred", None)
+        if deferred is None:
+            self.store.ledger.advance(
+                call.member,
+                call.ledger_state,
+                call.enrollment,
+                call.next_touch,
+                call.sent,
+                call.note,
+            )
+        else:
+            deferred.calls.append((deferred.current, call))

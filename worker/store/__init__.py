@@ -42,7 +42,7 @@ from worker.store.events import (
 )
 from worker.store.keys import Keys
 from worker.store.leads import LeadRecord, LeadStore
-from worker.store.ledger import Ledger, LedgerState, Reservation, Sent, Verdict
+from worker.store.ledger import Advance, Ledger, LedgerState, Reservation, Reserve, Sent, Verdict
 from worker.store.pauses import DeliveryPause, PauseStore
 from worker.store.schedule import ScheduleStats, ScheduleStore
 from worker.store.scripts import load_scripts
@@ -54,11 +54,13 @@ __all__ = [
     "EVENT_DEDUP_SECONDS",
     "EVENT_PENDING_SECONDS",
     "WEBHOOK_DEDUP_SECONDS",
+    "Advance",
     "DeliveryPause",
     "Enrollment",
     "LeadRecord",
     "LedgerState",
     "Reservation",
+    "Reserve",
     "ScheduleStats",
     "Sent",
     "Store",

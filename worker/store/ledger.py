@@ -7,10 +7,10 @@ cap, the enrollment check and the counters).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import cast
+from typing import Any, cast
 
 import redis
 from redis.commands.core import Script
@@ -94,8 +94,37 @@ class Sent:
     groups: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Reserve:
+    """The arguments of one :meth:`Ledger.reserve`, for :meth:`Ledger.reserve_many`."""
+
+    member: str
+    email: str
+    now: float
+    cap_seconds: float
+    capped: bool
+    stale_after: float
+
+
+@dataclass(frozen=True)
+class Advance:
+    """The arguments of one :meth:`Ledger.advance`, for :meth:`Ledger.advance_many`."""
+
+    member: str
+    ledger_state: str
+    enrollment: Enrollment
+    next_touch: tuple[str, float] | None
+    sent: Sent | None = None
+    note: str = ""
+
+
 class Ledger:
-    """The per-lead send ledgers, received content and unknown outcomes."""
+    """The per-lead send ledgers, received content and unknown outcomes.
+
+    The ``*_many`` methods run several per-lead script calls in one round trip: a
+    non-transactional pipeline of the same scripts, each still touching one lead's keys
+    (cluster-safe), each atomic on its own, each with its own result.
+    """
 
     def __init__(
         self,
@@ -132,8 +161,39 @@ class Ledger:
             resend: An operator's retry of a failed touch: the enrollment has moved on
                 past the step, and must only still be the same one and not exited.
         """
+        call = Reserve(member, email, now, cap_seconds, capped, stale_after)
+        raw = self._queue_reserve(self.redis, call, resend)
+        return Reservation.from_script(cast(list[bytes | str], raw))
+
+    def reserve_many(self, calls: Sequence[Reserve]) -> list[Reservation | redis.RedisError]:
+        """:meth:`reserve` for several touches (of distinct leads) in one round trip;
+        a script error is returned in its touch's place.
+
+        Raises:
+            redis.RedisError: The round trip failed: any of the touches may be reserved
+                (:meth:`release` undoes exactly ours).
+        """
+        return [
+            raw if isinstance(raw, redis.RedisError) else Reservation.from_script(raw)
+            for raw in self._pipelined(self._queue_reserve, calls)
+        ]
+
+    def _pipelined(self, queue: Callable[[Any, Any], Any], calls: Sequence[Any]) -> list[Any]:
+        """Queue each call on one non-transactional pipeline; the raw results, with a
+        script's error in its place (only a failed round trip raises)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for call in calls:
+            queue(pipe, call)
+        return pipe.execute(raise_on_error=False)
+
+    def _queue_reserve(
+        self, client: redis.Redis | redis.client.Pipeline, call: Reserve, resend: bool = False
+    ) -> Any:
+        """Call ``reserve_send.lua`` on ``client`` (a pipeline only queues it)."""
+        member, email, now = call.member, call.email, call.now
+        cap_seconds, capped, stale_after = call.cap_seconds, call.capped, call.stale_after
         touch = TouchRef.parse(member)
-        result = self._reserve(
+        return self._reserve(
             keys=[
                 self.keys.lead(touch.lead_id),
                 self.keys.ledger(touch.lead_id),
@@ -152,8 +212,8 @@ class Ledger:
                 touch.step,
                 "1" if resend else "0",
             ],
+            client=client,
         )
-        return Reservation.from_script(cast(list[bytes | str], result))
 
     def release(self, member: str, state: str, reserved_at: float, previous: str) -> bool:
         """Undo a reservation whose send certainly did not happen (``lua/release_send.lua``);
@@ -189,6 +249,25 @@ class Ledger:
         Returns:
             True if the enrollment moved; False if it had already moved on.
         """
+        call = Advance(member, ledger_state, enrollment, next_touch, sent, note)
+        return bool(self._queue_advance(self.redis, call))
+
+    def advance_many(self, calls: Sequence[Advance]) -> list[bool | redis.RedisError]:
+        """:meth:`advance` for several touches (of distinct leads) in one round trip;
+        a script error is returned in its touch's place.
+
+        Raises:
+            redis.RedisError: The round trip failed: any of them may have been recorded.
+        """
+        return [
+            raw if isinstance(raw, redis.RedisError) else bool(raw)
+            for raw in self._pipelined(self._queue_advance, calls)
+        ]
+
+    def _queue_advance(self, client: redis.Redis | redis.client.Pipeline, call: Advance) -> Any:
+        """Call ``advance.lua`` on ``client`` (a pipeline only queues it)."""
+        member, ledger_state, enrollment = call.member, call.ledger_state, call.enrollment
+        next_touch, sent, note = call.next_touch, call.sent, call.note
         touch = TouchRef.parse(member)
         extra: list[str | float] = ["", "", note, TIMELINE_MAXLEN, TIMELINE_TTL_SECONDS]
         if sent is not None:
@@ -201,7 +280,7 @@ class Ledger:
                 TIMELINE_TTL_SECONDS,
                 *sent.content_ids,
             ]
-        moved = self._advance(
+        return self._advance(
             keys=[
                 self.keys.enrollments(touch.lead_id),
                 self.keys.ledger(touch.lead_id),
@@ -225,8 +304,8 @@ class Ledger:
                 next_touch[1] if next_touch else 0,
                 *extra,
             ],
+            client=client,
         )
-        return bool(moved)
 
     def reopen(self, member: str, when: float) -> str | None:
         """Make a failed touch (ledger ``dead:``) sendable again (``retry:``).
