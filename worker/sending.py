@@ -49,7 +49,7 @@ from worker.sequences.variants import Variant, assign, auto_winner, variant_repo
 from worker.store import LeadRecord, LedgerState, Sent, Store, TouchState, Verdict
 from worker.store.timeline import Kind, entry
 from worker.timing import due_time, lead_zone, open_slot
-from worker.webhooks import WebhookCall, post
+from worker.webhooks import WebhookCall, post_many
 
 log = logging.getLogger(__name__)
 
@@ -316,15 +316,13 @@ class TouchSender:
         return outcomes
 
     def _hand_over(self, ready: list[_Ready]) -> list[SendResult | DeliveryError]:
-        """Emails (to leads and notify) go out together through the delivery backend;
-        webhook calls are posted one by one. One result per touch, in order."""
+        """Emails (to leads and notify) go out together through the delivery backend,
+        webhook calls together over their own threads. One result per touch, in order."""
         emails = [job.message for job in ready if isinstance(job.message, Message)]
+        calls = [job.message for job in ready if isinstance(job.message, WebhookCall)]
         sent = iter(self.delivery().send_many(emails) if emails else [])
-        timeout = self.settings.reach.webhook_timeout
-        return [
-            next(sent) if isinstance(job.message, Message) else post(job.message, timeout)
-            for job in ready
-        ]
+        posted = iter(post_many(calls, self.settings.reach.webhook_timeout))
+        return [next(sent if isinstance(job.message, Message) else posted) for job in ready]
 
     def _unexpected(self, touch: Touch, exc: Exception) -> TouchOutcome:
         """A bug or bad data while preparing one touch: dead-letter it, keep going."""
