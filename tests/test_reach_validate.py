@@ -211,3 +211,13 @@ def test_send_test_of_a_notify_is_the_internal_email_and_a_webhook_is_refused(
     )
     with pytest.raises(NurtureError, match="is a webhook: it emails no one"):
         send_test(settings_for(catalog_dirs, webhook_secret="s"), "ops", "hook", "me@acme.example")
+
+
+def test_a_condition_on_a_notify_step_can_never_hold(catalog_dirs: dict[str, Path]) -> None:
+    found = problems_for(
+        catalog_dirs,
+        "  - {id: ping, wait: 0s, notify: internal/referral_call}\n"
+        "  - id: after\n    wait: 1d\n    template: value/guide\n    when: {clicked: ping}\n",
+    )
+    assert len(found) == 1, found
+    assert "ops.yaml:8: clicked: 'ping' is a notify step, which the lead never receives" in found[0]
