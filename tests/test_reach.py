@@ -22,7 +22,9 @@ from typing import Any
 import pytest
 
 from tests.harness import Harness, event, running
+from tests.sendgrid_standin import SendGridStandIn
 from worker.enrollment import touch_id
+from worker.http.sendgrid_events import process_batch
 from worker.leadview import lead_view, render_text
 from worker.report import Filters, build_report
 
@@ -230,3 +232,38 @@ def test_a_webhook_refused_with_400_is_a_dead_letter_with_the_reason(
     assert "HTTP 400" in letter["reason"] and "missing field task" in letter["reason"]
     assert h.rt.store.ledger_state(member).startswith("dead:")
     assert h.rt.store.stats()["ops"]["crm-task"].get("failed") == 1
+
+
+def test_a_notify_through_sendgrid_carries_no_unsubscribe_and_none_of_the_lead(
+    make_harness: Callable[..., Harness], catalog_dirs: dict[str, Path]
+) -> None:
+    only_sequence(catalog_dirs, NOTIFY_SEQUENCE)
+    with SendGridStandIn() as sendgrid:
+        h = make_harness(
+            delivery="sendgrid", sendgrid_host=sendgrid.url, sendgrid_api_key=sendgrid.api_key
+        )
+        with running(h):
+            h.emit(event("e1", first_name="Ann", **OWNER))
+            h.run_until(h.clock.now().timestamp() + 2 * 3600)
+        lead_email, note = sendgrid.messages
+    assert lead_email.to == ["ann@example.com"] and "List-Unsubscribe" in lead_email.headers
+    assert note.to == ["maria@acme.example"]
+    assert note.headers == {}  # no List-Unsubscribe: it is not marketing to the lead
+    assert note.custom_args == {"internal": "notify"}  # no lead, sequence or step
+    tracking = note.payload["tracking_settings"]
+    assert not tracking["open_tracking"]["enable"] and not tracking["click_tracking"]["enable"]
+    # The Event Webhook echoes custom_args as top-level fields of each event
+    # (https://www.twilio.com/docs/sendgrid/for-developers/tracking-events/event):
+    # a bounce of the owner's address suppresses no lead and counts for no sequence.
+    bounce = {
+        "email": "maria@acme.example",
+        "event": "bounce",
+        "type": "bounce",
+        "sg_event_id": "b-1",
+        "timestamp": 1700000000,
+        "internal": "notify",
+    }
+    process_batch(h.rt, [bounce])
+    assert h.rt.store.suppressions.reason("maria@acme.example") is None
+    assert h.rt.store.enrollment("lead-1", "ops") is not None
+    assert "bounced" not in h.rt.store.stats()["ops"].get("ping", {})

@@ -10,8 +10,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from worker.catalog import LiveCatalog, load_and_check
+from worker.errors import NurtureError
 from worker.preview import preview
+from worker.send_test import send_test
 from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,3 +190,34 @@ def test_preview_shows_the_signed_post_of_a_webhook(catalog_dirs: dict[str, Path
     # The same helper signs in the worker: HMAC-SHA256 of the raw body with the secret.
     raw = json.dumps(body, ensure_ascii=False, sort_keys=True).encode()
     assert signature.endswith(hmac.new(b"s3", raw, hashlib.sha256).hexdigest())
+
+
+def test_send_test_of_a_notify_is_the_internal_email_and_a_webhook_is_refused(
+    catalog_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    keep_only(catalog_dirs, "referral-intro")
+    settings = settings_for(
+        catalog_dirs, outbox_dir=tmp_path / "outbox", postal_address="Vesterbrogade 1"
+    )
+    message, _ = send_test(settings, "referral-intro", "call-weak", "me@acme.example", LEAD)
+    assert message.internal and message.to_email == "me@acme.example"
+    assert message.subject == "[TEST] Call Ann Berg today: weak referral via Ole Holm"
+    (path,) = (tmp_path / "outbox").glob("*.eml")
+    raw = path.read_bytes()
+    assert b"List-Unsubscribe" not in raw and b"X-Nurture-Internal: notify" in raw
+    (catalog_dirs["sequences"] / "ops.yaml").write_text(
+        "id: ops\ntrigger: lead.created\nsteps:\n  - {id: hook, wait: 0s, webhook: {url: https://crm.example.com/h}}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(NurtureError, match="is a webhook: it emails no one"):
+        send_test(settings_for(catalog_dirs, webhook_secret="s"), "ops", "hook", "me@acme.example")
+
+
+def test_a_condition_on_a_notify_step_can_never_hold(catalog_dirs: dict[str, Path]) -> None:
+    found = problems_for(
+        catalog_dirs,
+        "  - {id: ping, wait: 0s, notify: internal/referral_call}\n"
+        "  - id: after\n    wait: 1d\n    template: value/guide\n    when: {clicked: ping}\n",
+    )
+    assert len(found) == 1, found
+    assert "ops.yaml:8: clicked: 'ping' is a notify step, which the lead never receives" in found[0]

@@ -68,6 +68,12 @@ def send_test(
     if step is None:
         known = ", ".join(s.id for s in sequence.steps)
         raise NurtureError(f"no step {step_id!r} in {sequence.id}; its steps are: {known}")
+    if step.webhook is not None:
+        raise NurtureError(
+            f"step {step.id!r} is a webhook: it emails no one; `nurture preview {sequence.id} "
+            f"--lead FILE --step {step.id}` shows the signed request it would post"
+        )
+    internal = step.notify is not None  # an internal email: no footer, no unsubscribe
     event_doc = (lead_doc if "lead" in lead_doc else {"lead": lead_doc}) if lead_doc else {}
     try:
         lead = Lead.model_validate({**(event_doc.get("lead") or SAMPLE_LEAD), "email": address})
@@ -76,11 +82,12 @@ def send_test(
         where = ".".join(str(part) for part in first["loc"])
         raise NurtureError(f"--lead: lead.{where}: {first['msg']}") from None
     data = lead.model_dump(exclude_none=True)
-    unsubscribe_url = f"{settings.public_url}/unsubscribe/TEST"
+    unsubscribe_url = "" if internal else f"{settings.public_url}/unsubscribe/TEST"
     email = loaded.renderer.render(
         step.template,
-        data.get("locale"),
+        None if internal else data.get("locale"),
         {
+            "recipient": {"email": address},
             "lead": data,
             "event": {
                 "id": "send-test",
@@ -92,6 +99,7 @@ def send_test(
             "unsubscribe_url": unsubscribe_url,
             "postal_address": settings.postal_address or "",
         },
+        internal=internal,
     )
     if not settings.from_email:
         raise SettingsError("NURTURE_FROM_EMAIL is required for sending; set it in .env")
@@ -109,6 +117,7 @@ def send_test(
         sequence=sequence.id,
         step=step.id,
         categories=("send-test",),
+        internal=internal,
     )
     delivery = build_delivery(settings)
     try:

@@ -64,7 +64,7 @@ from worker.store.leads import LAST_TOUCH
 from worker.store.pauses import PauseState
 from worker.store.timeline import Kind, entry
 from worker.timing import due_time, lead_zone, open_slot
-from worker.webhooks import WebhookCall, post
+from worker.webhooks import WebhookCall, post_many
 
 log = logging.getLogger(__name__)
 
@@ -454,15 +454,13 @@ class TouchSender:
         ]
 
     def _hand_over(self, ready: list[_Ready]) -> list[SendResult | DeliveryError]:
-        """Emails (to leads and notify) go out together through the delivery backend;
-        webhook calls are posted one by one. One result per touch, in order."""
+        """Emails (to leads and notify) go out together through the delivery backend,
+        webhook calls together over their own threads. One result per touch, in order."""
         emails = [job.message for job in ready if isinstance(job.message, Message)]
+        calls = [job.message for job in ready if isinstance(job.message, WebhookCall)]
         sent = iter(self.delivery().send_many(emails) if emails else [])
-        timeout = self.settings.reach.webhook_timeout
-        return [
-            next(sent) if isinstance(job.message, Message) else post(job.message, timeout)
-            for job in ready
-        ]
+        posted = iter(post_many(calls, self.settings.reach.webhook_timeout))
+        return [next(sent if isinstance(job.message, Message) else posted) for job in ready]
 
     def _unexpected(self, touch: Touch, exc: Exception) -> TouchOutcome:
         """A bug or bad data while preparing one touch: dead-letter it, keep going."""

@@ -30,6 +30,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -50,6 +51,8 @@ KEY_HEADER = "Idempotency-Key"
 PAYLOAD_TYPE = "nurture.webhook"
 #: Answers tried again later; any other non-2xx is refused for good.
 RETRIED = frozenset({408, 429})
+#: POSTs of one batch in flight at once.
+MAX_PARALLEL = 8
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,15 @@ def post(call: WebhookCall, timeout: float) -> SendResult | DeliveryError:
         # Refused, unreachable, timed out: retried; the key makes a repeat harmless.
         reason = getattr(exc, "reason", exc)
         return TransientDeliveryError(f"{call.url}: {reason}")
+
+
+def post_many(calls: list[WebhookCall], timeout: float) -> list[SendResult | DeliveryError]:
+    """POST several calls at once (a slow receiver holds up one thread, not the batch);
+    one result per call, in order."""
+    if len(calls) <= 1:
+        return [post(call, timeout) for call in calls]
+    with ThreadPoolExecutor(max_workers=min(len(calls), MAX_PARALLEL)) as pool:
+        return list(pool.map(lambda call: post(call, timeout), calls))
 
 
 def check_webhooks(catalog: Catalog, secret: bool, targets: Mapping[str, str]) -> list[Problem]:

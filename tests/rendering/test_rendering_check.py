@@ -283,7 +283,7 @@ def test_missing_template_points_at_the_step_and_suggests_names(
     problems = check_templates(catalog, templates, library)
     files = {(p.file, p.line) for p in problems}
     assert ("sequences/value-first.yaml", 56) in files
-    assert ("sequences/referral-intro.yaml", 75) in files
+    assert ("sequences/referral-intro.yaml", 101) in files
     first = problems[0]
     assert "step `how-to-guide` uses template `value/guide`" in first.message
     assert f"{templates / 'value/guide.j2'} does not exist" in first.message

@@ -405,8 +405,8 @@ def test_problem_str_names_file_line_and_fix(tmp_path: Path) -> None:
     text = str(only_problem(problems))
     assert text.endswith(
         "demo.yaml:8: unknown key 'wiat' in this step — did you mean `wait`? "
-        "Keys allowed here: id, description, wait, template, when, variants, winner, "
-        "needs_content"
+        "Keys allowed here: id, description, wait, template, notify, webhook, when, variants, "
+        "winner, needs_content"
     )
 
 

@@ -91,6 +91,10 @@ def process_batch(runtime: Runtime, events: list[Any]) -> SendgridResult:
             result.invalid.append((index, "sg_event_id is longer than 200 characters"))
             continue
         result.by_event[name] += 1
+        if item.get("internal"):
+            # A notify step's email to a person inside (custom_args "internal"): not a
+            # lead's address, so never suppressed and never counted for a sequence.
+            continue
         if is_suppressing(item):
             email = item.get("email")
             if not isinstance(email, str) or "@" not in email or len(email) > 320:

@@ -21,7 +21,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from worker.addresses import sendable_address
-from worker.sequences.model import Notify, Webhook
+from worker.errors import Problem as FileProblem
+from worker.sequences.engagement import STEP_KINDS, Engaged
+from worker.sequences.model import Notify, Step, Webhook
 from worker.yamlfile import describe_node, yaml_line
 
 NOTIFY_KEYS = ("template", "to")
@@ -139,3 +141,23 @@ def url_problem(url: str) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "not an http(s) URL"
     return None
+
+
+def internal_ref_problems(
+    file: str, steps: list[Step], refs: list[tuple[str, list[Engaged]]]
+) -> list[FileProblem]:
+    """``opened``/``clicked`` naming a notify or webhook step: the lead never gets those,
+    so the condition could never hold."""
+    internal = {step.id: step.channel for step in steps if step.channel != "email"}
+    return [
+        FileProblem(
+            file,
+            test.line,
+            f"{test.kind}: {test.value!r} is a {internal[test.value]} step, which the lead "
+            "never receives, so it can never be opened or clicked",
+            "name an earlier step that emails the lead",
+        )
+        for _step_id, tests in refs
+        for test in tests
+        if test.kind in STEP_KINDS and test.value in internal
+    ]

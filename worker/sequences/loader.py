@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.errors import CatalogError, Problem, did_you_mean
-from worker.sequences.actions import read_notify, read_webhook
+from worker.sequences.actions import internal_ref_problems, read_notify, read_webhook
 from worker.sequences.conditions import Condition, compile_when
 from worker.sequences.durations import parse_wait
 from worker.sequences.engagement import STEP_KINDS, Engaged, step_ref_problems
@@ -680,6 +680,7 @@ class _Reader:
             refs.append((str(raw_id), tests))
         # Checked even when a step has other problems, so one run shows every mistake.
         self.problems.extend(step_ref_problems(self.file, refs))
+        self.problems.extend(internal_ref_problems(self.file, steps, refs))
         return tuple(steps) if len(steps) == len(node) else None
 
     def step(self, node: Any, line: int) -> Step | None:
