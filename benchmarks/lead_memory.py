@@ -16,9 +16,9 @@ a manual clock jumped through every due time), and reports:
 Usage: ``python -m benchmarks.lead_memory --copies 250 [--json out.json]
 [--broker-url amqp://guest:guest@127.0.0.1:5672/<vhost>]``. Talks to nothing but the
 redis-server it starts on 127.0.0.1 (``worker.redis_server.start_redis``: the quick
-start's settings, ``hash-max-listpack-value 1024`` included) and, with ``--broker-url``, that RabbitMQ (give it an
-empty vhost of its own): then the queues are off Redis and the counts are the state's
-alone.
+start's settings, ``hash-max-listpack-value 1024`` included) and, with ``--broker-url``,
+that RabbitMQ (give it an empty vhost of its own): then the queues are off Redis and the
+counts are the state's alone.
 """
 
 from __future__ import annotations

@@ -286,8 +286,8 @@ def _shape(client: redis.Redis, tag: str) -> dict[str, Any]:
             values = cast(dict[bytes, bytes], client.hgetall(key))
             fields = sorted(f.decode() for f in values)
             for value in values.values():
-                if value.startswith(b"{"):
-                    json_keys += sorted(json.loads(value))
+                if value.startswith(b"{"):  # times as keys (packed field times) as "#"
+                    json_keys += sorted(re.sub(r"\d+", "#", k) for k in json.loads(value))
         ttl = client.ttl(key)
         shapes[name] = {
             "type": kind,

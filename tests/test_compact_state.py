@@ -146,3 +146,24 @@ def test_a_lead_stored_by_the_previous_version_keeps_going(
             # the enrollment it moved on is packed (one that ended before stays JSON)
             assert client.type(keys.timeline(old_id)) == b"list"
             assert any(not v.startswith(b"{") for v in client.hvals(keys.enrollments(old_id)))
+
+
+def test_an_old_stream_timeline_is_read_and_becomes_the_list_at_the_next_write(
+    make_harness: Callable[..., Harness],
+) -> None:
+    h = make_harness()
+    store, client = h.rt.store, h.rt.store.redis
+    key = store.keys.timeline("old")
+    old = [
+        {"kind": "event", "at": 1795424400.5, "type": "lead.created", "id": "e1", "source": None},
+        {"kind": "enrolled", "at": 1795424400.5, "sequence": "s", "step": "one", "due": 1.0},
+    ]
+    for item in old:
+        client.xadd(key, {"e": json.dumps(item, sort_keys=True)}, maxlen=TIMELINE_MAXLEN)
+    assert store.timeline.read("old") == old
+    store.timeline.add("old", entry(Kind.EXITED, 1795430000.0, sequence="s", reason="goal:x"))
+    assert client.type(key) == b"list" and client.ttl(key) > 0
+    assert store.timeline.read("old") == [
+        *old,
+        {"kind": "exited", "at": 1795430000, "sequence": "s", "reason": "goal:x"},
+    ]

@@ -44,7 +44,8 @@ class Keys:
         return self.per_lead("lock", lead_id)
 
     def enrollments(self, lead_id: str) -> str:
-        """Hash: sequence id -> enrollment JSON (one lead's enrollments, all states)."""
+        """Hash: sequence id -> packed enrollment (one lead's enrollments, all states;
+        the form: ``worker/store/enrollments.py``)."""
         return self.per_lead("enr", lead_id)
 
     def ledger(self, lead_id: str) -> str:
@@ -141,9 +142,10 @@ class Keys:
         return f"{self.prefix}:sgevt:{provider_event_id}"
 
     def timeline(self, lead_id: str) -> str:
-        """Stream, capped and expiring (see ``worker/store/timeline.py``): what happened
-        to this lead, one JSON entry per event, field change, enrollment, exit, touch,
-        skip, decline and provider report, for ``nurture lead``."""
+        """List, capped and expiring (see ``worker/store/timeline.py``; a stream when an
+        older version wrote it): what happened to this lead, one packed entry per event,
+        field change, enrollment, exit, touch, skip, decline and provider report, for
+        ``nurture lead``."""
         return self.per_lead("tl", lead_id)
 
     @property

@@ -128,8 +128,12 @@ def _pack_field_times(raw: str) -> str:
 
 def _unpack_field_times(raw: str) -> str:
     """The ``{field: time}`` JSON the worker writes, from either stored form."""
-    value = json.loads(raw)
-    if not any(isinstance(v, list) for v in value.values()):
+    try:
+        value = json.loads(raw)
+        grouped = isinstance(value, dict) and any(isinstance(v, list) for v in value.values())
+    except ValueError:
+        grouped = False  # not JSON: left for field_times() to refuse, as before
+    if not grouped:
         return raw
     times = {
         _ATTRIBUTE + name[1:] if name.startswith(".") else name: float(when)
