@@ -81,13 +81,21 @@ class Runtime:
         self.tuning = tuning or Tuning()
         self.namespace = namespace
         self.redis_url = settings.redis_url or embedded_redis_url(settings.state_dir)
+        # Every thread of the process may use Redis at once: the worker's threads and
+        # the SendGrid pool's (the shared rate limiter takes a turn per request), plus
+        # the scheduler and a margin. redis-py caps a plain pool at 100 connections and
+        # raises beyond; a blocking pool of this size waits for a free one instead.
+        connections = settings.worker_threads + settings.sendgrid_concurrency + 16
         try:
-            self.redis = redis.Redis.from_url(
+            pool = redis.BlockingConnectionPool.from_url(
                 self.redis_url,
                 socket_connect_timeout=2,
                 socket_timeout=10,
                 health_check_interval=30,
+                max_connections=connections,
+                timeout=10,  # longest wait for a free connection
             )
+            self.redis = redis.Redis.from_pool(pool)  # closing the client closes the pool
         except ValueError as exc:
             raise SettingsError(
                 f"NURTURE_REDIS_URL={self.redis_url!r} is not a Redis URL ({exc}); "
