@@ -18,7 +18,10 @@ is the quick domain subset.
 from __future__ import annotations
 
 import inspect
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -140,6 +143,42 @@ def make_settings(
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
     return make
+
+
+@pytest.fixture
+def cli_env(redis_url: str, catalog_dirs: dict[str, Path], tmp_path: Path) -> dict[str, str]:
+    """The environment of a ``nurture`` command run as a subprocess: this test's Redis and
+    catalog copy, an outbox in ``tmp_path``, a sender and postal address, and none of the
+    developer's own ``NURTURE_*`` variables. Tests change it in place as they need."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
+    env.update(
+        {
+            "NURTURE_REDIS_URL": redis_url,
+            "NURTURE_SEQUENCES_DIR": str(catalog_dirs["sequences"]),
+            "NURTURE_TEMPLATES_DIR": str(catalog_dirs["templates"]),
+            "NURTURE_CONTENT_DIR": str(catalog_dirs["content"]),
+            "NURTURE_OUTBOX_DIR": str(tmp_path / "outbox"),
+            "NURTURE_FROM_EMAIL": "hello@nurture.example",
+            "NURTURE_POSTAL_ADDRESS": "Vesterbrogade 1, 1620 København V",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    return env
+
+
+def nurture(
+    args: list[str], env: dict[str, str], cwd: Path, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``nurture ARGS`` as an operator does (a new process), capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        env=env,
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 #: Settings the catalog is loaded with: a test overriding one gets its own catalog.

@@ -105,3 +105,57 @@ def test_only_the_store_talks_to_redis() -> None:
             if REDIS_USE.search(line):
                 offenders.append(f"worker/{relative}:{number}: {line.strip()}")
     assert offenders == []
+
+
+#: How long a function may be before it needs a reason written beside it.
+LONGEST_FUNCTION = 80
+#: The comment, on the lines right above a long function's ``def`` (or its decorators),
+#: that says why it is long, e.g. ``# Longer than 80 lines: one flat table of options.``
+LONG_REASON = re.compile(r"#\s*Longer than \d+ lines: \S")
+
+
+def _long_functions(source: str, where: str) -> list[str]:
+    """``where:line name (N lines)`` of each function in ``source`` longer than
+    :data:`LONGEST_FUNCTION` without a :data:`LONG_REASON` comment above it."""
+    lines = source.splitlines()
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        length = (node.end_lineno or node.lineno) - node.lineno + 1
+        if length <= LONGEST_FUNCTION:
+            continue
+        first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+        above = []
+        for line in reversed(lines[: first - 1]):
+            if not line.strip().startswith("#"):
+                break
+            above.append(line)
+        if not any(LONG_REASON.search(line) for line in above):
+            found.append(f"{where}:{node.lineno} {node.name} ({length} lines)")
+    return found
+
+
+def test_long_functions_are_found() -> None:
+    """The check itself: a long function (or method) is reported, one with its reason
+    is not, whatever its decorators."""
+    body = "\n".join(f"        x{n} = {n}" for n in range(LONGEST_FUNCTION))
+    source = (
+        "class A:\n"
+        f"    def long(self):\n{body}\n\n"
+        "    # Longer than 80 lines: a probe.\n"
+        f"    @staticmethod\n    def explained():\n{body}\n\n"
+        f"    def short(self):\n{body[: body.rindex(chr(10))]}\n"
+    )
+    assert _long_functions(source, "probe.py") == ["probe.py:2 long (81 lines)"]
+
+
+def test_no_function_is_longer_than_80_lines_without_a_reason() -> None:
+    """Issue 10: a function longer than about 80 lines is split, or says why not in a
+    ``# Longer than 80 lines: ...`` comment right above it."""
+    offenders = [
+        found
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for found in _long_functions(path.read_text(), path.relative_to(ROOT).as_posix())
+    ]
+    assert offenders == []

@@ -4,56 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 import redis
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, nurture
 
 
-def run(
-    args: list[str], env: dict[str, str], cwd: Path, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
-        env=env,
-        cwd=cwd,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-@pytest.fixture
-def env(redis_url: str, catalog_dirs: dict[str, Path], tmp_path: Path) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
-    clean.update(
-        {
-            "NURTURE_REDIS_URL": redis_url,
-            "NURTURE_SEQUENCES_DIR": str(catalog_dirs["sequences"]),
-            "NURTURE_TEMPLATES_DIR": str(catalog_dirs["templates"]),
-            "NURTURE_CONTENT_DIR": str(catalog_dirs["content"]),
-            "NURTURE_OUTBOX_DIR": str(tmp_path / "outbox"),
-            "PYTHONPATH": str(ROOT),
-        }
-    )
-    return clean
-
-
-def test_validate_accepts_the_shipped_examples(env: dict[str, str], tmp_path: Path) -> None:
-    result = run(["validate"], env, tmp_path)
+def test_validate_accepts_the_shipped_examples(cli_env: dict[str, str], tmp_path: Path) -> None:
+    result = nurture(["validate"], cli_env, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     # The shipped content links to example.com placeholders: warnings, then the verdict.
     assert result.stdout.splitlines()[-1].startswith("OK: 5 sequences"), result.stdout
 
 
 def test_validate_names_file_line_and_fix(
-    env: dict[str, str], tmp_path: Path, catalog_dirs: dict[str, Path]
+    cli_env: dict[str, str], tmp_path: Path, catalog_dirs: dict[str, Path]
 ) -> None:
     sequence = catalog_dirs["sequences"] / "value-first.yaml"
     sequence.write_text(
@@ -63,7 +29,7 @@ def test_validate_names_file_line_and_fix(
     template.write_text(
         template.read_text().replace("{% block subject %}", "{% block subjet %}", 1)
     )
-    result = run(["validate"], env, tmp_path)
+    result = nurture(["validate"], cli_env, tmp_path)
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     assert any(
@@ -75,29 +41,29 @@ def test_validate_names_file_line_and_fix(
 
 
 def test_emit_refuses_a_bad_file_whole_naming_each_bad_event(
-    env: dict[str, str], tmp_path: Path, redis_url: str
+    cli_env: dict[str, str], tmp_path: Path, redis_url: str
 ) -> None:
     good = {"id": "g1", "type": "lead.created", "lead": {"id": "l1", "email": "a@example.com"}}
     bad = {"id": "b1", "type": "lead created", "lead": {"id": "l2"}}
     path = tmp_path / "events.jsonl"
     path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
-    result = run(["emit", str(path)], env, tmp_path)
+    result = nurture(["emit", str(path)], cli_env, tmp_path)
     assert result.returncode == 1
     assert "event 1: type:" in result.stderr and "nothing queued" in result.stderr
     assert redis.Redis.from_url(redis_url).exists("nurture:evt:g1") == 0
 
-    result = run(["emit", "-"], env, tmp_path, stdin=json.dumps(good))
+    result = nurture(["emit", "-"], cli_env, tmp_path, stdin=json.dumps(good))
     assert result.returncode == 0, result.stderr
     assert "queued 1 event(s), 0 duplicate(s)" in result.stdout
-    result = run(["emit", "-"], env, tmp_path, stdin=json.dumps(good))
+    result = nurture(["emit", "-"], cli_env, tmp_path, stdin=json.dumps(good))
     assert "queued 0 event(s), 1 duplicate(s)" in result.stdout
 
 
 def test_emit_prints_an_error_line_for_an_unsendable_address(
-    env: dict[str, str], tmp_path: Path, redis_url: str
+    cli_env: dict[str, str], tmp_path: Path, redis_url: str
 ) -> None:
     doc = {"id": "x1", "type": "lead.created", "lead": {"id": "l1", "email": "jörg@exämple.de"}}
-    result = run(["emit", "-"], env, tmp_path, stdin=json.dumps(doc, ensure_ascii=False))
+    result = nurture(["emit", "-"], cli_env, tmp_path, stdin=json.dumps(doc, ensure_ascii=False))
     assert result.returncode == 1
     assert "nurture emit: -: event 0: lead.email: 'jörg@exämple.de' cannot be sent" in (
         result.stderr
@@ -106,13 +72,15 @@ def test_emit_prints_an_error_line_for_an_unsendable_address(
     assert redis.Redis.from_url(redis_url).exists("nurture:evt:x1") == 0
 
 
-def test_preview_shows_the_timeline_and_renders_a_step(env: dict[str, str], tmp_path: Path) -> None:
-    result = run(
+def test_preview_shows_the_timeline_and_renders_a_step(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    result = nurture(
         [
             "preview", "value-first", "--lead", str(ROOT / "examples" / "lead.json"),
             "--start", "2026-11-27T15:55:00Z", "--step", "outcome-story",
         ],
-        env,
+        cli_env,
         tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -123,39 +91,42 @@ def test_preview_shows_the_timeline_and_renders_a_step(env: dict[str, str], tmp_
     assert "Subject:" in out and "/unsubscribe/PREVIEW" in out
 
 
-def test_status_reports_queues_and_schedule(env: dict[str, str], tmp_path: Path) -> None:
-    result = run(["status"], env, tmp_path)
+def test_status_reports_queues_and_schedule(cli_env: dict[str, str], tmp_path: Path) -> None:
+    result = nurture(["status"], cli_env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "scheduled touches: 0" in result.stdout
     assert "dead letters: 0" in result.stdout
-    as_json = json.loads(run(["status", "--json"], env, tmp_path).stdout)
+    as_json = json.loads(nurture(["status", "--json"], cli_env, tmp_path).stdout)
     assert as_json["queues"]["events"]["ready"] == 0
 
 
-def test_a_bad_setting_stops_start_up_with_one_line(env: dict[str, str], tmp_path: Path) -> None:
-    result = run(["status"], {**env, "NURTURE_DELIVERY": "pigeon"}, tmp_path)
+def test_a_bad_setting_stops_start_up_with_one_line(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    result = nurture(["status"], {**cli_env, "NURTURE_DELIVERY": "pigeon"}, tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "nurture: NURTURE_DELIVERY: Input should be 'outbox' or 'sendgrid'"
     ]
 
 
-def test_worker_refuses_to_start_without_sender(env: dict[str, str], tmp_path: Path) -> None:
-    result = run(["worker"], env, tmp_path)
+def test_worker_refuses_to_start_without_sender(cli_env: dict[str, str], tmp_path: Path) -> None:
+    del cli_env["NURTURE_FROM_EMAIL"]
+    result = nurture(["worker"], cli_env, tmp_path)
     assert result.returncode == 1
     assert "NURTURE_FROM_EMAIL" in result.stderr
 
 
-def test_embedded_redis_when_no_url_is_set(env: dict[str, str], tmp_path: Path) -> None:
+def test_embedded_redis_when_no_url_is_set(cli_env: dict[str, str], tmp_path: Path) -> None:
     """Without NURTURE_REDIS_URL a local redis-server is started and then reused."""
-    local = {k: v for k, v in env.items() if k != "NURTURE_REDIS_URL"}
+    local = {k: v for k, v in cli_env.items() if k != "NURTURE_REDIS_URL"}
     local["NURTURE_STATE_DIR"] = str(tmp_path / "state")
     try:
-        first = run(["status"], local, tmp_path)
+        first = nurture(["status"], local, tmp_path)
         assert first.returncode == 0, first.stderr
         port = (tmp_path / "state" / "redis" / "redis.port").read_text().strip()
         assert f"redis://127.0.0.1:{port}/0" in first.stdout
-        second = run(["status"], local, tmp_path)
+        second = nurture(["status"], local, tmp_path)
         assert f"redis://127.0.0.1:{port}/0" in second.stdout  # the same server, reused
     finally:
         port_file = tmp_path / "state" / "redis" / "redis.port"
@@ -166,7 +137,7 @@ def test_embedded_redis_when_no_url_is_set(env: dict[str, str], tmp_path: Path) 
 
 
 def test_forget_erases_a_person_by_address_and_by_lead_id(
-    env: dict[str, str], tmp_path: Path, redis_url: str
+    cli_env: dict[str, str], tmp_path: Path, redis_url: str
 ) -> None:
     """``nurture forget``: a person's data leaves Redis; only the keyed hash stays."""
     client = redis.Redis.from_url(redis_url)
@@ -175,7 +146,7 @@ def test_forget_erases_a_person_by_address_and_by_lead_id(
         mapping={"data": json.dumps({"id": "l1", "email": "ann@example.com", "first_name": "Ann"})},
     )
     client.sadd("nurture:email:ann@example.com", "l1")
-    result = run(["forget", "Ann@Example.com"], env, tmp_path)
+    result = nurture(["forget", "Ann@Example.com"], cli_env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "erased 1 lead(s): l1 and its keyed hash suppressed" in result.stdout
     everything = [
@@ -184,8 +155,8 @@ def test_forget_erases_a_person_by_address_and_by_lead_id(
     ]
     assert not any("ann@example.com" in item.lower() for item in everything), everything
     assert client.scard("nurture:suppressed") == 1
-    result = run(["forget", "l1"], env, tmp_path)
+    result = nurture(["forget", "l1"], cli_env, tmp_path)
     assert "erased 0 lead(s)" in result.stdout  # already erased
-    result = run(["forget", "jörg@exämple.de"], env, tmp_path)
+    result = nurture(["forget", "jörg@exämple.de"], cli_env, tmp_path)
     assert result.returncode == 1 and "cannot be sent" in result.stderr
     assert "Traceback" not in result.stderr

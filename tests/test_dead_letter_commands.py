@@ -10,16 +10,13 @@ served by the loopback stand-in.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import nurture
 from tests.harness import Harness, event, running
 from tests.sendgrid_standin import SendGridStandIn
 from tests.test_pipeline import INBOUND
@@ -108,40 +105,30 @@ def test_select_and_discard(harness: Harness) -> None:
     letters = dead_letters.load(harness.rt)
     assert [d.lead for d in dead_letters.select(letters, sequence="decline")] == ["l2"]
     assert [d.lead for d in dead_letters.select(letters, reason="render failed")] == ["l1"]
-    assert dead_letters.discard(harness.rt, dead_letters.select(letters, reason="render")) == 1
+    discarded = dead_letters.discard(harness.rt, dead_letters.select(letters, reason="render"))
+    assert discarded.gone == 1
     assert [d.lead for d in dead_letters.load(harness.rt)] == ["l2"]
 
 
-def _cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def test_the_commands_through_the_cli(redis_url: str, tmp_path: Path, harness: Harness) -> None:
+def test_the_commands_through_the_cli(
+    cli_env: dict[str, str], tmp_path: Path, harness: Harness
+) -> None:
     store = harness.rt.store
     store.dead.add(
         "touch",
         "refused by sendgrid: SendGrid 400: Invalid to",
         {"touch": "value-first\x1f1\x1fcase-study\x1flead-7"},
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
-    env.update({"NURTURE_REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)})
-    listed = _cli(["dead-letters"], env, tmp_path)
+    listed = nurture(["dead-letters"], cli_env, tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.startswith("dead letters: 1\nby reason:\n       1  refused by sendgrid\n")
     assert "lead=lead-7  value-first/case-study  refused by sendgrid: SendGrid 400" in listed.stdout
-    nothing = _cli(["retry"], env, tmp_path)
+    nothing = nurture(["retry"], cli_env, tmp_path)
     assert nothing.returncode == 2 and "say which dead letters" in nothing.stderr
     # Never reserved in the ledger: refused, kept.
-    retried = _cli(["retry", "--all"], env, tmp_path)
+    retried = nurture(["retry", "--all"], cli_env, tmp_path)
     assert retried.returncode == 0, retried.stderr
     assert "not retried" in retried.stdout and "never reserved" in retried.stdout
-    dropped = _cli(["discard", "--sequence", "value-first"], env, tmp_path)
+    dropped = nurture(["discard", "--sequence", "value-first"], cli_env, tmp_path)
     assert dropped.stdout.strip() == "discarded 1 dead letter(s)"
-    assert _cli(["dead-letters"], env, tmp_path).stdout.strip() == "dead letters: 0"
+    assert nurture(["dead-letters"], cli_env, tmp_path).stdout.strip() == "dead letters: 0"

@@ -6,7 +6,6 @@ touch (JSON with NURTURE_LOG_FORMAT=json)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,41 +15,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, nurture
 
 pytestmark = pytest.mark.slow  # the CLI as subprocesses
 
 
-@pytest.fixture
-def env(redis_url: str, catalog_dirs: dict[str, Path], tmp_path: Path) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
-    clean.update(
-        {
-            "NURTURE_REDIS_URL": redis_url,
-            "NURTURE_SEQUENCES_DIR": str(catalog_dirs["sequences"]),
-            "NURTURE_TEMPLATES_DIR": str(catalog_dirs["templates"]),
-            "NURTURE_CONTENT_DIR": str(catalog_dirs["content"]),
-            "NURTURE_OUTBOX_DIR": str(tmp_path / "outbox"),
-            "NURTURE_FROM_EMAIL": "hello@nurture.example",
-            "NURTURE_POSTAL_ADDRESS": "Vesterbrogade 1, 1620 København V",
-            "PYTHONPATH": str(ROOT),
-        }
-    )
-    return clean
-
-
-def cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def test_status_into_head_ends_cleanly(env: dict[str, str], tmp_path: Path, redis_url: str) -> None:
+def test_status_into_head_ends_cleanly(
+    cli_env: dict[str, str], tmp_path: Path, redis_url: str
+) -> None:
     client = redis.Redis.from_url(redis_url)
     # Enough counters that the output is far larger than a pipe's buffer.
     client.hset("nurture:stats:value-first", mapping={f"s{i}:sent": i for i in range(5000)})
@@ -59,7 +31,7 @@ def test_status_into_head_ends_cleanly(env: dict[str, str], tmp_path: Path, redi
     result = subprocess.run(
         f"'{sys.executable}' -m worker.cli status | head -4",
         shell=True,
-        env=env,
+        env=cli_env,
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -69,38 +41,38 @@ def test_status_into_head_ends_cleanly(env: dict[str, str], tmp_path: Path, redi
     assert result.stderr == ""
 
 
-def test_redis_trouble_names_the_setting(env: dict[str, str], tmp_path: Path) -> None:
-    env["NURTURE_REDIS_URL"] = "redis://127.0.0.1:9/0"
+def test_redis_trouble_names_the_setting(cli_env: dict[str, str], tmp_path: Path) -> None:
+    cli_env["NURTURE_REDIS_URL"] = "redis://127.0.0.1:9/0"
     for command in (["status"], ["dead-letters"], ["emit", str(ROOT / "examples/events.jsonl")]):
-        result = cli(command, env, tmp_path)
+        result = nurture(command, cli_env, tmp_path)
         assert result.returncode == 1, command
         assert "NURTURE_REDIS_URL" in result.stderr, (command, result.stderr)
         assert "Traceback" not in result.stderr
-    env["NURTURE_REDIS_URL"] = "http://127.0.0.1:6379"
-    result = cli(["status"], env, tmp_path)
+    cli_env["NURTURE_REDIS_URL"] = "http://127.0.0.1:6379"
+    result = nurture(["status"], cli_env, tmp_path)
     assert result.returncode == 1
     assert "NURTURE_REDIS_URL='http://127.0.0.1:6379' is not a Redis URL" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_a_sender_that_is_not_an_address_is_refused_at_start_up(
-    env: dict[str, str], tmp_path: Path
+    cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    env["NURTURE_FROM_EMAIL"] = "not-an-email"
-    result = cli(["worker", "--processes", "1"], env, tmp_path)
+    cli_env["NURTURE_FROM_EMAIL"] = "not-an-email"
+    result = nurture(["worker", "--processes", "1"], cli_env, tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith("nurture: NURTURE_FROM_EMAIL: 'not-an-email' is not an email")
     assert "Traceback" not in result.stderr
 
 
 def test_an_outbox_that_cannot_be_written_is_refused_at_start_up(
-    env: dict[str, str], tmp_path: Path
+    cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    env["NURTURE_OUTBOX_DIR"] = str(blocker / "outbox")
+    cli_env["NURTURE_OUTBOX_DIR"] = str(blocker / "outbox")
     started = time.monotonic()
-    result = cli(["worker", "--processes", "1"], env, tmp_path)
+    result = nurture(["worker", "--processes", "1"], cli_env, tmp_path)
     assert result.returncode == 1
     assert f"NURTURE_OUTBOX_DIR={blocker / 'outbox'}: cannot write there" in result.stderr
     assert "Traceback" not in result.stderr
@@ -108,21 +80,21 @@ def test_an_outbox_that_cannot_be_written_is_refused_at_start_up(
 
 
 def test_one_json_line_per_touch_and_an_email_within_a_minute(
-    env: dict[str, str], tmp_path: Path
+    cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     """The quick start on the real CLI: the sample events give an email within a
     minute whatever the day (the quick-start sequence has no send window)."""
-    env["NURTURE_LOG_FORMAT"] = "json"
+    cli_env["NURTURE_LOG_FORMAT"] = "json"
     worker = subprocess.Popen(
         [sys.executable, "-m", "worker.cli", "worker", "--processes", "1", "--threads", "2"],
-        env=env,
+        env=cli_env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        emitted = cli(["emit", str(ROOT / "examples/events.jsonl")], env, tmp_path)
+        emitted = nurture(["emit", str(ROOT / "examples/events.jsonl")], cli_env, tmp_path)
         assert emitted.returncode == 0, emitted.stderr
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not list((tmp_path / "outbox").glob("*.eml")):

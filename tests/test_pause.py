@@ -5,16 +5,14 @@ overdue, as after downtime)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import nurture
 from tests.harness import Harness, event
 from tests.test_pipeline import INBOUND
 from worker.catalog import load_and_check
@@ -109,32 +107,14 @@ def test_paused_must_be_true_or_false(
 
 @pytest.mark.slow  # starts the CLI as subprocesses
 def test_pause_and_resume_commands(
-    redis_url: str,
+    cli_env: dict[str, str],
     tmp_path: Path,
-    catalog_dirs: dict[str, Path],
     make_harness: Callable[..., Harness],
 ) -> None:
     h = make_harness()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
-    env.update(
-        {
-            "NURTURE_REDIS_URL": redis_url,
-            "NURTURE_SEQUENCES_DIR": str(catalog_dirs["sequences"]),
-            "NURTURE_TEMPLATES_DIR": str(catalog_dirs["templates"]),
-            "NURTURE_CONTENT_DIR": str(catalog_dirs["content"]),
-            "PYTHONPATH": str(ROOT),
-        }
-    )
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "worker.cli", *args],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return nurture(list(args), cli_env, tmp_path)
 
     typo = cli("pause", "value-frist")
     assert typo.returncode == 1 and "did you mean `value-first`?" in typo.stderr

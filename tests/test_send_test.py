@@ -8,9 +8,6 @@ SendGrid is the loopback stand-in answering as the v3 Mail Send API documents
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -18,53 +15,24 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, nurture
 from tests.sendgrid_standin import SendGridStandIn
 
 pytestmark = pytest.mark.slow  # runs the CLI as subprocesses
 
 
-@pytest.fixture
-def env(redis_url: str, catalog_dirs: dict[str, Path], tmp_path: Path) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
-    clean.update(
-        {
-            "NURTURE_REDIS_URL": redis_url,
-            "NURTURE_SEQUENCES_DIR": str(catalog_dirs["sequences"]),
-            "NURTURE_TEMPLATES_DIR": str(catalog_dirs["templates"]),
-            "NURTURE_CONTENT_DIR": str(catalog_dirs["content"]),
-            "NURTURE_OUTBOX_DIR": str(tmp_path / "outbox"),
-            "NURTURE_FROM_EMAIL": "hello@nurture.example",
-            "NURTURE_POSTAL_ADDRESS": "Vesterbrogade 1, 1620 København V",
-            "PYTHONPATH": str(ROOT),
-        }
-    )
-    return clean
-
-
-def cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_through_sendgrid_marked_and_not_recorded(
-    env: dict[str, str], tmp_path: Path, redis_url: str
+    cli_env: dict[str, str], tmp_path: Path, redis_url: str
 ) -> None:
     with SendGridStandIn() as standin:
-        env.update(
+        cli_env.update(
             {
                 "NURTURE_DELIVERY": "sendgrid",
                 "NURTURE_SENDGRID_HOST": standin.url,
                 "NURTURE_SENDGRID_API_KEY": standin.api_key,
             }
         )
-        result = cli(
+        result = nurture(
             [
                 "send-test",
                 "value-first",
@@ -75,7 +43,7 @@ def test_through_sendgrid_marked_and_not_recorded(
                 "--lead",
                 str(ROOT / "examples" / "lead.json"),
             ],
-            env,
+            cli_env,
             tmp_path,
         )
         assert result.returncode == 0, result.stderr
@@ -90,10 +58,10 @@ def test_through_sendgrid_marked_and_not_recorded(
     client.close()
 
 
-def test_through_the_outbox_with_the_sample_lead(env: dict[str, str], tmp_path: Path) -> None:
-    result = cli(
+def test_through_the_outbox_with_the_sample_lead(cli_env: dict[str, str], tmp_path: Path) -> None:
+    result = nurture(
         ["send-test", "value-first", "--step", "outcome-story", "--to", "me@agency.example"],
-        env,
+        cli_env,
         tmp_path,
     )
     assert result.returncode == 0, result.stderr
@@ -103,17 +71,19 @@ def test_through_the_outbox_with_the_sample_lead(env: dict[str, str], tmp_path: 
     assert str(email["Subject"]).startswith("[TEST] ")
 
 
-def test_refused_without_to_and_with_unknown_names(env: dict[str, str], tmp_path: Path) -> None:
-    missing = cli(["send-test", "value-first", "--step", "case-study"], env, tmp_path)
+def test_refused_without_to_and_with_unknown_names(cli_env: dict[str, str], tmp_path: Path) -> None:
+    missing = nurture(["send-test", "value-first", "--step", "case-study"], cli_env, tmp_path)
     assert missing.returncode == 2
     assert "--to ADDRESS is required" in missing.stderr
     assert "Traceback" not in missing.stderr
-    step = cli(
-        ["send-test", "value-first", "--step", "nope", "--to", "me@a.example"], env, tmp_path
+    step = nurture(
+        ["send-test", "value-first", "--step", "nope", "--to", "me@a.example"], cli_env, tmp_path
     )
     assert step.returncode == 1 and "its steps are: outcome-story" in step.stderr
-    bad = cli(
-        ["send-test", "value-first", "--step", "case-study", "--to", "not-an-email"], env, tmp_path
+    bad = nurture(
+        ["send-test", "value-first", "--step", "case-study", "--to", "not-an-email"],
+        cli_env,
+        tmp_path,
     )
     assert bad.returncode == 1 and "--to:" in bad.stderr
     assert not (tmp_path / "outbox").exists() or not list((tmp_path / "outbox").glob("*.eml"))

@@ -15,10 +15,10 @@ from pathlib import Path
 from worker.content import ContentLibrary
 from worker.crm.mapping import CRMS, load_mappings
 from worker.crm.mapping import Mapping as CrmMapping
-from worker.errors import CatalogError, MappingError, Problem
+from worker.errors import CatalogError, MappingError, NurtureError, Problem
 from worker.rendering import Renderer
 from worker.rendering.check import check_templates
-from worker.sequences import Catalog, load_catalog
+from worker.sequences import Catalog, Sequence, Step, load_catalog
 from worker.settings import Settings
 from worker.webhooks import check_webhooks
 from worker.yamlfile import display_path
@@ -68,6 +68,31 @@ class LoadedCatalog:
                 ]
             )
         return found
+
+    def sequence(self, sequence_id: str) -> Sequence:
+        """The sequence an operator named (``nurture preview``, ``send-test``).
+
+        Raises:
+            NurtureError: Listing the sequences there are, when there is no such one.
+        """
+        sequence = self.catalog.sequences.get(sequence_id)
+        if sequence is None:
+            known = ", ".join(sorted(self.catalog.sequences))
+            raise NurtureError(f"no sequence {sequence_id!r}; the sequences are: {known}")
+        return sequence
+
+    @staticmethod
+    def step(sequence: Sequence, step_id: str) -> Step:
+        """The step of ``sequence`` an operator named.
+
+        Raises:
+            NurtureError: Listing the sequence's steps, when there is no such one.
+        """
+        step = sequence.step(step_id)
+        if step is None:
+            known = ", ".join(s.id for s in sequence.steps)
+            raise NurtureError(f"no step {step_id!r} in {sequence.id}; its steps are: {known}")
+        return step
 
 
 def fingerprint(settings: Settings) -> str:

@@ -11,15 +11,21 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
 from worker.errors import CatalogError, NurtureError, SettingsError, StoreUnavailableError
 from worker.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # imported when a command runs: `nurture validate` needs no Redis
+    from worker.dead_letters import DeadLetter, DiscardReport, RetryReport
+    from worker.runtime import Runtime
+
+_T = TypeVar("_T")
 
 
 def _settings() -> Settings:
@@ -327,29 +333,32 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dead_letter_choice(args: argparse.Namespace, runtime: Any) -> list[Any]:
-    """The dead letters the arguments of retry/discard/dead-letters select."""
-    from worker import dead_letters
-
-    letters = dead_letters.load(runtime)
-    return dead_letters.select(
-        letters,
-        ids=getattr(args, "ids", None) or None,
-        reason=args.reason,
-        sequence=args.sequence,
-    )
-
-
-def cmd_dead_letters(args: argparse.Namespace) -> int:
+def _chosen_dead_letters(
+    args: argparse.Namespace, act: Callable[[Runtime, list[DeadLetter]], _T]
+) -> _T:
+    """Load the dead letters, keep those the arguments choose (ids, --reason,
+    --sequence), and hand them to ``act`` (dead-letters, retry, discard)."""
     from worker import dead_letters
     from worker.runtime import Runtime
 
     runtime = Runtime(_settings(), load_catalog=False)
     try:
         runtime.check_redis()
-        letters = _dead_letter_choice(args, runtime)
+        letters = dead_letters.select(
+            dead_letters.load(runtime),
+            ids=getattr(args, "ids", None) or None,
+            reason=args.reason,
+            sequence=args.sequence,
+        )
+        return act(runtime, letters)
     finally:
         runtime.close()
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    from worker import dead_letters
+
+    letters = _chosen_dead_letters(args, lambda runtime, chosen: chosen)
     counts = dead_letters.counts_by_category(letters)
     if args.json:
         print(
@@ -382,52 +391,35 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     return 0
 
 
-def _require_selection(args: argparse.Namespace, command: str) -> bool:
-    if args.ids or args.reason or args.sequence or args.all:
-        return True
-    print(
-        f"nurture {command}: say which dead letters: IDs, --reason TEXT, --sequence ID or "
-        "--all (see `nurture dead-letters`)",
-        file=sys.stderr,
-    )
-    return False
+def _act_on_dead_letters(
+    args: argparse.Namespace,
+    command: str,
+    act: Callable[[Runtime, list[DeadLetter]], RetryReport | DiscardReport],
+) -> int:
+    """``nurture retry`` and ``nurture discard``: refuse an empty choice (it would be
+    every dead letter by mistake), act on the chosen letters, print the report."""
+    if not (args.ids or args.reason or args.sequence or args.all):
+        print(
+            f"nurture {command}: say which dead letters: IDs, --reason TEXT, --sequence ID or "
+            "--all (see `nurture dead-letters`)",
+            file=sys.stderr,
+        )
+        return 2
+    report = _chosen_dead_letters(args, act)
+    print("\n".join(report.lines()))
+    return 0
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
     from worker import dead_letters
-    from worker.runtime import Runtime
 
-    if not _require_selection(args, "retry"):
-        return 2
-    runtime = Runtime(_settings(), load_catalog=False)
-    try:
-        runtime.check_redis()
-        report = dead_letters.retry(runtime, _dead_letter_choice(args, runtime))
-    finally:
-        runtime.close()
-    print(
-        f"retried: {report.touches} touch(es) back on the schedule, {report.events} "
-        "event(s) queued again"
-    )
-    for letter_id, why in report.refused:
-        print(f"  not retried {letter_id}: {why}")
-    return 0
+    return _act_on_dead_letters(args, "retry", dead_letters.retry)
 
 
 def cmd_discard(args: argparse.Namespace) -> int:
     from worker import dead_letters
-    from worker.runtime import Runtime
 
-    if not _require_selection(args, "discard"):
-        return 2
-    runtime = Runtime(_settings(), load_catalog=False)
-    try:
-        runtime.check_redis()
-        gone = dead_letters.discard(runtime, _dead_letter_choice(args, runtime))
-    finally:
-        runtime.close()
-    print(f"discarded {gone} dead letter(s)")
-    return 0
+    return _act_on_dead_letters(args, "discard", dead_letters.discard)
 
 
 def cmd_send_test(args: argparse.Namespace) -> int:
@@ -564,6 +556,24 @@ def cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_dead_letter_commands(sub: Any) -> None:
+    """``dead-letters``, ``retry`` and ``discard``: one way of choosing dead letters."""
+    p = sub.add_parser("dead-letters", help="what failed: reason, lead, sequence/step, time")
+    p.add_argument("--reason", help="only those whose reason contains this text")
+    p.add_argument("--sequence", help="only this sequence's touches")
+    p.add_argument("--limit", type=int, default=50, help="show the latest N (0: all)")
+    p.add_argument("--json", action="store_true")
+    for name, text in (
+        ("retry", "send failed touches again (never twice) and re-queue failed events"),
+        ("discard", "forget dead letters you have dealt with"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("ids", nargs="*", help="dead letter ids (from `nurture dead-letters`)")
+        p.add_argument("--reason", help="those whose reason contains this text")
+        p.add_argument("--sequence", help="this sequence's touches")
+        p.add_argument("--all", action="store_true", help="every dead letter")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nurture", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -615,20 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("sequences", nargs="*", help="sequence ids")
         p.add_argument("--all", action="store_true", help="every sequence")
-    p = sub.add_parser("dead-letters", help="what failed: reason, lead, sequence/step, time")
-    p.add_argument("--reason", help="only those whose reason contains this text")
-    p.add_argument("--sequence", help="only this sequence's touches")
-    p.add_argument("--limit", type=int, default=50, help="show the latest N (0: all)")
-    p.add_argument("--json", action="store_true")
-    for name, text in (
-        ("retry", "send failed touches again (never twice) and re-queue failed events"),
-        ("discard", "forget dead letters you have dealt with"),
-    ):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("ids", nargs="*", help="dead letter ids (from `nurture dead-letters`)")
-        p.add_argument("--reason", help="those whose reason contains this text")
-        p.add_argument("--sequence", help="this sequence's touches")
-        p.add_argument("--all", action="store_true", help="every dead letter")
+    _add_dead_letter_commands(sub)
     p = sub.add_parser("migrate", help="move an install's data to a new home")
     p.add_argument(
         "what",

@@ -153,6 +153,29 @@ class RetryReport:
     events: int = 0
     refused: list[tuple[str, str]] = field(default_factory=list)
 
+    def lines(self) -> list[str]:
+        """What ``nurture retry`` prints."""
+        return [
+            f"retried: {self.touches} touch(es) back on the schedule, {self.events} "
+            "event(s) queued again",
+            *(f"  not retried {letter_id}: {why}" for letter_id, why in self.refused),
+        ]
+
+
+@dataclass(frozen=True)
+class DiscardReport:
+    """What ``nurture discard`` did.
+
+    Attributes:
+        gone: How many dead letters were deleted.
+    """
+
+    gone: int
+
+    def lines(self) -> list[str]:
+        """What ``nurture discard`` prints."""
+        return [f"discarded {self.gone} dead letter(s)"]
+
 
 def retry(runtime: Runtime, letters: list[DeadLetter]) -> RetryReport:
     """Retry dead letters; those retried leave the list (a new failure comes back).
@@ -206,6 +229,6 @@ def _why_not(ledger_entry: str) -> str:
     return f"ledger says {state}; not retried"
 
 
-def discard(runtime: Runtime, letters: list[DeadLetter]) -> int:
-    """Forget dead letters (looked at, nothing to do); returns how many went."""
-    return runtime.store.dead.delete([d.id for d in letters])
+def discard(runtime: Runtime, letters: list[DeadLetter]) -> DiscardReport:
+    """Forget dead letters (looked at, nothing to do)."""
+    return DiscardReport(gone=runtime.store.dead.delete([d.id for d in letters]))

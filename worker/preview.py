@@ -7,12 +7,14 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from worker.catalog import load_and_check
+from worker.catalog import LoadedCatalog, load_and_check
 from worker.enrollment import touch_id
-from worker.errors import CatalogError, NurtureError, RenderError
+from worker.errors import CatalogError, RenderError
 from worker.events import Lead
 from worker.reach import Reach, notify_message, notify_recipient, webhook_call
+from worker.rendering import Renderer
 from worker.senders import Address, defaults_from, resolve
 from worker.sequences import Sequence, Step, condition_context
 from worker.sequences.variants import assign
@@ -36,10 +38,7 @@ def preview(
     loaded, problems = load_and_check(settings)
     if loaded is None:
         raise CatalogError(problems)
-    sequence = loaded.catalog.sequences.get(sequence_id)
-    if sequence is None:
-        known = ", ".join(sorted(loaded.catalog.sequences))
-        raise NurtureError(f"no sequence {sequence_id!r}; the sequences are: {known}")
+    sequence = loaded.sequence(sequence_id)
     event_doc = lead_doc if "lead" in lead_doc else {"lead": lead_doc}
     lead = Lead.model_validate(event_doc["lead"]).model_dump(exclude_none=True)
     data = dict(event_doc.get("data") or {})
@@ -58,12 +57,29 @@ def preview(
     lines.append(f"trigger {trigger_name} at {start.astimezone(zone):%a %Y-%m-%d %H:%M %Z}")
     if sequence.match:
         lines.append(f"  re-enrollment: {sequence.reenroll.describe()}")
+    lines += _timeline(loaded.renderer, sequence, lead, context, start, zone, settings)
+    if step_id:
+        lines += _rendered_step(settings, loaded, sequence, step_id, event_doc, lead, start)
+    return "\n".join(lines)
+
+
+def _timeline(
+    renderer: Renderer,
+    sequence: Sequence,
+    lead: dict[str, Any],
+    context: dict[str, Any],
+    start: datetime,
+    zone: ZoneInfo,
+    settings: Settings,
+) -> list[str]:
+    """One line per step: when it goes out for this lead, and which file (or why not)."""
+    lines = []
     base = start
     for step in sequence.steps:
         variants = _variant_lines(step, sequence.id, str(lead.get("id", "preview")))
         member = touch_id(sequence.id, 1, step.id, str(lead.get("id", "preview")))
         due = due_time(sequence, step, base, zone, member)
-        path = _what(loaded.renderer, step, lead, settings)
+        path = _what(renderer, step, lead, settings)
         if step.when is not None and step.when.uses_engagement:
             # What the lead will have opened or clicked is not known yet: show the branch.
             lines.append(
@@ -82,46 +98,49 @@ def preview(
         if not skipped:
             base = due
     lines.append("(the frequency cap and other sequences can move touches later)")
-    if step_id:
-        chosen = sequence.step(step_id)
-        if chosen is None:
-            known = ", ".join(s.id for s in sequence.steps)
-            raise NurtureError(f"no step {step_id!r} in {sequence.id}; its steps are: {known}")
-        trigger = {
-            "id": event_doc.get("id", "preview"),
-            "type": sequence.trigger_event,
-            "occurred_at": start.isoformat(),
-            "data": data,
-        }
-        if chosen.channel != "email":
-            return "\n".join(
-                [
-                    *lines,
-                    "",
-                    *_reach_lines(loaded.renderer, sequence, chosen, lead, trigger, settings),
-                ]
-            )
-        who = resolve(defaults_from(settings), sequence.sender, lead)
-        email = loaded.renderer.render(
-            chosen.template,
-            lead.get("locale"),
-            {
-                "lead": lead,
-                "event": trigger,
-                "sequence": {"id": sequence.id, "description": sequence.description},
-                "step": {"id": chosen.id},
-                "unsubscribe_url": f"{settings.public_url}/unsubscribe/PREVIEW",
-                "postal_address": settings.postal_address or "(NURTURE_POSTAL_ADDRESS)",
-                "sender": who.signature.as_context(),
-            },
-        )
-        lines += ["", f"From: {_show(who.from_)}"]
-        if who.reply_to:
-            lines.append(f"Reply-To: {_show(who.reply_to)}")
-        lines += [f"Subject: {email.subject}", "", email.text]
-        if email.html:
-            lines += ["", "--- html ---", email.html]
-    return "\n".join(lines)
+    return lines
+
+
+def _rendered_step(
+    settings: Settings,
+    loaded: LoadedCatalog,
+    sequence: Sequence,
+    step_id: str,
+    event_doc: dict[str, Any],
+    lead: dict[str, Any],
+    start: datetime,
+) -> list[str]:
+    """The step's email as the lead would get it: sender, subject, text (and HTML)."""
+    chosen = loaded.step(sequence, step_id)
+    trigger = {
+        "id": event_doc.get("id", "preview"),
+        "type": sequence.trigger_event,
+        "occurred_at": start.isoformat(),
+        "data": dict(event_doc.get("data") or {}),
+    }
+    if chosen.channel != "email":
+        return ["", *_reach_lines(loaded.renderer, sequence, chosen, lead, trigger, settings)]
+    who = resolve(defaults_from(settings), sequence.sender, lead)
+    email = loaded.renderer.render(
+        chosen.template,
+        lead.get("locale"),
+        {
+            "lead": lead,
+            "event": trigger,
+            "sequence": {"id": sequence.id, "description": sequence.description},
+            "step": {"id": chosen.id},
+            "unsubscribe_url": f"{settings.public_url}/unsubscribe/PREVIEW",
+            "postal_address": settings.postal_address or "(NURTURE_POSTAL_ADDRESS)",
+            "sender": who.signature.as_context(),
+        },
+    )
+    lines = ["", f"From: {_show(who.from_)}"]
+    if who.reply_to:
+        lines.append(f"Reply-To: {_show(who.reply_to)}")
+    lines += [f"Subject: {email.subject}", "", email.text]
+    if email.html:
+        lines += ["", "--- html ---", email.html]
+    return lines
 
 
 def _show(address: Address) -> str:
@@ -152,7 +171,7 @@ def _reach(settings: Settings) -> Reach:
     return Reach(settings.notify_to, secret, settings.webhook_targets, settings.webhook_timeout)
 
 
-def _what(renderer: Any, step: Step, lead: dict[str, Any], settings: Settings) -> str:
+def _what(renderer: Renderer, step: Step, lead: dict[str, Any], settings: Settings) -> str:
     """What a step sends, for its line in the timeline."""
     if step.notify is not None:
         to, why = notify_recipient(step, lead, _reach(settings), defaults_from(settings))
@@ -165,7 +184,7 @@ def _what(renderer: Any, step: Step, lead: dict[str, Any], settings: Settings) -
 
 
 def _reach_lines(
-    renderer: Any,
+    renderer: Renderer,
     sequence: Sequence,
     step: Step,
     lead: dict[str, Any],
@@ -199,7 +218,7 @@ def _reach_lines(
     ]
 
 
-def _template_path(renderer: Any, name: str, locale: object) -> str:
+def _template_path(renderer: Renderer, name: str, locale: object) -> str:
     try:
         return str(renderer.resolve(name, str(locale) if locale else None))
     except RenderError as exc:

@@ -60,14 +60,8 @@ def send_test(
     loaded, problems = load_and_check(settings)
     if loaded is None:
         raise CatalogError(problems)
-    sequence = loaded.catalog.sequences.get(sequence_id)
-    if sequence is None:
-        known = ", ".join(sorted(loaded.catalog.sequences))
-        raise NurtureError(f"no sequence {sequence_id!r}; the sequences are: {known}")
-    step = sequence.step(step_id)
-    if step is None:
-        known = ", ".join(s.id for s in sequence.steps)
-        raise NurtureError(f"no step {step_id!r} in {sequence.id}; its steps are: {known}")
+    sequence = loaded.sequence(sequence_id)
+    step = loaded.step(sequence, step_id)
     if step.webhook is not None:
         raise NurtureError(
             f"step {step.id!r} is a webhook: it emails no one; `nurture preview {sequence.id} "
@@ -75,13 +69,7 @@ def send_test(
         )
     internal = step.notify is not None  # an internal email: no footer, no unsubscribe
     event_doc = (lead_doc if "lead" in lead_doc else {"lead": lead_doc}) if lead_doc else {}
-    try:
-        lead = Lead.model_validate({**(event_doc.get("lead") or SAMPLE_LEAD), "email": address})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise NurtureError(f"--lead: lead.{where}: {first['msg']}") from None
-    data = lead.model_dump(exclude_none=True)
+    data = _lead(event_doc, address)
     unsubscribe_url = "" if internal else f"{settings.public_url}/unsubscribe/TEST"
     email = loaded.renderer.render(
         step.template,
@@ -124,3 +112,18 @@ def send_test(
         return message, delivery.send(message)
     finally:
         delivery.close()
+
+
+def _lead(event_doc: dict[str, Any], address: str) -> dict[str, Any]:
+    """The lead of ``--lead`` (or the sample lead) with ``to`` as its address.
+
+    Raises:
+        NurtureError: Naming the first field of the lead that is not valid.
+    """
+    try:
+        lead = Lead.model_validate({**(event_doc.get("lead") or SAMPLE_LEAD), "email": address})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise NurtureError(f"--lead: lead.{where}: {first['msg']}") from None
+    return lead.model_dump(exclude_none=True)

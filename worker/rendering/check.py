@@ -220,7 +220,7 @@ def _structure(renderer: Renderer, relative: str) -> tuple[list[Problem], bool]:
     except UnicodeDecodeError:
         return [Problem(display, 0, "the file is not UTF-8 text", "save it as UTF-8")], False
     try:
-        tree = renderer.text_env.parse(source, name=relative, filename=display)
+        tree = renderer.parse(source, relative)
     except TemplateSyntaxError as exc:
         return [
             Problem(

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 from jinja2 import (
@@ -201,6 +202,60 @@ class _RenderState:
         return item
 
 
+#: How many generated template modules (and block-line tables) a process keeps: every
+#: template in a few locales, several versions over live edits.
+_CODE_CACHE_SIZE = 1024
+
+
+class _BoundedCache(dict[Any, Any]):
+    """A dict that forgets its oldest entries past :data:`_CODE_CACHE_SIZE` (a reload
+    after an edit adds new sources; the old ones go eventually)."""
+
+    def keep(self, key: Any, value: Any) -> Any:
+        self[key] = value
+        while len(self) > _CODE_CACHE_SIZE:
+            self.pop(next(iter(self)), None)
+        return value
+
+
+#: The Python that Jinja generates for a template source, by (autoescape, name, source).
+_GENERATED = _BoundedCache()
+#: The syntax tree of a template source, by source (see :meth:`Renderer.parse`).
+_TREES = _BoundedCache()
+
+
+class _Environment(SandboxedEnvironment):
+    """Jinja's sandbox that parses and generates the Python of each template source
+    once per process.
+
+    Parsing and code generation are most of loading a catalog: ``nurture validate``'s
+    template check, the runtime's renderer and each reload after a live edit would
+    otherwise do them again for templates that did not change. The generated Python
+    depends only on the source, the template's name and the environment's options
+    (all fixed by :meth:`Renderer._environment` but ``autoescape``), so it is kept by
+    those; it is compiled with each file's own name so that error lines and tracebacks
+    still point at the file. A source that fails to parse is never kept.
+    """
+
+    def compile(  # type: ignore[override]
+        self,
+        source: str | nodes.Template,
+        name: str | None = None,
+        filename: str | None = None,
+        raw: bool = False,
+        defer_init: bool = False,
+    ) -> str | CodeType:
+        if raw:
+            return super().compile(source, name, filename, raw=True, defer_init=defer_init)
+        if not isinstance(source, str) or defer_init:
+            return super().compile(source, name, filename, defer_init=defer_init)
+        key = (bool(self.autoescape), name, source)
+        generated: str | None = _GENERATED.get(key)
+        if generated is None:
+            generated = _GENERATED.keep(key, super().compile(source, name, filename, raw=True))
+        return compile(str(generated), filename or "<template>", "exec")
+
+
 class Renderer:
     """Finds, compiles (once) and renders email templates.
 
@@ -233,7 +288,7 @@ class Renderer:
         self._globals = dict(self.text_env.globals)
 
     def _environment(self, *, autoescape: bool) -> SandboxedEnvironment:
-        env = SandboxedEnvironment(
+        env = _Environment(
             loader=FileSystemLoader(str(self.templates_dir), encoding="utf-8"),
             undefined=StrictUndefined,
             autoescape=autoescape,
@@ -381,8 +436,21 @@ class Renderer:
     def _block_lines(self, relative: str) -> dict[str, int]:
         """Line of each block tag, for errors about a whole block (e.g. the subject)."""
         source = (self.templates_dir / relative).read_text(encoding="utf-8")
-        tree = self.text_env.parse(source)
+        tree = self.parse(source, relative)
         return {block.name: block.lineno for block in tree.find_all(nodes.Block)}
+
+    def parse(self, source: str, relative: str) -> nodes.Template:
+        """The syntax tree of a template source, parsed once per process (the tree is
+        shared: read it, never change it).
+
+        Raises:
+            TemplateSyntaxError: Naming ``relative`` and its file.
+        """
+        tree: nodes.Template | None = _TREES.get(source)
+        if tree is None:
+            parsed = self.text_env.parse(source, name=relative, filename=self.display(relative))
+            tree = _TREES.keep(source, parsed)
+        return tree
 
     def block_line(self, relative: str, block: str) -> int:
         """The line of ``{% block <block> %}`` in a template file (0 when absent)."""
@@ -438,15 +506,8 @@ class Renderer:
         internal: bool = False,
     ) -> RenderedEmail:
         """Render an already compiled template (see :meth:`render`)."""
-        variables = {**self._globals, **context}
+        variables = self._variables(context)
         lead = variables.get("lead")
-        if isinstance(lead, Mapping) and "attributes" not in lead:
-            # Every lead has attributes, possibly none: `lead.attributes.x is defined`
-            # must work for a lead the CRM sent without any.
-            variables["lead"] = lead = {**lead, "attributes": {}}
-        event = variables.get("event")
-        if isinstance(event, Mapping) and "data" not in event:
-            variables["event"] = {**event, "data": {}}
         # Content follows the language of the template actually used, so an English
         # fallback email for a Finnish lead never carries a Finnish piece.
         wanted = normalize_locale(locale) or self.default_locale
@@ -523,6 +584,19 @@ class Renderer:
             content_ids=tuple(state.ids),
             found_nothing=tuple(state.empty_calls),
         )
+
+    def _variables(self, context: Mapping[str, Any]) -> dict[str, Any]:
+        """The globals and the context, with the parts every template may read."""
+        variables = {**self._globals, **context}
+        lead = variables.get("lead")
+        if isinstance(lead, Mapping) and "attributes" not in lead:
+            # Every lead has attributes, possibly none: `lead.attributes.x is defined`
+            # must work for a lead the CRM sent without any.
+            variables["lead"] = {**lead, "attributes": {}}
+        event = variables.get("event")
+        if isinstance(event, Mapping) and "data" not in event:
+            variables["event"] = {**event, "data": {}}
+        return variables
 
     def _subject(self, raw: str, compiled: _Compiled) -> str:
         line = compiled.block_lines.get("subject", 0)

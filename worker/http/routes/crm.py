@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-import redis
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from worker.crm.mapping import Mapping
-from worker.errors import ApiError, CatalogError, EventError, MappingError, StoreUnavailableError
+from worker.errors import ApiError, CatalogError, EventError, MappingError
 from worker.events import Event, validate_event
 from worker.http.adapters import (
     WORKFLOW_NAME,
@@ -28,7 +27,7 @@ from worker.http.adapters import (
 )
 from worker.http.body import decode_json, read_body, require_json
 from worker.http.deps import HttpState, StateDep, unix_now, webhook_secrets
-from worker.http.errors import unavailable
+from worker.http.ingesting import ingest_and_accept
 from worker.http.schemas import CRM_BODY, AdapterAccepted, Problem, error_responses
 from worker.http.signatures import (
     HUBSPOT_SIGNATURE_HEADER,
@@ -41,7 +40,6 @@ from worker.http.signatures import (
     verify_hubspot_v3,
     verify_static_key,
 )
-from worker.ingest import IngestResult, ingest
 from worker.runtime import Runtime
 
 Crm = Literal["hubspot", "pipedrive"]
@@ -132,22 +130,6 @@ def read_crm_body(
     return len(translation.ignored), good, bad
 
 
-def keep_and_ingest(
-    runtime: Runtime, crm: Crm, good: list[Event], bad: list[tuple[int, str]]
-) -> IngestResult:
-    """Dead-letter the unreadable notifications, queue the events (runs in the threadpool).
-
-    Raises:
-        ApiError: 503 when Redis is unreachable.
-    """
-    try:
-        for index, reason in bad:
-            runtime.store.dead_letter(f"crm:{crm}", f"notification {index}: {reason}", {})
-        return ingest(runtime, good)
-    except (StoreUnavailableError, redis.RedisError) as exc:
-        raise unavailable(exc) from None
-
-
 async def handle_crm(
     request: Request, state: HttpState, crm: Crm, workflow: str | None
 ) -> JSONResponse:
@@ -170,19 +152,23 @@ async def handle_crm(
         if workflow is not None and not WORKFLOW_NAME.match(workflow):
             raise ApiError(400, "bad_workflow", "workflow must be letters, digits, - or _ (max 64)")
         ignored, good, bad = await run_in_threadpool(read_crm_body, crm, body, workflow, mapping)
-        result = await run_in_threadpool(keep_and_ingest, runtime, crm, good, bad)
-    metrics.events_accepted.labels(crm).inc(result.accepted)
-    metrics.events_duplicate.labels(crm).inc(result.duplicates)
+        accepted = await ingest_and_accept(
+            runtime,
+            metrics,
+            crm,
+            good,
+            lambda result: AdapterAccepted(
+                accepted=result.accepted,
+                duplicates=result.duplicates,
+                ignored=ignored,
+                refused=[Problem(index=index, reason=reason) for index, reason in bad],
+            ),
+            dead_letters=[(f"crm:{crm}", f"notification {i}: {reason}") for i, reason in bad],
+        )
     metrics.events_ignored.labels(crm).inc(ignored)
     if bad:
         metrics.events_refused.labels(crm, "invalid_notification").inc(len(bad))
-    answer = AdapterAccepted(
-        accepted=result.accepted,
-        duplicates=result.duplicates,
-        ignored=ignored,
-        refused=[Problem(index=index, reason=reason) for index, reason in bad],
-    )
-    return JSONResponse(answer.model_dump(), status_code=202)
+    return accepted
 
 
 @router.post(

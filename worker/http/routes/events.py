@@ -4,20 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from worker.errors import ApiError, EventError, StoreUnavailableError
+from worker.errors import ApiError, EventError
 from worker.events import MAX_EVENTS_PER_BATCH, Event, validate_event
 from worker.http.body import decode_json, read_body, require_json
 from worker.http.deps import MetricsDep, RuntimeDep, unix_now, webhook_secrets
-from worker.http.errors import unavailable
+from worker.http.ingesting import ingest_and_accept
 from worker.http.schemas import EVENTS_BODY, Accepted, error_responses
 from worker.http.signatures import SIGNATURE_HEADER, verify
-from worker.ingest import IngestResult, ingest
-from worker.runtime import Runtime
 
 router = APIRouter(tags=["events"])
 
@@ -56,18 +53,6 @@ def parse_lead_events(body: bytes) -> list[Event]:
     return events
 
 
-def ingest_or_503(runtime: Runtime, events: list[Event]) -> IngestResult:
-    """Queue the events durably (runs in the threadpool).
-
-    Raises:
-        ApiError: 503 when Redis is unreachable; nothing was accepted.
-    """
-    try:
-        return ingest(runtime, events)
-    except (StoreUnavailableError, redis.RedisError) as exc:
-        raise unavailable(exc) from None
-
-
 @router.post(
     "/events",
     status_code=202,
@@ -91,8 +76,10 @@ async def post_events(
         body = await read_body(request)
         verify(x_nurture_signature, body, webhook_secrets(runtime.settings), unix_now(runtime))
         events = await run_in_threadpool(parse_lead_events, body)
-        result = await run_in_threadpool(ingest_or_503, runtime, events)
-    metrics.events_accepted.labels("native").inc(result.accepted)
-    metrics.events_duplicate.labels("native").inc(result.duplicates)
-    answer = Accepted(accepted=result.accepted, duplicates=result.duplicates)
-    return JSONResponse(answer.model_dump(), status_code=202)
+        return await ingest_and_accept(
+            runtime,
+            metrics,
+            "native",
+            events,
+            lambda result: Accepted(accepted=result.accepted, duplicates=result.duplicates),
+        )
