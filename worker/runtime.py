@@ -51,6 +51,29 @@ class Tuning:
     heartbeat_timeout_ms: int = 60_000  # dramatiq: when a silent worker's messages are requeued
 
 
+def send_settings(settings: Settings, tuning: Tuning) -> SendSettings:
+    """The sender's slice of the settings."""
+    return SendSettings(
+        frequency_cap=settings.frequency_cap,
+        send_timeout=settings.send_timeout,
+        default_timezone=settings.default_timezone,
+        from_email=settings.from_email or "",
+        from_name=settings.from_name,
+        postal_address=settings.postal_address or "",
+        max_attempts=tuning.max_attempts,
+        sender=defaults_from(settings),
+        unsubscribe_mailbox=settings.unsubscribe_mailbox,
+        reach=Reach(
+            notify_to=settings.notify_to,
+            webhook_secret=(
+                settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
+            ),
+            webhook_targets=dict(settings.webhook_targets),
+            webhook_timeout=settings.webhook_timeout,
+        ),
+    )
+
+
 class Runtime:
     """Wires one process together."""
 
@@ -121,27 +144,7 @@ class Runtime:
             lambda: self.delivery,
             # Looked up at each call, so a wrapper set on the runtime (benchmarks) applies.
             lambda lead_id: self.unsubscribe_url(lead_id),
-            SendSettings(
-                frequency_cap=settings.frequency_cap,
-                send_timeout=settings.send_timeout,
-                default_timezone=settings.default_timezone,
-                from_email=settings.from_email or "",
-                from_name=settings.from_name,
-                postal_address=settings.postal_address or "",
-                max_attempts=self.tuning.max_attempts,
-                sender=defaults_from(settings),
-                unsubscribe_mailbox=settings.unsubscribe_mailbox,
-                reach=Reach(
-                    notify_to=settings.notify_to,
-                    webhook_secret=(
-                        settings.webhook_secret.get_secret_value()
-                        if settings.webhook_secret
-                        else ""
-                    ),
-                    webhook_targets=dict(settings.webhook_targets),
-                    webhook_timeout=settings.webhook_timeout,
-                ),
-            ),
+            send_settings(settings, self.tuning),
         )
         self._hubspot: HubSpotContacts | None = None
         self.actors = declare_actors(

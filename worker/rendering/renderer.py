@@ -507,20 +507,7 @@ class Renderer:
     ) -> RenderedEmail:
         """Render an already compiled template (see :meth:`render`)."""
         variables = self._variables(context)
-        lead = variables.get("lead")
-        # Content follows the language of the template actually used, so an English
-        # fallback email for a Finnish lead never carries a Finnish piece.
-        wanted = normalize_locale(locale) or self.default_locale
-        content_locale = (
-            wanted if wanted.lower().startswith(compiled.lang.lower()) else compiled.lang
-        )
-        state = _RenderState(
-            self.content,
-            lead if isinstance(lead, Mapping) else {},
-            content_locale,
-            received,
-            preferred,
-        )
+        state = self._state(compiled, locale, variables, received, preferred)
         variables["content"] = state.content
         variables["text_as_html"] = state.text_as_html
         current = compiled.path
@@ -583,6 +570,30 @@ class Renderer:
             template_path=compiled.path,
             content_ids=tuple(state.ids),
             found_nothing=tuple(state.empty_calls),
+        )
+
+    def _state(
+        self,
+        compiled: _Compiled,
+        locale: str | None,
+        variables: Mapping[str, Any],
+        received: frozenset[str],
+        preferred: frozenset[str],
+    ) -> _RenderState:
+        """What ``content()`` picks from for this email."""
+        lead = variables.get("lead")
+        # Content follows the language of the template actually used, so an English
+        # fallback email for a Finnish lead never carries a Finnish piece.
+        wanted = normalize_locale(locale) or self.default_locale
+        content_locale = (
+            wanted if wanted.lower().startswith(compiled.lang.lower()) else compiled.lang
+        )
+        return _RenderState(
+            self.content,
+            lead if isinstance(lead, Mapping) else {},
+            content_locale,
+            received,
+            preferred,
         )
 
     def _variables(self, context: Mapping[str, Any]) -> dict[str, Any]:
