@@ -13,6 +13,8 @@ import pytest
 import redis
 
 from tests.conftest import ROOT
+from worker.store import Store
+from worker.store.keys import Keys
 
 
 def run(
@@ -170,20 +172,19 @@ def test_forget_erases_a_person_by_address_and_by_lead_id(
 ) -> None:
     """``nurture forget``: a person's data leaves Redis; only the keyed hash stays."""
     client = redis.Redis.from_url(redis_url)
-    client.hset(
-        "nurture:lead:l1",
-        mapping={"data": json.dumps({"id": "l1", "email": "ann@example.com", "first_name": "Ann"})},
+    Store(client).save_lead(
+        "l1", {"id": "l1", "email": "ann@example.com", "first_name": "Ann"}, old_email=None
     )
-    client.sadd("nurture:email:ann@example.com", "l1")
     result = run(["forget", "Ann@Example.com"], env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "erased 1 lead(s): l1 and its keyed hash suppressed" in result.stdout
     everything = [
         *(k.decode() for k in client.scan_iter()),
-        *(repr(client.hgetall("nurture:lead:l1")),),
+        *(repr(client.hgetall(Keys().lead("l1"))),),
+        *(repr(client.hgetall(Keys().email_index("ann@example.com"))),),
     ]
     assert not any("ann@example.com" in item.lower() for item in everything), everything
-    assert client.scard("nurture:suppressed") == 1
+    assert Store(client).suppressed_count() == 1
     result = run(["forget", "l1"], env, tmp_path)
     assert "erased 0 lead(s)" in result.stdout  # already erased
     result = run(["forget", "jörg@exämple.de"], env, tmp_path)

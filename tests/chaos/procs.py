@@ -24,6 +24,7 @@ from typing import Any, cast
 import redis
 
 from tests.sendgrid_standin import Received, SendGridStandIn
+from worker.store import Store
 from worker.store.keys import Keys
 
 SEQUENCE = "chaos-drip"
@@ -334,7 +335,11 @@ def all_finished(client: redis.Redis, leads: list[str]) -> bool:
     states = enrollment_states(client, leads)
     if states.get("active") or states.get("none"):
         return False
-    return int(client.zcard(keys.schedule)) == 0 and int(client.zcard(keys.claimed)) == 0
+    pipe = client.pipeline(transaction=False)
+    for bucket in range(keys.shards):
+        pipe.zcard(keys.schedule(bucket))
+        pipe.zcard(keys.claimed(bucket))
+    return not any(int(count) for count in pipe.execute())
 
 
 def ledger_states(client: redis.Redis, leads: list[str]) -> dict[tuple[str, str, str], str]:
@@ -364,10 +369,9 @@ def dead_letters(client: redis.Redis) -> list[dict[str, str]]:
 
 
 def unknown_members(client: redis.Redis) -> set[tuple[str, str, str]]:
-    raw = cast(list[bytes], client.zrange(Keys(PREFIX).unknown, 0, -1))
     out = set()
-    for member in raw:
-        sequence, _generation, step, lead = _decode(member).split("\x1f", 3)
+    for member, _when in Store(client, PREFIX).unknown_outcomes(1_000_000):
+        sequence, _generation, step, lead = member.split("\x1f", 3)
         out.add((lead, sequence, step))
     return out
 

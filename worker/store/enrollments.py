@@ -94,11 +94,13 @@ class EnrollmentStore:
         This and the ledger's ``advance`` are the only writers of the schedule's
         entries for an enrollment.
         """
+        # The lead's touches live in its bucket's shard: one slot, one transaction.
+        bucket = self.keys.bucket(lead_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.enrollments(lead_id), sequence, enrollment.to_json())
         for member in unschedule:
-            pipe.zrem(self.keys.schedule, member)
-            pipe.zrem(self.keys.claimed, member)
+            pipe.zrem(self.keys.schedule(bucket), member)
+            pipe.zrem(self.keys.claimed(bucket), member)
         if schedule is not None:
-            pipe.zadd(self.keys.schedule, {schedule[0]: schedule[1]})
+            pipe.zadd(self.keys.schedule(bucket), {schedule[0]: schedule[1]})
         pipe.execute()

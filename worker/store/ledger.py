@@ -90,15 +90,16 @@ class Ledger:
         client: redis.Redis,
         keys: Keys,
         scripts: dict[str, Script],
-        suppression_key: Callable[[str], str] | None = None,
+        suppression: Callable[[str], str | None],
     ) -> None:
         """Args:
-        suppression_key: The key of an address's suppression (the suppression list's
-            keyed hash, :meth:`SuppressionStore.key_for`); by default the plain one.
+        suppression: Why an address is suppressed, or None
+            (:meth:`SuppressionStore.reason`): read just before each reservation and
+            passed in, since the address's key lives in another slot than the lead's.
         """
         self.redis = client
         self.keys = keys
-        self.suppression_key = suppression_key or keys.suppressed_email
+        self.suppression = suppression
         self._reserve = scripts["reserve_send"]
         self._release = scripts["release_send"]
         self._advance = scripts["advance"]
@@ -121,13 +122,15 @@ class Ledger:
                 past the step, and must only still be the same one and not exited.
         """
         touch = TouchRef.parse(member)
+        # The lead's own suppressed flag (set on every lead of an address when it is
+        # suppressed, after the address's entry) is checked inside the script; the
+        # address's entry is read here, one round trip before (docs/scale-notes.md, 2).
+        address_suppressed = self.suppression(email) or ""
         result = self._reserve(
             keys=[
                 self.keys.lead(touch.lead_id),
                 self.keys.ledger(touch.lead_id),
-                self.suppression_key(email),
                 self.keys.enrollments(touch.lead_id),
-                self.keys.suppressed_email(email),  # entries from before hashing
             ],
             args=[
                 touch.ledger_field,
@@ -139,6 +142,7 @@ class Ledger:
                 touch.generation,
                 touch.step,
                 "1" if resend else "0",
+                address_suppressed,
             ],
         )
         return Reservation.from_script(cast(list[bytes | str], result))
@@ -178,6 +182,7 @@ class Ledger:
             True if the enrollment moved; False if it had already moved on.
         """
         touch = TouchRef.parse(member)
+        bucket = self.keys.bucket(touch.lead_id)
         extra: list[str | float] = ["", "", note, TIMELINE_MAXLEN, TIMELINE_TTL_SECONDS]
         if sent is not None:
             extra = [
@@ -192,11 +197,11 @@ class Ledger:
             keys=[
                 self.keys.enrollments(touch.lead_id),
                 self.keys.ledger(touch.lead_id),
-                self.keys.schedule,
-                self.keys.claimed,
-                self.keys.stats(touch.sequence),
-                self.keys.stats_index,
-                self.keys.counters,
+                self.keys.schedule(bucket),
+                self.keys.claimed(bucket),
+                self.keys.stats(touch.sequence, bucket),
+                self.keys.stats_index(bucket),
+                self.keys.bucket_counters(bucket),
                 self.keys.received(touch.lead_id),
                 self.keys.timeline(touch.lead_id),
             ],
@@ -237,7 +242,8 @@ class Ledger:
 
     def record_unknown(self, member: str, when: float) -> None:
         """Remember a send whose outcome is unknown, for ``nurture status``."""
-        self.redis.zadd(self.keys.unknown, {member: when})
+        touch = TouchRef.parse(member)
+        self.redis.zadd(self.keys.unknown(self.keys.bucket(touch.lead_id)), {member: when})
 
     def state(self, member: str) -> str | None:
         """The touch's ledger entry (``<state>:<time>``), None if never reserved."""
@@ -256,5 +262,13 @@ class Ledger:
         return frozenset(m.decode() for m in members)
 
     def unknown_outcomes(self, limit: int = 100) -> list[tuple[str, float]]:
-        raw = self.redis.zrange(self.keys.unknown, 0, limit - 1, withscores=True)
-        return [(m.decode(), float(s)) for m, s in cast(list[tuple[bytes, float]], raw)]
+        """The earliest ``limit`` sends of unknown outcome, over every bucket."""
+        pipe = self.redis.pipeline(transaction=False)
+        for bucket in range(self.keys.shards):
+            pipe.zrange(self.keys.unknown(bucket), 0, limit - 1, withscores=True)
+        found = [
+            (m.decode(), float(s))
+            for raw in pipe.execute()
+            for m, s in cast(list[tuple[bytes, float]], raw)
+        ]
+        return sorted(found, key=lambda item: (item[1], item[0]))[:limit]
