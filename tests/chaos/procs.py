@@ -474,7 +474,12 @@ def first_receipts(standin: SendGridStandIn) -> dict[tuple[str, str, str], float
 
 
 def emit(
-    redis_url: str, docs: list[dict[str, Any]], state_dir: Path, broker_url: str | None = None
+    redis_url: str,
+    docs: list[dict[str, Any]],
+    state_dir: Path,
+    broker_url: str | None = None,
+    *,
+    cluster: bool = False,
 ) -> int:
     """Queue events in-process (what `nurture emit` does); returns how many were accepted.
 
@@ -486,7 +491,11 @@ def emit(
     from worker.settings import Settings
 
     settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, redis_url=redis_url, state_dir=state_dir, broker_url=broker_url
+        _env_file=None,
+        redis_url=redis_url,
+        state_dir=state_dir,
+        broker_url=broker_url,
+        redis_cluster=cluster,
     )
     runtime = Runtime(settings, load_catalog=False)
     try:
