@@ -261,12 +261,11 @@ def _key_class(key: str) -> str:
     return key
 
 
-def run(copies: int, broker_url: str | None = None) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix="lead-memory-"))
-    server = start_redis(work / "redis", appendonly=False)
-    settings = Settings(  # type: ignore[call-arg]
+def example_settings(redis_url: str, work: Path, **overrides: Any) -> Settings:
+    """Settings for running the shipped catalog on ``redis_url`` with files in ``work``."""
+    return Settings(  # type: ignore[call-arg]
         _env_file=None,
-        redis_url=server.url,
+        redis_url=redis_url,
         sequences_dir=ROOT / "sequences",
         templates_dir=ROOT / "templates",
         content_dir=ROOT / "content",
@@ -279,8 +278,14 @@ def run(copies: int, broker_url: str | None = None) -> dict[str, Any]:
         unsubscribe_secret="bench-unsubscribe-secret",
         frequency_cap=0.0,
         state_dir=work / ".nurture",
-        broker_url=broker_url,
+        **overrides,
     )
+
+
+def run(copies: int, broker_url: str | None = None) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="lead-memory-"))
+    server = start_redis(work / "redis", appendonly=False)
+    settings = example_settings(server.url, work, broker_url=broker_url)
     clock = ManualClock(MONDAY_9AM)
     runtime = Runtime(settings, clock=clock)
     harness = Harness(runtime, clock, settings.outbox_dir)

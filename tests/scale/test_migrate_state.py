@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from tests.chaos.procs import nurture_command
+from tests.cluster import ClusterProcess, redis_cli
 from tests.harness import Harness, event
 from tests.test_pipeline import INBOUND, VALUE_FIRST
 from worker.errors import SettingsError
@@ -165,3 +166,34 @@ def test_nurture_migrate_state_dry_run_from_the_command_line(
     assert result.stdout.strip() == "state: moved 1 lead, 1 sched", result.stderr
     assert Store(client).schedule.entries() == [("value-first\x1f1\x1fcase-study\x1flead-1", 1.0)]
     client.close()
+
+
+def test_a_migrated_single_redis_imports_into_the_cluster_with_redis_cli(
+    make_harness: Callable[..., Harness], redis_url: str, redis_cluster: ClusterProcess
+) -> None:
+    """Step 5 of docs/deployment.md: ``redis-cli --cluster import --cluster-copy`` moves
+    every key of the bucketed layout into the node owning its slot; workers on the
+    cluster then see the same schedule and stats and carry on."""
+    h = make_harness()
+    for i, lead in enumerate(LEADS[:10]):
+        h.emit(event(f"e{i}", lead_id=lead, email=f"{lead}@example.com", **INBOUND))
+    h.settle()
+    h.run_until(h.clock.now().timestamp() + 86400)
+    h.rt.check_redis()
+    before = snapshot(h.rt.store, LEADS[:10])
+    source = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
+    imported = subprocess.run(
+        [
+            redis_cli(), "--cluster", "import", f"127.0.0.1:{redis_cluster.ports[0]}",
+            "--cluster-from", f"{source['host']}:{source['port']}", "--cluster-copy",
+        ],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stdout[-800:]
+    on_cluster = make_harness(redis_url=redis_cluster.url, redis_cluster=True, clock=h.clock)
+    on_cluster.rt.check_redis()  # the layout record came along
+    assert snapshot(on_cluster.rt.store, LEADS[:10]) == before
+    on_cluster.run_until(h.clock.now().timestamp() + 40 * 86400)
+    for lead in LEADS[:10]:
+        steps = [s for (who, seq, s) in h.sent() if who == lead and seq == "value-first"]
+        assert steps == VALUE_FIRST, lead
