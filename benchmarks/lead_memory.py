@@ -42,6 +42,8 @@ from worker.events import validate_event
 from worker.redis_server import start_redis
 from worker.runtime import Runtime
 from worker.settings import Settings
+from worker.store import Store
+from worker.store.keys import Keys
 
 ROOT = Path(__file__).resolve().parent.parent
 MONDAY_9AM = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -53,6 +55,8 @@ PER_LEAD = (
 #: Commands only the test harness sends (dramatiq's join polls queue sizes; settle and
 #: run_until look for due touches): left out of the per-touch counts.
 HARNESS_ONLY = ("HLEN", "SCARD", "ZCOUNT", "ZRANGE")
+
+KEYS = Keys()
 
 
 def example_events(copies: int) -> list[dict[str, Any]]:
@@ -75,7 +79,7 @@ def kind_of(key: str) -> str:
     """``lead``, ``enr``, ``sched``, ... or ``dramatiq`` for the broker's keys."""
     if key.startswith("dramatiq"):
         return "dramatiq"
-    parts = key.split(":")
+    parts = [part for part in key.split(":") if not part.startswith("{")]
     return parts[1] if len(parts) > 1 else key
 
 
@@ -108,15 +112,15 @@ def per_lead(by_kind: dict[str, dict[str, int]], leads: int) -> dict[str, float]
 def field_sizes(client: redis.Redis, lead_id: str) -> dict[str, int]:
     """Bytes of the stored values of one lead (what a compact encoding would shrink)."""
     sizes = {}
-    lead = client.hgetall(f"nurture:lead:{lead_id}")
+    lead = client.hgetall(KEYS.lead(lead_id))
     sizes["lead.data JSON"] = len(lead.get(b"data", b""))
     sizes["lead flags (names+values)"] = sum(
         len(k) + len(v) for k, v in lead.items() if k != b"data"
     )
-    enr = client.hgetall(f"nurture:enr:{lead_id}")
+    enr = client.hgetall(KEYS.enrollments(lead_id))
     sizes["enrollments JSON"] = sum(len(v) for v in enr.values())
     sizes["enrollments count"] = len(enr)
-    ledger = client.hgetall(f"nurture:sent:{lead_id}")
+    ledger = client.hgetall(KEYS.ledger(lead_id))
     sizes["ledger (fields+values)"] = sum(len(k) + len(v) for k, v in ledger.items())
     sizes["ledger entries"] = len(ledger)
     return sizes
@@ -137,13 +141,13 @@ def compact_prototype(
     for lead_id in lead_ids:
         tag = f"{{b{zlib.crc32(lead_id.encode()) % buckets}}}"
         fields: dict[str, str | bytes] = {}
-        for name, value in client.hgetall(f"nurture:lead:{lead_id}").items():
+        for name, value in client.hgetall(KEYS.lead(lead_id)).items():
             fields["d" if name == b"data" else name.decode()] = value
-        for seq, raw in client.hgetall(f"nurture:enr:{lead_id}").items():
+        for seq, raw in client.hgetall(KEYS.enrollments(lead_id)).items():
             fields[f"e:{seq.decode()}"] = raw  # packed already (worker/store/enrollments.py)
-        for name, value in client.hgetall(f"nurture:sent:{lead_id}").items():
+        for name, value in client.hgetall(KEYS.ledger(lead_id)).items():
             fields[f"l:{name.decode()}"] = _compact_ledger(value)
-        received = sorted(m.decode() for m in client.smembers(f"nurture:recv:{lead_id}"))
+        received = sorted(m.decode() for m in client.smembers(KEYS.received(lead_id)))
         if received:
             fields["r"] = ",".join(received)
         client.hset(f"c:{tag}:L:{lead_id}", mapping=fields)  # type: ignore[arg-type]
@@ -151,8 +155,8 @@ def compact_prototype(
         if email:
             bucket = zlib.crc32(email.lower().encode()) % email_buckets
             client.hset(f"c:{{e{bucket}}}:E", email.lower(), lead_id)
-    for member, score in client.zrange("nurture:sched", 0, -1, withscores=True):
-        lead_id = member.decode().rsplit("\x1f", 1)[-1]
+    for member, score in Store(client).schedule.entries():
+        lead_id = member.rsplit("\x1f", 1)[-1]
         tag = f"{{b{zlib.crc32(lead_id.encode()) % buckets}}}"
         client.zadd(f"c:{tag}:S", {member: score})
     sizes: dict[str, int] = defaultdict(int)
@@ -247,12 +251,11 @@ def _key_class(key: str) -> str:
     return key
 
 
-def run(copies: int, broker_url: str | None = None) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix="lead-memory-"))
-    server = start_redis(work / "redis", appendonly=False)
-    settings = Settings(  # type: ignore[call-arg]
+def example_settings(redis_url: str, work: Path, **overrides: Any) -> Settings:
+    """Settings for running the shipped catalog on ``redis_url`` with files in ``work``."""
+    return Settings(  # type: ignore[call-arg]
         _env_file=None,
-        redis_url=server.url,
+        redis_url=redis_url,
         sequences_dir=ROOT / "sequences",
         templates_dir=ROOT / "templates",
         content_dir=ROOT / "content",
@@ -265,8 +268,14 @@ def run(copies: int, broker_url: str | None = None) -> dict[str, Any]:
         unsubscribe_secret="bench-unsubscribe-secret",
         frequency_cap=0.0,
         state_dir=work / ".nurture",
-        broker_url=broker_url,
+        **overrides,
     )
+
+
+def run(copies: int, broker_url: str | None = None) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="lead-memory-"))
+    server = start_redis(work / "redis", appendonly=False)
+    settings = example_settings(server.url, work, broker_url=broker_url)
     clock = ManualClock(MONDAY_9AM)
     runtime = Runtime(settings, clock=clock)
     harness = Harness(runtime, clock, settings.outbox_dir)
@@ -290,7 +299,7 @@ def run(copies: int, broker_url: str | None = None) -> dict[str, Any]:
             "by_kind": memory_by_kind(client),
             "used_memory_per_lead": (int(client.info("memory")["used_memory"]) - base) / leads,
             "fields_first_lead": field_sizes(client, events[0].lead.id),
-            "scheduled": int(client.zcard("nurture:sched")),
+            "scheduled": Store(client).schedule.stats().scheduled,
         }
         result["enrolled"]["per_lead"] = per_lead(result["enrolled"]["by_kind"], leads)
         lead_ids = [e.lead.id for e in events]

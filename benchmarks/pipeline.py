@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from benchmarks.common import (
     DRAMATIQ_NAMESPACE,
@@ -36,6 +36,7 @@ from benchmarks.noop_worker import GO_KEY, NOOP_QUEUE, READY_KEY, declare_noop
 from benchmarks.profiling import parse_raw, summarise_cpu, summarise_wall
 from benchmarks.state import KEYS, park_schedule, preload_real, unpark_schedule
 from worker.runtime import Runtime
+from worker.store import Store
 
 SPY_RATE = 100  # py-spy samples per second
 
@@ -87,10 +88,10 @@ def pipeline_run(bench: Bench, count: int, profile_dir: Path | None = None) -> d
         cpu = window.result()
         client = bench.redis
         # Let the workers finish recording (ledger, advance) before looking for errors.
-        wait_until(lambda: int(client.zcard(KEYS.claimed)) == 0, 60, "the workers to finish", 0.05)
+        store = Store(client, KEYS.prefix)
+        wait_until(lambda: store.schedule.stats().claimed == 0, 60, "the workers to finish", 0.05)
         dead = int(client.xlen(KEYS.dead))
-        raw = cast(dict[bytes, bytes], client.hgetall(KEYS.counters))
-        counters = {k.decode(): float(v) for k, v in raw.items()}
+        counters = store.global_counters()
         client.close()
         spy_seconds += time.monotonic()
         for proc, _ in spies:

@@ -28,8 +28,9 @@ import redis
 
 from benchmarks.common import Bench, CpuWindow, Proc, percentile, wait_until
 from benchmarks.state import KEYS, schedule_only, write_leads
+from worker.store import Store
 
-SCHEDULE_ONLY_KEY = f"{KEYS.schedule}:bench-only"
+SCHEDULE_ONLY_KEY = f"{KEYS.prefix}:sched:bench-only"
 
 
 def future_due(index: int) -> float:
@@ -162,7 +163,7 @@ def scale_level(
             instant.append(burst(bench, workers, f"instant{run}", burst_size, 0.0))
         rss_after = [w.rss() for w in workers]
         client = bench.redis
-        scheduled = int(client.zcard(KEYS.schedule))
+        scheduled = Store(client, KEYS.prefix).schedule.stats().scheduled
         client.close()
     finally:
         bench.stop(workers)

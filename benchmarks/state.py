@@ -30,7 +30,7 @@ from worker.enrollment import Enrollment, EnrollmentState, touch_id
 from worker.events import validate_event
 from worker.ingest import ingest
 from worker.runtime import Runtime
-from worker.store import EVENT_DEDUP_SECONDS
+from worker.store import EVENT_DEDUP_SECONDS, Store
 from worker.store.enrollments import pack_enrollment
 from worker.store.keys import Keys
 from worker.store.leads import CONTACTABLE, FIELD_TIMES, SEEN, pack_data, pack_flag
@@ -196,7 +196,12 @@ def write_leads(
             )
             writer.command("LTRIM", timeline, -TIMELINE_MAXLEN, -1)
             writer.command("EXPIRE", timeline, TIMELINE_TTL_SECONDS)
-            writer.command("SADD", KEYS.email_index(lead["email"]), the_lead)
+            writer.command(
+                "HSET",
+                KEYS.email_index(lead["email"]),
+                KEYS.email_index_field(lead["email"], the_lead),
+                "1",
+            )
             writer.command("SET", KEYS.event(trigger["id"]), "done", "EX", EVENT_DEDUP_SECONDS)
             writer.command(
                 "HSET",
@@ -206,7 +211,7 @@ def write_leads(
             )
             writer.command(
                 "ZADD",
-                KEYS.schedule,
+                KEYS.schedule(KEYS.bucket(the_lead)),
                 repr(float(due(index))),
                 touch_id(SEQUENCE_ID, 1, FIRST_STEP, the_lead),
             )
@@ -258,7 +263,7 @@ def preload_real(bench: Bench, tag: str, count: int, threads: int = 8) -> dict[s
         finally:
             worker.stop(timeout=30_000)
         seconds = time.perf_counter() - started
-        scheduled = int(runtime.redis.zcard(KEYS.schedule))
+        scheduled = runtime.store.schedule.stats().scheduled
         if scheduled < count:
             dead = runtime.store.dead_letters(3)
             raise RuntimeError(
@@ -322,7 +327,7 @@ def check_fidelity(bench: Bench, count: int = 20) -> dict[str, Any]:
                         f"{name}: real {real['shapes'].get(name)} vs direct "
                         f"{direct['shapes'].get(name)}"
                     )
-        members = [m.decode() for m in cast(list[bytes], client.zrange(KEYS.schedule, 0, -1))]
+        members = [member for member, _ in Store(client, PREFIX).schedule.entries()]
         real_members = sorted(m for m in members if "real-" in m)
         direct_members = sorted(m.replace("syn-", "real-") for m in members if "syn-" in m)
         if real_members != direct_members:
@@ -348,9 +353,17 @@ def park_schedule(bench: Bench) -> int:
     """Move the schedule aside so no scheduler sees it; returns its size."""
     client = bench.redis
     try:
-        count = int(client.zcard(KEYS.schedule))
-        client.rename(KEYS.schedule, f"{KEYS.schedule}:parked")
-        return count
+        shards = [KEYS.schedule(n) for n in range(KEYS.shards)]
+        pipe = client.pipeline(transaction=False)
+        for key in shards:
+            pipe.zcard(key)
+        sizes = [int(size) for size in pipe.execute()]
+        pipe = client.pipeline(transaction=True)
+        for key, size in zip(shards, sizes, strict=True):
+            if size:
+                pipe.rename(key, f"{key}:parked")
+        pipe.execute()
+        return sum(sizes)
     finally:
         client.close()
 
@@ -359,7 +372,11 @@ def unpark_schedule(bench: Bench) -> float:
     """Put the parked schedule back in one atomic step; returns the time it happened."""
     client = bench.redis
     try:
-        client.rename(f"{KEYS.schedule}:parked", KEYS.schedule)
+        pipe = client.pipeline(transaction=True)  # a single Redis: every shard at once
+        for key in (KEYS.schedule(n) for n in range(KEYS.shards)):
+            if client.exists(f"{key}:parked"):
+                pipe.rename(f"{key}:parked", key)
+        pipe.execute()
         return time.time()
     finally:
         client.close()

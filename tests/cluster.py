@@ -65,7 +65,7 @@ class ClusterProcess:
                 process.wait()
 
 
-def _redis_cli() -> str:
+def redis_cli() -> str:
     found = shutil.which("redis-cli") or str(Path(redis_executable()).with_name("redis-cli"))
     if not Path(found).exists():
         raise RuntimeError("redis-cli not found: apt-get install redis-tools (or redis-server)")
@@ -144,16 +144,10 @@ def start_cluster(
             )
         for port in ports:
             _wait_ping(port, deadline)
-        created = subprocess.run(
-            [
-                _redis_cli(), "--cluster", "create",
-                *(f"127.0.0.1:{port}" for port in ports),
-                "--cluster-replicas", "0", "--cluster-yes",
-            ],
-            capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
-        if created.returncode != 0:
-            raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout[-800:]}")
+        if primaries < 3:
+            _join_by_hand(ports)
+        else:
+            _create(ports, timeout)
         while not cluster_state_ok(ports):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"cluster on ports {ports} did not reach cluster_state:ok")
@@ -162,6 +156,33 @@ def start_cluster(
         cluster.stop()
         raise
     return cluster
+
+
+def _join_by_hand(ports: list[int]) -> None:
+    """Fewer than 3 primaries (redis-cli --cluster create refuses them): each node takes
+    an equal slot range (CLUSTER ADDSLOTS) and meets the first (CLUSTER MEET)."""
+    for i, port in enumerate(ports):
+        node = redis.Redis(host="127.0.0.1", port=port)
+        start = i * 16384 // len(ports)
+        end = (i + 1) * 16384 // len(ports) - 1
+        node.execute_command("CLUSTER", "ADDSLOTS", *range(start, end + 1))
+        if i:
+            node.execute_command("CLUSTER", "MEET", "127.0.0.1", ports[0])
+        node.close()
+
+
+def _create(ports: list[int], timeout: float) -> None:
+    """Three or more primaries: ``redis-cli --cluster create``, as an operator would."""
+    created = subprocess.run(
+        [
+            redis_cli(), "--cluster", "create",
+            *(f"127.0.0.1:{port}" for port in ports),
+            "--cluster-replicas", "0", "--cluster-yes",
+        ],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    if created.returncode != 0:
+        raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout[-800:]}")
 
 
 @pytest.fixture(scope="session")

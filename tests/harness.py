@@ -96,9 +96,7 @@ class Harness:
                 self._worker.join()
             # Claims still leased (e.g. a send another worker reserved) are not "due".
             if queued == 0:
-                due = self.rt.store.redis.zcount(
-                    self.rt.store.keys.schedule, "-inf", self.clock.now().timestamp()
-                )
+                due = self.rt.store.schedule.due_count(self.clock.now().timestamp())
                 if due == 0:
                     return
             if time.monotonic() > deadline:
@@ -136,10 +134,10 @@ class Harness:
         """Jump the clock through every due time up to ``when_ts``, settling at each."""
         self.settle()
         while True:
-            first = self.rt.store.redis.zrange(self.rt.store.keys.schedule, 0, 0, withscores=True)
-            if not first or first[0][1] > when_ts:
+            first = self.rt.store.schedule.first_due()
+            if first is None or first > when_ts:
                 break
-            due = float(first[0][1])
+            due = first
             if due > self.clock.now().timestamp():
                 self.clock.set(
                     self.clock.now() + timedelta(seconds=due - self.clock.now().timestamp())

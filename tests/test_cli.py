@@ -9,6 +9,8 @@ from pathlib import Path
 import redis
 
 from tests.conftest import ROOT, nurture
+from worker.store import Store
+from worker.store.keys import Keys
 
 
 def test_validate_accepts_the_shipped_examples(cli_env: dict[str, str], tmp_path: Path) -> None:
@@ -141,20 +143,19 @@ def test_forget_erases_a_person_by_address_and_by_lead_id(
 ) -> None:
     """``nurture forget``: a person's data leaves Redis; only the keyed hash stays."""
     client = redis.Redis.from_url(redis_url)
-    client.hset(
-        "nurture:lead:l1",
-        mapping={"data": json.dumps({"id": "l1", "email": "ann@example.com", "first_name": "Ann"})},
+    Store(client).save_lead(
+        "l1", {"id": "l1", "email": "ann@example.com", "first_name": "Ann"}, old_email=None
     )
-    client.sadd("nurture:email:ann@example.com", "l1")
     result = nurture(["forget", "Ann@Example.com"], cli_env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "erased 1 lead(s): l1 and its keyed hash suppressed" in result.stdout
     everything = [
         *(k.decode() for k in client.scan_iter()),
-        *(repr(client.hgetall("nurture:lead:l1")),),
+        *(repr(client.hgetall(Keys().lead("l1"))),),
+        *(repr(client.hgetall(Keys().email_index("ann@example.com"))),),
     ]
     assert not any("ann@example.com" in item.lower() for item in everything), everything
-    assert client.scard("nurture:suppressed") == 1
+    assert Store(client).suppressed_count() == 1
     result = nurture(["forget", "l1"], cli_env, tmp_path)
     assert "erased 0 lead(s)" in result.stdout  # already erased
     result = nurture(["forget", "jörg@exämple.de"], cli_env, tmp_path)

@@ -208,14 +208,12 @@ steps:
 def run_recording_first_due(h: Harness, until: float) -> dict[str, float]:
     """Like ``run_until``, noting the time each touch first fell due (before any cap)."""
     first_due: dict[str, float] = {}
-    key = h.rt.store.keys.schedule
     while True:
-        for member, score in h.rt.store.redis.zrange(key, 0, -1, withscores=True):
-            first_due.setdefault(member.decode(), float(score))
-        first = h.rt.store.redis.zrange(key, 0, 0, withscores=True)
-        if not first or first[0][1] > until:
+        for member, score in h.rt.store.schedule.entries():
+            first_due.setdefault(member, score)
+        due = h.rt.store.schedule.first_due()
+        if due is None or due > until:
             return first_due
-        due = float(first[0][1])
         if due > h.clock.now().timestamp():
             h.clock.set(datetime.fromtimestamp(due, h.clock.now().tzinfo))
         h.settle()

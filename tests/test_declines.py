@@ -249,7 +249,7 @@ def test_fit_rule_match_on_update_ends_running_nurture(
         assert (enrollment.state, enrollment.reason) == ("exited", "disqualified")
         # The pending case study is gone from the schedule; only the refusal waits.
         assert pending[0][0] not in [m for m, _ in h.rt.store.scheduled_for("lead-1")]
-        assert h.rt.store.redis.zscore(h.rt.store.keys.schedule, pending[0][0]) is None
+        assert h.rt.store.schedule.due_at([pending[0][0]]) == [None]
         run_days(h, 30)
     assert steps_sent(h) == [("value-first", "outcome-story"), ("decline", "refusal")]
     assert_refusal_package(refusals(h)[0], reason)

@@ -43,7 +43,10 @@ def test_status_shows_the_next_due_time_in_utc_and_local_time(
 ) -> None:
     h = make_harness()
     when = datetime(2026, 11, 30, 8, 0, tzinfo=UTC).timestamp()
-    h.rt.store.redis.zadd(h.rt.store.keys.schedule, {"value-first\x1f1\x1fcase-study\x1fl": when})
+    keys = h.rt.store.keys
+    h.rt.store.redis.zadd(
+        keys.schedule(keys.bucket("l")), {"value-first\x1f1\x1fcase-study\x1fl": when}
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
     env.update({"NURTURE_REDIS_URL": redis_url, "PYTHONPATH": str(ROOT), "TZ": "Europe/Copenhagen"})
     result = subprocess.run(

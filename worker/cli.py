@@ -450,10 +450,21 @@ def cmd_send_test(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from worker.migrate import migrate_queues
+    from worker.migrate import migrate_queues, migrate_state
     from worker.runtime import Runtime
 
     runtime = Runtime(_settings(), load_catalog=False)
+    if args.what == "state":
+        try:
+            if not runtime.store.ping():
+                runtime.check_redis()  # raises, naming the URL
+            counts = migrate_state(runtime, dry_run=args.dry_run)
+        finally:
+            runtime.close()
+        verb = "would move" if args.dry_run else "moved"
+        parts = [f"{count} {kind}" for kind, count in sorted(counts.items())] or ["nothing"]
+        print(f"state: {verb} {', '.join(parts)}")
+        return 0
     try:
         runtime.check_redis()
         runtime.broker_depths()  # the target answers, before anything is taken from Redis
@@ -629,8 +640,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="move an install's data to a new home")
     p.add_argument(
         "what",
-        choices=["queues"],
-        help="queues: move the messages queued in NURTURE_REDIS_URL to NURTURE_BROKER_URL",
+        choices=["queues", "state"],
+        help="queues: move the messages queued in NURTURE_REDIS_URL to NURTURE_BROKER_URL; "
+        "state: move the state to the bucketed key layout (workers stopped)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="state: count what would move, change nothing"
     )
     p = sub.add_parser("report", help="funnel per sequence and step, with rates")
     p.add_argument("--since", help="from this ISO date/time (UTC if no offset)")

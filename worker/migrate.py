@@ -1,4 +1,7 @@
-"""``nurture migrate queues``: move the messages still queued in dramatiq's Redis broker
+"""``nurture migrate state``: move a single-Redis install's state to the bucketed key
+layout (:mod:`worker.store.layout_migration`; run with every worker stopped).
+
+``nurture migrate queues``: move the messages still queued in dramatiq's Redis broker
 to the broker ``NURTURE_BROKER_URL`` names (RabbitMQ), when an install moves its queues.
 
 Run it with every worker stopped and the HTTP services already pointed at the new
@@ -13,6 +16,7 @@ the dead-letter stream ``nurture status`` shows as well).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import dramatiq
@@ -24,6 +28,7 @@ from worker.actors import EVENTS_QUEUE, TOUCHES_QUEUE
 from worker.broker import broker_kind
 from worker.errors import SettingsError
 from worker.runtime import Runtime
+from worker.store.layout_migration import migrate_layout1
 from worker.store.queues import drop_queued_message, queued_messages
 
 
@@ -76,3 +81,20 @@ def _move_queue(
             ready += 1
         drop_queued_message(client, namespace, name, message_id)
     return MovedQueue(queue, ready, delayed)
+
+
+def migrate_state(runtime: Runtime, *, dry_run: bool = False) -> Counter[str]:
+    """Move the state of a single-Redis install from the untagged key layout to the
+    bucketed one (see :mod:`worker.store.layout_migration`); with ``dry_run`` only count.
+
+    Raises:
+        SettingsError: On a Redis Cluster (layout 1 never lived on one: migrate on the
+            single Redis first, then move the data to the cluster).
+    """
+    if runtime.settings.redis_cluster:
+        raise SettingsError(
+            "NURTURE_REDIS_CLUSTER: nurture migrate state runs on the single Redis the "
+            "install used so far; migrate there first, then move the data to the cluster "
+            "(docs/deployment.md)"
+        )
+    return migrate_layout1(runtime.store.redis, runtime.store.keys, dry_run=dry_run)

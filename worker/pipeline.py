@@ -350,7 +350,6 @@ class EventProcessor:
         email = lead.email
         if email and not lead.flags.get(flags.MERGED_INTO):
             self.store.suppressions.suppress(email, reason)
-            self.store.suppressions.forget_plain(email)
         tombstone = {
             flags.SUPPRESSED: reason,
             flags.ERASED: str(self.clock.now().timestamp()),
@@ -375,7 +374,6 @@ class EventProcessor:
         if "@" in who:
             lead_ids = self.store.leads.by_email(who)
             self.store.suppressions.suppress(who, "forget")
-            self.store.suppressions.forget_plain(who)
             self.store.dead.erase_mentioning([who])
         else:
             lead_ids = [who]

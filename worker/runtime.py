@@ -13,10 +13,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any, cast
 
 import dramatiq
 import dramatiq.errors
 import redis
+from redis.cluster import RedisCluster
 
 from worker.actors import declare_actors
 from worker.broker import make_broker, queue_depths, redact_url
@@ -74,6 +76,42 @@ def send_settings(settings: Settings, tuning: Tuning) -> SendSettings:
     )
 
 
+def state_client(url: str, *, cluster: bool = False, connections: int = 100) -> redis.Redis:
+    """The state client: ``redis.Redis``, or with ``NURTURE_REDIS_CLUSTER`` a
+    ``RedisCluster`` that finds the other nodes from the one the URL names.
+
+    Every thread of the process may use Redis at once: the worker's threads and the
+    SendGrid pool's (the shared rate limiter takes a turn per request), plus the
+    scheduler and a margin. redis-py caps a plain pool at ``connections`` and raises
+    beyond; the single-Redis client's blocking pool of that size waits for a free one
+    instead.
+
+    Both offer the same commands, scripts, pipelines and locks; typed as ``redis.Redis``
+    (the cluster client is not a subclass), which is what the store relies on.
+
+    Raises:
+        SettingsError: When the URL is not a Redis URL, naming NURTURE_REDIS_URL.
+    """
+    options: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 10}
+    try:
+        if cluster:
+            return cast(redis.Redis, RedisCluster.from_url(url, **options))
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            health_check_interval=30,
+            max_connections=connections,
+            timeout=10,  # longest wait for a free connection
+            **options,
+        )
+        return redis.Redis.from_pool(pool)  # closing the client closes the pool
+    except (ValueError, redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+        raise SettingsError(
+            f"NURTURE_REDIS_URL={redact_url(url)!r} is not a usable Redis URL ({exc}); "
+            "use e.g. redis://127.0.0.1:6379/0"
+            + (" naming a node of the cluster" if cluster else "")
+        ) from None
+
+
 class Runtime:
     """Wires one process together."""
 
@@ -104,33 +142,18 @@ class Runtime:
         self.tuning = tuning or Tuning()
         self.namespace = namespace
         self.redis_url = settings.redis_url or embedded_redis_url(settings.state_dir)
-        # Every thread of the process may use Redis at once: the worker's threads and
-        # the SendGrid pool's (the shared rate limiter takes a turn per request), plus
-        # the scheduler and a margin. redis-py caps a plain pool at 100 connections and
-        # raises beyond; a blocking pool of this size waits for a free one instead.
         connections = settings.worker_threads + settings.sendgrid_concurrency + 16
-        try:
-            pool = redis.BlockingConnectionPool.from_url(
-                self.redis_url,
-                socket_connect_timeout=2,
-                socket_timeout=10,
-                health_check_interval=30,
-                max_connections=connections,
-                timeout=10,  # longest wait for a free connection
-            )
-            self.redis = redis.Redis.from_pool(pool)  # closing the client closes the pool
-        except ValueError as exc:
-            raise SettingsError(
-                f"NURTURE_REDIS_URL={self.redis_url!r} is not a Redis URL ({exc}); "
-                "use e.g. redis://127.0.0.1:6379/0"
-            ) from None
-        self.store = Store(self.redis, prefix)
+        self.redis = state_client(
+            self.redis_url, cluster=settings.redis_cluster, connections=connections
+        )
+        self.store = Store(self.redis, prefix, settings.state_shards)
         self.broker: dramatiq.Broker = broker or make_broker(
             self.redis_url,
             settings.broker_url,
             namespace,
             self.tuning.heartbeat_timeout_ms,
             quorum_queues=settings.broker_quorum_queues,
+            state_on_cluster=settings.redis_cluster,
         )
         self._delivery = delivery
         self._catalog = catalog or (LiveCatalog(settings) if load_catalog else None)
@@ -234,11 +257,15 @@ class Runtime:
         return f"{self.settings.public_url}/unsubscribe/{token}"
 
     def check_redis(self) -> None:
-        """Raise StoreUnavailableError naming the URL when Redis does not answer."""
+        """Raise StoreUnavailableError naming the URL when Redis does not answer, and
+        SettingsError when its key layout is not this worker's (see
+        :meth:`Store.check_layout`)."""
         if not self.store.ping():
             raise StoreUnavailableError(
-                f"Redis at {self.redis_url} does not answer; start it, or fix NURTURE_REDIS_URL"
+                f"Redis at {redact_url(self.redis_url)} does not answer; start it, or fix "
+                "NURTURE_REDIS_URL"
             )
+        self.store.check_layout()
 
     def broker_depths(self) -> dict[str, dict[str, int]]:
         """Ready, delayed and dead message counts per declared queue, from whichever

@@ -2,7 +2,13 @@
 
 Any number of schedulers may run (one per ``nurture worker``): claiming is one
 atomic Lua step, so a touch is claimed once; a claim is a lease, so a scheduler that
-dies after claiming loses nothing. After downtime, touches overdue by more than
+dies after claiming loses nothing. The schedule is split into shards (one per lead
+bucket, ``NURTURE_STATE_SHARDS``); the live schedulers share them out by their sorted
+ids (scheduler ``i`` of ``S`` claims from shards ``n = i mod S``), and every
+:data:`SWEEP_EVERY`-th tick each claims from all of them, so the shards of one that
+died are covered before its heartbeat goes stale (docs/scale-notes.md, section 3).
+
+After downtime, touches overdue by more than
 ``NURTURE_CATCHUP_AFTER`` are spread over ``NURTURE_CATCHUP_SPREAD`` in their
 original order instead of being fired at once.
 
@@ -15,6 +21,7 @@ ERROR line a minute (from one scheduler of all) says why and since when.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -42,6 +49,10 @@ Probe = Callable[[], str | None]
 PausedSequences = Callable[[], set[str]]
 #: Seconds between the ERROR lines that repeat why delivery is paused.
 PAUSE_LOG_EVERY = 60.0
+#: Every this many ticks a scheduler claims from every shard, not only its own.
+SWEEP_EVERY = 10
+#: A scheduler counts as live while its heartbeat is this many intervals old (plus a second).
+LIVE_TICKS = 3
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,9 @@ class Scheduler:
         self.probe = probe
         self.paused_sequences = paused_sequences
         self._unparked_at = 0.0
+        self._ticks = 0
+        #: Whether the last tick left due touches behind (a shard gave its whole limit).
+        self.backlog = False
         self.id = uuid.uuid4().hex[:8]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -100,7 +114,12 @@ class Scheduler:
             return 0
         self.unpark()
         self.catch_up(now)
-        claimed = self.store.schedule.claim_due(now, self.settings.batch, self.settings.claim_lease)
+        shards = self.my_shards(now)
+        # NURTURE_SCHEDULER_BATCH spread over the shards, at least one touch from each.
+        limit = max(1, math.ceil(self.settings.batch / len(shards)))
+        per_shard = self.store.schedule.claim_shards(now, limit, self.settings.claim_lease, shards)
+        self.backlog = any(len(claims) >= limit for claims in per_shard)
+        claimed = [touch for claims in per_shard for touch in claims]
         size = self.settings.touches_per_message
         for start in range(0, len(claimed), size):
             chunk = claimed[start : start + size]
@@ -111,6 +130,24 @@ class Scheduler:
             self.store.counters.set_global(SCHEDULER_LAG, lag)
         self.store.schedule.beat(self.id, now)
         return len(claimed)
+
+    def my_shards(self, now: float) -> list[int]:
+        """The shards this tick claims from: this scheduler's share of them by its index
+        among the live schedulers, or all of them every :data:`SWEEP_EVERY`-th tick; in
+        an order rotated by the tick, so no shard always waits for the same one."""
+        self._ticks += 1
+        every = list(self.store.schedule.shards)
+        if self._ticks % SWEEP_EVERY == 0:
+            mine = every
+        else:
+            live_since = now - LIVE_TICKS * self.settings.interval - 1.0
+            live = self.store.schedule.live_schedulers(live_since)
+            if self.id not in live:
+                live = sorted([*live, self.id])
+            index = live.index(self.id)
+            mine = every[index :: len(live)] or every
+        turn = self._ticks % len(mine)
+        return mine[turn:] + mine[:turn]
 
     def while_paused(self, pause: DeliveryPause) -> bool:
         """Say why delivery waits (once a minute) and probe (one scheduler at a time).
@@ -182,11 +219,11 @@ class Scheduler:
             return 0
         spread = self.settings.catchup_spread
         moved = 0
-        while page := schedule.overdue_page(threshold, 1000):
-            schedule.move_if_scheduled(
-                {member: now + spread * (moved + i) / total for i, member in enumerate(page)}
-            )
-            moved += len(page)
+        # Earliest first over every shard; each gets its slot of the one spread.
+        new_due: dict[str, float] = {}
+        for member in schedule.overdue(threshold, new_due):
+            new_due[member] = now + spread * moved / total
+            moved += 1
         log.warning(
             "catch-up: %d touches were overdue by more than %ss; spread over the next %ss",
             moved,
@@ -211,7 +248,7 @@ class Scheduler:
                 log.warning("scheduler: message broker unavailable (%s); retrying", exc)
                 self._stop.wait(1.0)
                 continue
-            if queued < self.settings.batch:
+            if not queued or not self.backlog:
                 self._stop.wait(self.settings.interval)
 
     def start(self) -> None:

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     # RabbitMQ only: declare quorum queues (replicated); false for classic queues.
     broker_quorum_queues: bool = True
+    # NURTURE_REDIS_URL names a node of a Redis Cluster (the client finds the others);
+    # the queues must then be elsewhere (NURTURE_BROKER_URL).
+    redis_cluster: bool = False
+    # Lead buckets: schedule shards, claims and counters (docs/scale-notes.md). Fixed at
+    # install: the state's layout records it and a worker set otherwise refuses to start.
+    state_shards: int = Field(default=256, ge=1, le=16384)
     sequences_dir: Path = Path("./sequences")
     templates_dir: Path = Path("./templates")
     content_dir: Path = Path("./content")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.procs import Procs, install_chaos_sequence
+from tests.cluster import redis_cluster, redis_cluster_server
 from tests.harness import Harness
 from tests.rabbitmq import amqp, amqp_vhost, app_queues, rabbitmq_node
 from tests.sendgrid_standin import SendGridStandIn
@@ -56,4 +57,11 @@ def sendgrid_harness(
     )
 
 
-__all__ = ["amqp", "amqp_vhost", "app_queues", "rabbitmq_node"]
+__all__ = [
+    "amqp",
+    "amqp_vhost",
+    "app_queues",
+    "rabbitmq_node",
+    "redis_cluster",
+    "redis_cluster_server",
+]

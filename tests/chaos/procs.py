@@ -24,6 +24,7 @@ from typing import Any, cast
 import redis
 
 from tests.sendgrid_standin import Received, SendGridStandIn
+from worker.store import Store
 from worker.store.enrollments import unpack_enrollment
 from worker.store.keys import Keys
 
@@ -335,7 +336,11 @@ def all_finished(client: redis.Redis, leads: list[str]) -> bool:
     states = enrollment_states(client, leads)
     if states.get("active") or states.get("none"):
         return False
-    return int(client.zcard(keys.schedule)) == 0 and int(client.zcard(keys.claimed)) == 0
+    pipe = client.pipeline(transaction=False)
+    for bucket in range(keys.shards):
+        pipe.zcard(keys.schedule(bucket))
+        pipe.zcard(keys.claimed(bucket))
+    return not any(int(count) for count in pipe.execute())
 
 
 def ledger_states(client: redis.Redis, leads: list[str]) -> dict[tuple[str, str, str], str]:
@@ -365,10 +370,9 @@ def dead_letters(client: redis.Redis) -> list[dict[str, str]]:
 
 
 def unknown_members(client: redis.Redis) -> set[tuple[str, str, str]]:
-    raw = cast(list[bytes], client.zrange(Keys(PREFIX).unknown, 0, -1))
     out = set()
-    for member in raw:
-        sequence, _generation, step, lead = _decode(member).split("\x1f", 3)
+    for member, _when in Store(client, PREFIX).unknown_outcomes(1_000_000):
+        sequence, _generation, step, lead = member.split("\x1f", 3)
         out.add((lead, sequence, step))
     return out
 
@@ -471,7 +475,12 @@ def first_receipts(standin: SendGridStandIn) -> dict[tuple[str, str, str], float
 
 
 def emit(
-    redis_url: str, docs: list[dict[str, Any]], state_dir: Path, broker_url: str | None = None
+    redis_url: str,
+    docs: list[dict[str, Any]],
+    state_dir: Path,
+    broker_url: str | None = None,
+    *,
+    cluster: bool = False,
 ) -> int:
     """Queue events in-process (what `nurture emit` does); returns how many were accepted.
 
@@ -483,7 +492,11 @@ def emit(
     from worker.settings import Settings
 
     settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, redis_url=redis_url, state_dir=state_dir, broker_url=broker_url
+        _env_file=None,
+        redis_url=redis_url,
+        state_dir=state_dir,
+        broker_url=broker_url,
+        redis_cluster=cluster,
     )
     runtime = Runtime(settings, load_catalog=False)
     try:

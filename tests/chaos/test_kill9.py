@@ -2,9 +2,10 @@
 touch is delivered exactly once, except the sends that were in flight at the kill,
 which are recorded as outcome-unknown (never resent, never silently dropped).
 
-Run twice: queues on the state Redis (the default), and queues on RabbitMQ
+Run three times: queues on the state Redis (the default); queues on RabbitMQ
 (``NURTURE_BROKER_URL``), where the killed worker's unacked messages go back to the
-queue as soon as RabbitMQ sees its connection drop.
+queue as soon as RabbitMQ sees its connection drop; and RabbitMQ with the state on a
+3-primary Redis Cluster (tests/cluster.py, ``NURTURE_REDIS_CLUSTER``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 
 from tests.chaos.procs import (
     Procs,
@@ -29,9 +29,10 @@ from tests.chaos.procs import (
     wait_until,
     worker_env,
 )
+from tests.cluster import ClusterProcess
 from tests.rabbitmq import AmqpTarget
 from tests.sendgrid_standin import SendGridStandIn
-from worker.runtime import Tuning
+from worker.runtime import Tuning, state_client
 
 THREADS = 4
 
@@ -61,6 +62,31 @@ def test_kill_9_with_queues_on_rabbitmq_sends_each_touch_exactly_once(
     kill_mid_sends(redis_url, app_queues.url, chaos_catalog, standin, procs, tmp_path, full_size)
 
 
+@pytest.mark.chaos
+def test_kill_9_with_rabbitmq_and_a_redis_cluster_sends_each_touch_exactly_once(
+    redis_cluster: ClusterProcess,
+    app_queues: AmqpTarget,
+    chaos_catalog: dict[str, Path],
+    standin: SendGridStandIn,
+    procs: Procs,
+    tmp_path: Path,
+    full_size: bool,
+) -> None:
+    """The scale-out topology: queues on RabbitMQ, state on a 3-primary Redis Cluster
+    (``NURTURE_REDIS_CLUSTER``), workers as separate processes, one killed mid-run."""
+    kill_mid_sends(
+        redis_cluster.url,
+        app_queues.url,
+        chaos_catalog,
+        standin,
+        procs,
+        tmp_path,
+        full_size,
+        name="kill9-cluster",
+        cluster=True,
+    )
+
+
 def kill_mid_sends(
     redis_url: str,
     broker_url: str | None,
@@ -70,20 +96,23 @@ def kill_mid_sends(
     tmp_path: Path,
     full_size: bool,
     name: str = "kill9",
+    cluster: bool = False,
 ) -> None:
     """Start a worker, kill -9 it at 40 % of the sends, restart it with a second one
     alongside, and audit every touch."""
     leads = lead_ids(2500 if full_size else 200)  # two touches per lead
     touches = len(expected_touches(leads))
-    client = redis.Redis.from_url(redis_url)
+    client = state_client(redis_url, cluster=cluster)
     # Every answer takes a few ms, like a real API: requests are in flight at the kill.
     standin.faults(rate=1.0, kinds=("slow",), slow_delay=0.02)
     extra = {"NURTURE_BROKER_URL": broker_url} if broker_url else {}
+    if cluster:
+        extra["NURTURE_REDIS_CLUSTER"] = "1"
     env = worker_env(
         redis_url=redis_url, catalog_dirs=catalog, state_dir=tmp_path, standin=standin, **extra
     )
     events = [chaos_event(lead) for lead in leads]
-    assert emit(redis_url, events, tmp_path, broker_url) == len(leads)
+    assert emit(redis_url, events, tmp_path, broker_url, cluster=cluster) == len(leads)
     started = time.monotonic()
     victim = procs.worker(env, THREADS, name="victim")
     wait_until(
@@ -119,6 +148,7 @@ def kill_mid_sends(
     report(
         name,
         broker="rabbitmq" if broker_url else "redis",
+        state="redis-cluster" if cluster else "redis",
         touches=touches,
         received_at_kill=received_at_kill,
         in_flight_at_kill=sending_at_kill,

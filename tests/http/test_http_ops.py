@@ -11,6 +11,7 @@ import pytest
 
 from tests.harness import Harness
 from tests.http.helpers import LiveServer, signed_headers
+from worker.enrollment import touch_id
 from worker.logs import JsonFormatter
 from worker.runtime import Runtime
 
@@ -62,8 +63,11 @@ def test_metrics_report_http_and_redis_side_figures(live: LiveServer, harness: H
     store.count("value-first", "outcome-story", "sent", 3)
     store.count("value-first", "outcome-story", "failed")
     store.count("decline", "polite-no", "sent")
-    store.redis.zadd(store.keys.schedule, {"t1": harness.clock.now().timestamp() - 30})
-    store.redis.hset(store.keys.counters, "scheduler_lag_last", 1.5)
+    overdue = touch_id("value-first", 1, "outcome-story", "l")
+    store.redis.zadd(
+        store.keys.schedule(store.keys.bucket("l")), {overdue: harness.clock.now().timestamp() - 30}
+    )
+    store.counters.set_global("scheduler_lag_last", 1.5)
     body = b'{"id":"m1","type":"lead.created","lead":{"id":"l","email":"l@example.com"}}'
     live.client.post("/events", content=body, headers=signed_headers(harness.rt, body))
     live.client.post("/events", content=b"{}", headers={"Content-Type": "application/json"})

@@ -1,5 +1,6 @@
 """The worker with its queues on RabbitMQ (``NURTURE_BROKER_URL=amqp://…``): the core
-flow end to end with real dramatiq workers, status and metrics reading RabbitMQ's queue
+flow end to end with real dramatiq workers (state on a single Redis, and on a 3-primary
+Redis Cluster with ``NURTURE_REDIS_CLUSTER``), status and metrics reading RabbitMQ's queue
 depths, and the settings refusing what is not a broker URL without showing a password.
 
 RabbitMQ's queue counts come from a passive ``queue.declare`` (its ``message_count``):
@@ -22,6 +23,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from prometheus_client import generate_latest
 
 from tests.chaos.procs import nurture_command
+from tests.cluster import ClusterProcess
 from tests.harness import Harness, event, running
 from tests.rabbitmq import AmqpTarget, RabbitNode
 from tests.tcp_proxy import TcpProxy
@@ -42,10 +44,19 @@ INBOUND = {
 VALUE_FIRST = ["outcome-story", "case-study", "testimonial", "how-to-guide"]
 
 
+@pytest.fixture(params=["redis", "redis-cluster"])
+def state_store(request: pytest.FixtureRequest) -> dict[str, object]:
+    """Where the state lives: the test's single Redis, or the 3-primary test cluster."""
+    if request.param == "redis":
+        return {}
+    cluster: ClusterProcess = request.getfixturevalue("redis_cluster")
+    return {"redis_url": cluster.url, "redis_cluster": True}
+
+
 def test_events_to_emails_exactly_once_with_queues_on_rabbitmq(
-    make_harness: Callable[..., Harness], app_queues: AmqpTarget
+    make_harness: Callable[..., Harness], app_queues: AmqpTarget, state_store: dict[str, object]
 ) -> None:
-    h = make_harness(broker_url=app_queues.url)
+    h = make_harness(broker_url=app_queues.url, **state_store)
     assert isinstance(h.rt.broker, RabbitmqBroker)
     with running(h):
         assert h.emit(event("e1", **INBOUND)).accepted == 1

@@ -29,6 +29,7 @@ from typing import Any, cast
 import redis
 
 from worker.enrollment import Enrollment
+from worker.errors import SettingsError
 from worker.store.conversions import ConversionStore
 from worker.store.counters import Counters
 from worker.store.dead_letters import DEAD_LETTER_MAXLEN, DeadLetterStore
@@ -40,7 +41,7 @@ from worker.store.events import (
     WEBHOOK_DEDUP_SECONDS,
     ReplayGuard,
 )
-from worker.store.keys import Keys
+from worker.store.keys import DEFAULT_SHARDS, EMAIL_BUCKETS, LAYOUT_VERSION, Keys
 from worker.store.leads import LeadRecord, LeadStore
 from worker.store.ledger import Advance, Ledger, LedgerState, Reservation, Reserve, Sent, Verdict
 from worker.store.pauses import DeliveryPause, PauseStore
@@ -77,16 +78,18 @@ class Store:
         keys: The key builders (likewise).
     """
 
-    def __init__(self, client: redis.Redis, prefix: str = "nurture") -> None:
+    def __init__(
+        self, client: redis.Redis, prefix: str = "nurture", shards: int = DEFAULT_SHARDS
+    ) -> None:
         self.redis = client
-        self.keys = Keys(prefix)
+        self.keys = Keys(prefix, shards)
         scripts = load_scripts(client)
         self.events = ReplayGuard(client, self.keys)
         self.leads = LeadStore(client, self.keys)
         self.enrolled = EnrollmentStore(client, self.keys)
         self.schedule = ScheduleStore(client, self.keys, scripts["claim_due"])
         self.suppressions = SuppressionStore(client, self.keys)
-        self.ledger = Ledger(client, self.keys, scripts, self.suppressions.key_for)
+        self.ledger = Ledger(client, self.keys, scripts, self.suppressions.reasons)
         self.counters = Counters(client, self.keys, scripts)
         self.dead = DeadLetterStore(client, self.keys)
         self.pauses = PauseStore(client, self.keys)
@@ -98,8 +101,57 @@ class Store:
         """True when Redis answers."""
         try:
             return bool(self.redis.ping())
-        except redis.RedisError:
+        except (redis.RedisError, redis.exceptions.RedisClusterException):
             return False
+
+    def check_layout(self) -> None:
+        """Record the key layout on first use; refuse one laid out otherwise.
+
+        Raises:
+            SettingsError: When the stored layout has another number of shards (naming
+                ``NURTURE_STATE_SHARDS``), or the data is in the older untagged layout
+                (naming ``nurture migrate state``).
+        """
+        stored = self.layout()
+        if stored is not None and "migrating" in stored:
+            raise SettingsError(
+                "`nurture migrate state` has not finished on this Redis; run it again to "
+                "complete it (it carries on where it stopped), then start the workers"
+            )
+        if stored is None:
+            markers = self.redis.pipeline(transaction=False)
+            for key in layout1_markers(self.keys.prefix):
+                markers.exists(key)
+            if any(markers.execute()):
+                raise SettingsError(
+                    "this Redis holds state in the older key layout (before lead buckets); "
+                    "stop every worker and run `nurture migrate state` "
+                    "(docs/deployment.md), then start again"
+                )
+            pipe = self.redis.pipeline(transaction=False)
+            for name, value in self.wanted_layout().items():
+                pipe.hsetnx(self.keys.layout, name, value)
+            pipe.execute()
+            stored = self.layout() or {}
+        shards = int(stored.get("shards", self.keys.shards))
+        if shards != self.keys.shards:
+            raise SettingsError(
+                f"NURTURE_STATE_SHARDS={self.keys.shards}, but this install's state was laid "
+                f"out with {shards} shards (fixed at install): set NURTURE_STATE_SHARDS={shards}"
+            )
+
+    def layout(self) -> dict[str, str] | None:
+        """The recorded key layout (``version``, ``shards``, ``email_buckets``), or None."""
+        raw = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.layout))
+        return {k.decode(): v.decode() for k, v in raw.items()} or None
+
+    def wanted_layout(self) -> dict[str, str]:
+        """The layout this store writes."""
+        return {
+            "version": str(LAYOUT_VERSION),
+            "shards": str(self.keys.shards),
+            "email_buckets": str(EMAIL_BUCKETS),
+        }
 
     def unsubscribe_secret(self, configured: str | None) -> str:
         """The configured secret, else one generated once and shared through Redis."""
@@ -147,6 +199,7 @@ class Store:
         return self.schedule.stats().as_dict()
 
     def claim_due(self, now: float, limit: int, lease: float) -> list[tuple[str, float]]:
+        """Claim up to ``limit`` due touches from each shard of the schedule."""
         return self.schedule.claim_due(now, limit, lease)
 
     def reserve_send(
@@ -195,3 +248,9 @@ class Store:
 
     def global_counters(self) -> dict[str, float]:
         return self.counters.global_counters()
+
+
+def layout1_markers(prefix: str) -> list[str]:
+    """Global keys only the older, untagged layout has: any of them means the state
+    needs ``nurture migrate state``."""
+    return [f"{prefix}:{name}" for name in ("sched", "claimed", "stats", "unknown", "suppressed")]

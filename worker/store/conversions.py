@@ -15,7 +15,8 @@ from typing import cast
 import redis
 
 from worker.enrollment import ledger_field
-from worker.store.keys import Keys
+from worker.store.counters import DAY_MARK, summed_stats
+from worker.store.keys import Keys, crc_bucket
 
 #: The stats "step" under which sequence-level conversions are counted (never a step
 #: id: step ids cannot start with ``_``).
@@ -57,25 +58,30 @@ class ConversionStore:
     def record_variant(
         self, lead_id: str, sequence: str, generation: int, step: str, variant: str
     ) -> None:
-        """A touch went out as ``variant``: remember it for the lead and count it sent."""
+        """A touch went out as ``variant``: remember it for the lead and count it sent
+        (in the lead's bucket: one slot, one transaction)."""
+        bucket = self.keys.bucket(lead_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.variants(lead_id), ledger_field(sequence, generation, step), variant)
-        pipe.hincrby(self.keys.stats(sequence), f"{step}@{variant}:sent", 1)
-        pipe.sadd(self.keys.stats_index, sequence)
+        pipe.hincrby(self.keys.stats(sequence, bucket), f"{step}@{variant}:sent", 1)
+        pipe.sadd(self.keys.stats_index(bucket), sequence)
         pipe.execute()
 
     def sequence_stats(self, sequence: str) -> dict[str, dict[str, int]]:
         """One sequence's stats: row (step or ``step@variant``) -> counter -> value."""
-        raw = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.stats(sequence)))
+        summed = summed_stats(self.redis, self.keys, [sequence])[sequence]
         out: dict[str, dict[str, int]] = {}
-        for name, value in raw.items():
-            row, _, counter = name.decode().rpartition(":")
-            out.setdefault(row, {})[counter] = int(value)
+        for name, value in summed.items():
+            if name.startswith(DAY_MARK):
+                continue  # the report's day fields
+            row, _, counter = name.rpartition(":")
+            out.setdefault(row, {})[counter] = value
         return out
 
     def count(self, sequence: str, goal: str, touch: LastTouch | None) -> None:
         """Count one conversion of ``sequence`` (reaching ``goal``)."""
-        stats = self.keys.stats(sequence)
+        bucket = crc_bucket(f"{sequence}:{goal}", self.keys.shards)
+        stats = self.keys.stats(sequence, bucket)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hincrby(stats, f"{GOAL_ROW}:converted", 1)
         pipe.hincrby(stats, f"{GOAL_ROW}:{goal}", 1)
@@ -83,5 +89,5 @@ class ConversionStore:
             pipe.hincrby(stats, f"{touch.step}:converted", 1)
             if touch.variant:
                 pipe.hincrby(stats, f"{touch.step}@{touch.variant}:converted", 1)
-        pipe.sadd(self.keys.stats_index, sequence)
+        pipe.sadd(self.keys.stats_index(bucket), sequence)
         pipe.execute()

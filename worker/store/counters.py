@@ -1,6 +1,11 @@
 """Counters: per sequence and step (sent, failed, delivered, open...) and global ones.
 
-Each sequence's stats hash (:meth:`Keys.stats`) holds two kinds of fields:
+Every counter hash is split into the lead buckets (``Keys.stats(seq, n)``,
+``Keys.bucket_counters(n)``): a touch's counts are written in its lead's bucket, in the
+slot of the script that writes them; other counts go to a bucket of their own name's.
+Readers sum the buckets (one pipelined command per bucket).
+
+Each sequence's stats hashes hold two kinds of fields:
 
 - ``<step>:<counter>``: running totals for ``nurture status`` and ``/metrics``;
 - **day fields** for ``nurture report``: ``@<YYYY-MM-DD>|<step>|<column>`` (a UTC day,
@@ -9,21 +14,18 @@ Each sequence's stats hash (:meth:`Keys.stats`) holds two kinds of fields:
   when the touch had one). Each is written in the same atomic step as the fact it
   counts (the enrollment's transaction, the ``advance`` script, the webhook's
   ``count_report`` script), so the report's numbers stay exact.
-
-Day fields are read only through :meth:`Counters.day_counts`: the one place that will
-sum them over the hashes' buckets when the stats are sharded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
 import redis
 from redis.commands.core import Script
 
-from worker.store.keys import Keys
+from worker.store.keys import Keys, crc_bucket
 from worker.store.timeline import TIMELINE_MAXLEN, TIMELINE_TTL_SECONDS
 
 #: Global counter: how late the oldest touch of the scheduler's last claim was.
@@ -53,6 +55,37 @@ def day_fields(at: float, step: str, column: str, groups: Mapping[str, str]) -> 
     return [base, *(f"{base}|{name}={value}" for name, value in sorted(groups.items()))]
 
 
+def summed_stats(
+    client: redis.Redis, keys: Keys, sequences: Iterable[str] | None = None
+) -> dict[str, dict[str, int]]:
+    """Sequence id -> its stats hash (field -> value) summed over the buckets; every
+    sequence with stats unless ``sequences`` names them. Two pipelined reads."""
+    buckets = range(keys.shards)
+    named = sequences is not None
+    if sequences is None:
+        pipe = client.pipeline(transaction=False)
+        for bucket in buckets:
+            pipe.smembers(keys.stats_index(bucket))
+        found = cast(list[set[bytes]], pipe.execute())
+        sequences = sorted({raw.decode() for members in found for raw in members})
+    names = list(sequences)
+    pipe = client.pipeline(transaction=False)
+    for seq in names:
+        for bucket in buckets:
+            pipe.hgetall(keys.stats(seq, bucket))
+    raw = cast(list[dict[bytes, bytes]], pipe.execute())
+    out: dict[str, dict[str, int]] = {}
+    for i, seq in enumerate(names):
+        summed: dict[str, int] = {}
+        for values in raw[i * len(buckets) : (i + 1) * len(buckets)]:
+            for name, value in values.items():
+                field = name.decode()
+                summed[field] = summed.get(field, 0) + int(value)
+        if summed or named:
+            out[seq] = summed
+    return out
+
+
 class Counters:
     """Counts kept in Redis hashes."""
 
@@ -69,9 +102,10 @@ class Counters:
         amount: int = 1,
     ) -> None:
         """Add to a per-sequence, per-step counter."""
+        bucket = crc_bucket(f"{sequence}:{step}:{counter}", self.keys.shards)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hincrby(self.keys.stats(sequence), f"{step}:{counter}", amount)
-        pipe.sadd(self.keys.stats_index, sequence)
+        pipe.hincrby(self.keys.stats(sequence, bucket), f"{step}:{counter}", amount)
+        pipe.sadd(self.keys.stats_index(bucket), sequence)
         pipe.execute()
 
     def count_report(
@@ -85,7 +119,7 @@ class Counters:
         days: Iterable[str] = (),
     ) -> None:
         """Count a provider's report on a touch and put it on the lead's timeline, in one
-        atomic step (``lua/count_report.lua``).
+        atomic step (``lua/count_report.lua``, in the lead's bucket).
 
         Args:
             counter: The running total to add to ('' = none: only the day fields).
@@ -98,10 +132,11 @@ class Counters:
             if counter:
                 self.count(sequence, step, counter)
             return
+        bucket = self.keys.bucket(lead_id)
         self._count_report(
             keys=[
-                self.keys.stats(sequence),
-                self.keys.stats_index,
+                self.keys.stats(sequence, bucket),
+                self.keys.stats_index(bucket),
                 self.keys.engagement(lead_id),
                 self.keys.timeline(lead_id),
             ],
@@ -123,18 +158,19 @@ class Counters:
         self.redis.hset(self.keys.counters, counter, value)
 
     def stats(self) -> dict[str, dict[str, dict[str, int]]]:
-        """sequence -> step -> counter -> value."""
+        """sequence -> step -> counter -> value, summed over the buckets."""
         out: dict[str, dict[str, dict[str, int]]] = {}
-        sequences = cast(set[bytes], self.redis.smembers(self.keys.stats_index))
-        for raw_seq in sorted(sequences):
-            seq = raw_seq.decode()
-            values = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.stats(seq)))
+        for seq, values in sorted(self.sequence_hashes().items()):
             for name, value in values.items():
-                if name.startswith(DAY_MARK.encode()):
+                if name.startswith(DAY_MARK):
                     continue  # the report's day fields (day_counts)
-                step, _, counter = name.decode().rpartition(":")
-                out.setdefault(seq, {}).setdefault(step, {})[counter] = int(value)
+                step, _, counter = name.rpartition(":")
+                out.setdefault(seq, {}).setdefault(step, {})[counter] = value
         return out
+
+    def sequence_hashes(self, sequences: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
+        """:func:`summed_stats` of this store's Redis."""
+        return summed_stats(self.redis, self.keys, sequences)
 
     def day_counts(
         self,
@@ -144,17 +180,15 @@ class Counters:
         by: str | None = None,
     ) -> dict[tuple[str, str, str, str], int]:
         """The report's day fields summed over days ``since <= day < until`` (ISO dates,
-        None = open): (sequence, group, step, column) -> count. The group is '' without
-        ``by``, else the value of ``by`` (``(none)`` when unset)."""
+        None = open) and over the buckets: (sequence, group, step, column) -> count. The
+        group is '' without ``by``, else the value of ``by`` (``(none)`` when unset)."""
         out: dict[tuple[str, str, str, str], int] = {}
-        names = cast(set[bytes], self.redis.smembers(self.keys.stats_index))
-        for raw_seq in sorted(names):
-            seq = raw_seq.decode()
-            if sequence is not None and seq != sequence:
-                continue
-            fields = self.redis.hscan_iter(self.keys.stats(seq), match=DAY_MARK + "*", count=5000)
-            for raw_name, raw_value in cast(Iterable[tuple[bytes, bytes]], fields):
-                day, step, column, *rest = raw_name.decode()[1:].split("|", 3)
+        hashes = self.sequence_hashes(None if sequence is None else [sequence])
+        for seq, fields in sorted(hashes.items()):
+            for name, count in fields.items():
+                if not name.startswith(DAY_MARK):
+                    continue
+                day, step, column, *rest = name[1:].split("|", 3)
                 if (since is not None and day < since) or (until is not None and day >= until):
                     continue
                 if by is None:
@@ -162,14 +196,22 @@ class Counters:
                         continue
                     group = ""
                 else:
-                    name, _, value = (rest[0] if rest else "").partition("=")
-                    if name != by:
+                    group_name, _, value = (rest[0] if rest else "").partition("=")
+                    if group_name != by:
                         continue
                     group = value or "(none)"
                 key = (seq, group, step, column)
-                out[key] = out.get(key, 0) + int(raw_value)
+                out[key] = out.get(key, 0) + count
         return out
 
     def global_counters(self) -> dict[str, float]:
-        values = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.counters))
-        return {k.decode(): float(v) for k, v in values.items()}
+        """The global counters with every bucket's share added."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.counters)
+        for bucket in range(self.keys.shards):
+            pipe.hgetall(self.keys.bucket_counters(bucket))
+        out: dict[str, float] = {}
+        for values in cast(list[dict[bytes, Any]], pipe.execute()):
+            for name, value in values.items():
+                out[name.decode()] = out.get(name.decode(), 0.0) + float(value)
+        return out

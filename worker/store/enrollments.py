@@ -202,15 +202,17 @@ class EnrollmentStore:
         This and the ledger's ``advance`` are the only writers of the schedule's
         entries for an enrollment.
         """
+        # The lead's touches live in its bucket's shard: one slot, one transaction.
+        bucket = self.keys.bucket(lead_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.enrollments(lead_id), sequence, pack_enrollment(enrollment))
         for name in count:
-            pipe.hincrby(self.keys.stats(sequence), name, 1)
+            pipe.hincrby(self.keys.stats(sequence, bucket), name, 1)
         if count:
-            pipe.sadd(self.keys.stats_index, sequence)
+            pipe.sadd(self.keys.stats_index(bucket), sequence)
         for member in unschedule:
-            pipe.zrem(self.keys.schedule, member)
-            pipe.zrem(self.keys.claimed, member)
+            pipe.zrem(self.keys.schedule(bucket), member)
+            pipe.zrem(self.keys.claimed(bucket), member)
         if schedule is not None:
-            pipe.zadd(self.keys.schedule, {schedule[0]: schedule[1]})
+            pipe.zadd(self.keys.schedule(bucket), {schedule[0]: schedule[1]})
         pipe.execute()

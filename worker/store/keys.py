@@ -7,7 +7,41 @@ own keys live under its ``dramatiq`` namespace (see :func:`dramatiq_queue_keys`)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+#: Buckets of leads (``NURTURE_STATE_SHARDS``) unless configured: fixed at install.
+DEFAULT_SHARDS = 256
+#: Buckets of the email index and the suppression list (fixed: recorded in the layout).
+EMAIL_BUCKETS = 131_072
+#: The version of the key layout (``<prefix>:layout``); 1 was the untagged layout.
+LAYOUT_VERSION = 2
+
+
+def crc_bucket(text: str, buckets: int) -> int:
+    """The bucket of ``text``: CRC-32 of its UTF-8 bytes modulo ``buckets``."""
+    return zlib.crc32(text.encode()) % buckets
+
+
+@lru_cache(maxsize=8)
+def bucket_tags(shards: int) -> tuple[str, ...]:
+    """The hash tag of each lead bucket, chosen so that bucket ``n`` lands in the
+    ``n``-th of ``shards`` equal slot ranges: the buckets sit evenly in every primary's
+    slots, whatever the number of primaries that divides ``shards``.
+
+    Tag ``b<i>`` for the first ``i`` whose cluster slot (CRC16, as Redis computes it)
+    falls in the range: deterministic, found in milliseconds (N = 256: 478 candidates).
+    """
+    found: dict[int, str] = {}
+    i = 0
+    while len(found) < shards:
+        tag = f"b{i}"
+        found.setdefault(key_slot(tag.encode()) * shards // REDIS_CLUSTER_HASH_SLOTS, tag)
+        i += 1
+    return tuple(found[n] for n in range(shards))
 
 
 @dataclass(frozen=True)
@@ -15,17 +49,43 @@ class Keys:
     """Key builders for one prefix."""
 
     prefix: str = "nurture"
+    #: Lead buckets (``NURTURE_STATE_SHARDS``): each has its own schedule shard,
+    #: claims, counters and stats, in the slot of its hash tag.
+    shards: int = DEFAULT_SHARDS
+    tags: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.shards <= REDIS_CLUSTER_HASH_SLOTS:
+            raise ValueError(f"shards must be 1..{REDIS_CLUSTER_HASH_SLOTS}, not {self.shards}")
+        object.__setattr__(self, "tags", bucket_tags(self.shards))
+
+    # -- buckets (docs/scale-notes.md, sections 2 and 3) ---------------------------
+
+    def bucket(self, lead_id: str) -> int:
+        """The bucket of a lead: CRC-32 of its id modulo :attr:`shards`."""
+        return crc_bucket(lead_id, self.shards)
+
+    def tagged(self, bucket: int, name: str) -> str:
+        """``<prefix>:{<tag of bucket>}:<name>``: a key in the slot of lead bucket ``bucket``."""
+        return f"{self.prefix}:{{{self.tags[bucket]}}}:{name}"
 
     def per_lead(self, kind: str, lead_id: str) -> str:
-        """The one builder of every key that belongs to one lead: ``<prefix>:<kind>:<id>``.
+        """The one builder of every key that belongs to one lead:
+        ``<prefix>:{<bucket tag>}:<kind>:<id>``.
 
         Every per-lead builder below goes through here (tests/test_keys.py checks it), so
-        the Redis Cluster layout (docs/scale-notes.md, section 2: a ``{b<n>}`` bucket tag
-        per lead, keeping all of a lead's keys, and the schedule shard its touches live
-        in, in one slot) changes this one function and tags every per-lead key at once,
-        those added later included. New per-lead keys: build them with this.
+        all of a lead's keys, and the schedule shard, claims, counters and stats its
+        touches are written with, share one hash tag: one cluster slot, so every script
+        and transaction on them runs on a Redis Cluster as on a single Redis.
+        New per-lead keys: build them with this.
         """
-        return f"{self.prefix}:{kind}:{lead_id}"
+        return self.tagged(self.bucket(lead_id), f"{kind}:{lead_id}")
+
+    @property
+    def layout(self) -> str:
+        """Hash: ``version``, ``shards``, ``email_buckets``: the key layout in use,
+        written once; a worker configured otherwise refuses to start."""
+        return f"{self.prefix}:layout"
 
     def event(self, event_id: str) -> str:
         """String, set NX with a TTL: this event id was accepted (replay guard)."""
@@ -70,18 +130,30 @@ class Keys:
         return self.per_lead("var", lead_id)
 
     def email_index(self, email: str) -> str:
-        """Set: lead ids using this address (lower-cased)."""
-        return f"{self.prefix}:email:{email.lower()}"
+        """Hash, one per email bucket: ``<address>\x1f<lead id>`` -> ``1``, for every
+        lead using the address (lower-cased). Bucketed (``{e<m>}``, m = CRC-32 of the
+        address modulo :data:`EMAIL_BUCKETS`): a few entries per key at scale."""
+        address = email.lower()
+        return f"{self.prefix}:{{e{crc_bucket(address, EMAIL_BUCKETS)}}}:E"
+
+    @staticmethod
+    def email_index_field(email: str, lead: str) -> str:
+        """The field of one (address, lead) in :meth:`email_index`."""
+        return f"{email.lower()}\x1f{lead}"
+
+    def suppressions(self, digest: str) -> str:
+        """Hash, one per email bucket: keyed hash of an address -> why it is suppressed
+        (see :class:`~worker.store.suppressions.SuppressionStore`)."""
+        return f"{self.prefix}:{{e{crc_bucket(digest, EMAIL_BUCKETS)}}}:supp"
 
     def suppressed_email(self, email: str) -> str:
-        """String: why this address is suppressed (bounce, spamreport, unsubscribe...).
-        Older data only: suppressions are now stored by :meth:`suppressed_hash`; this is
-        still read."""
+        """String: why this address is suppressed. Layout 1 only, before addresses were
+        hashed: ``nurture migrate state`` moves these to :meth:`suppressions`."""
         return f"{self.prefix}:supp:{email.lower()}"
 
     def suppressed_hash(self, digest: str) -> str:
-        """String: why the address whose keyed hash is ``digest`` is suppressed. The
-        address itself is not stored (see :class:`~worker.store.suppressions.SuppressionStore`)."""
+        """String: why the address whose keyed hash is ``digest`` is suppressed. Layout 1
+        only: ``nurture migrate state`` moves these to :meth:`suppressions`."""
         return f"{self.prefix}:supph:{digest}"
 
     @property
@@ -92,45 +164,55 @@ class Keys:
 
     @property
     def suppressed_set(self) -> str:
-        """Set: every suppression, for counting: keyed hashes (older entries: addresses)."""
+        """Set: every suppression (keyed hashes, older entries addresses). Layout 1 only:
+        the count is now the global counter ``suppressed``."""
         return f"{self.prefix}:suppressed"
 
     @property
-    def schedule(self) -> str:
-        """Zset: touch id -> due unix time. The durable schedule."""
-        return f"{self.prefix}:sched"
+    def suppressed_count(self) -> str:
+        """String: how many addresses are suppressed (kept with each change)."""
+        return f"{self.prefix}:suppressed:count"
 
-    @property
-    def claimed(self) -> str:
-        """Zset: touch id -> lease expiry. Claimed by a scheduler, not yet done."""
-        return f"{self.prefix}:claimed"
+    def schedule(self, bucket: int) -> str:
+        """Zset, one shard per lead bucket: touch id -> due unix time. The durable
+        schedule (a touch lives in the shard of its lead's bucket)."""
+        return self.tagged(bucket, "sched")
 
-    @property
-    def unknown(self) -> str:
-        """Zset: touch id -> time: sends whose outcome is unknown (crash mid-request)."""
-        return f"{self.prefix}:unknown"
+    def claimed(self, bucket: int) -> str:
+        """Zset per bucket: touch id -> lease expiry. Claimed by a scheduler, not yet done."""
+        return self.tagged(bucket, "claimed")
+
+    def unknown(self, bucket: int) -> str:
+        """Zset per bucket: touch id -> time: sends whose outcome is unknown (crash
+        mid-request)."""
+        return self.tagged(bucket, "unknown")
 
     @property
     def dead(self) -> str:
         """Stream: dead letters (bad events, failed touches) with the reason."""
         return f"{self.prefix}:dead"
 
-    def stats(self, sequence: str) -> str:
-        """Hash: ``<step>:<counter>`` -> count (sent, failed, delivered, open, click,
-        converted...); ``<step>@<variant>:<counter>`` per A/B variant (sent, click,
-        converted); ``_goal:converted`` and ``_goal:<event type>``: the sequence's
-        conversions (a goal reached while enrolled)."""
-        return f"{self.prefix}:stats:{sequence}"
+    def stats(self, sequence: str, bucket: int) -> str:
+        """Hash per bucket (readers sum the buckets): ``<step>:<counter>`` -> count
+        (sent, failed, delivered, open, click, converted...);
+        ``<step>@<variant>:<counter>`` per A/B variant (sent, click, converted);
+        ``_goal:converted`` and ``_goal:<event type>``: the sequence's conversions (a
+        goal reached while enrolled)."""
+        return self.tagged(bucket, f"stats:{sequence}")
 
-    @property
-    def stats_index(self) -> str:
-        """Set: sequence ids that have stats."""
-        return f"{self.prefix}:stats"
+    def stats_index(self, bucket: int) -> str:
+        """Set per bucket: sequence ids that have stats in this bucket."""
+        return self.tagged(bucket, "stats")
 
     @property
     def counters(self) -> str:
-        """Hash: global counters (events accepted/refused by reason, lateness...)."""
+        """Hash: global counters written rarely (scheduler lag, catch-ups, suppressions)."""
         return f"{self.prefix}:counters"
+
+    def bucket_counters(self, bucket: int) -> str:
+        """Hash per bucket: the counters every send writes (``sent``, ``lateness_sum``);
+        readers add them to :attr:`counters`."""
+        return self.tagged(bucket, "counters")
 
     @property
     def secret(self) -> str:
@@ -160,11 +242,10 @@ class Keys:
         ``nurture pause``; nothing of a paused sequence is sent."""
         return f"{self.prefix}:paused:sequences"
 
-    @property
-    def parked(self) -> str:
-        """Zset: touch id -> its due time: touches of a paused sequence, taken off the
-        schedule until the sequence is resumed (then put back at that due time)."""
-        return f"{self.prefix}:parked"
+    def parked(self, bucket: int) -> str:
+        """Zset per bucket: touch id -> its due time: touches of a paused sequence, taken
+        off the schedule until the sequence is resumed (then put back at that due time)."""
+        return self.tagged(bucket, "parked")
 
     def pause_turn(self, name: str) -> str:
         """String with a TTL: one process holds the turn ``name`` (``probe``, ``log``)

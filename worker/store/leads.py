@@ -212,16 +212,23 @@ class LeadStore:
         old_email: str | None,
         flags: Mapping[str, str] | None = None,
     ) -> None:
-        """Write the lead's data (and ``flags``) and keep the email index current."""
-        email = data.get("email")
-        pipe = self.redis.pipeline(transaction=True)
+        """Write the lead's data (and ``flags``) and keep the email index current.
+
+        The index entries live in other slots than the lead (``Keys.email_index``), so
+        no transaction spans them: in one pipeline, the new address's entry is added
+        first, then the lead written, then the old address's entry removed. A crash in
+        between leaves at worst an extra entry, which :meth:`by_email` leaves out.
+        """
+        email = str(data.get("email") or "")
+        pipe = self.redis.pipeline(transaction=False)
+        index = self.keys.email_index_field
+        if email:
+            pipe.hset(self.keys.email_index(email), index(email, lead_id), "1")
         fields: dict[FieldT, EncodableT] = {"data": pack_data(data)}
         fields.update({name: pack_flag(name, value) for name, value in (flags or {}).items()})
         pipe.hset(self.keys.lead(lead_id), mapping=fields)
-        if old_email and old_email.lower() != str(email or "").lower():
-            pipe.srem(self.keys.email_index(old_email), lead_id)
-        if email:
-            pipe.sadd(self.keys.email_index(str(email)), lead_id)
+        if old_email and old_email.lower() != email.lower():
+            pipe.hdel(self.keys.email_index(old_email), index(old_email, lead_id))
         pipe.execute()
 
     def set_flags(self, lead_id: str, flags: Mapping[str, str | float | None]) -> None:
@@ -252,6 +259,10 @@ class LeadStore:
         data), received content, what it opened and clicked, its A/B variants, its
         timeline and its place in the email index; only ``tombstone`` (flags without
         personal data) is kept on the lead hash."""
+        if email:  # another slot than the lead's keys: not in their transaction
+            self.redis.hdel(
+                self.keys.email_index(email), self.keys.email_index_field(email, lead_id)
+            )
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(
             self.keys.lead(lead_id),
@@ -261,14 +272,21 @@ class LeadStore:
             self.keys.variants(lead_id),
             self.keys.timeline(lead_id),
         )
-        if email:
-            pipe.srem(self.keys.email_index(email), lead_id)
         if tombstone:
             kept: dict[FieldT, EncodableT] = {k: v for k, v in tombstone.items()}
             pipe.hset(self.keys.lead(lead_id), mapping=kept)
         pipe.execute()
 
     def by_email(self, email: str) -> list[str]:
-        """Lead ids that use this address."""
-        members = cast(set[bytes], self.redis.smembers(self.keys.email_index(email)))
-        return sorted(m.decode() for m in members)
+        """Lead ids that use this address (an index entry whose lead has moved to
+        another address since, left by a crash mid-save, is left out)."""
+        prefix = self.keys.email_index_field(email, "")
+        fields = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.email_index(email)))
+        found = sorted(
+            name[len(prefix) :] for raw in fields if (name := raw.decode()).startswith(prefix)
+        )
+        return [
+            lead_id
+            for lead_id in found
+            if (lead := self.get(lead_id)) is None or (lead.email or "").lower() == email.lower()
+        ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, cast
+from typing import cast
 
 import redis
 from redis.commands.core import Script
@@ -19,6 +19,7 @@ from worker.enrollment import Enrollment, TouchRef
 from worker.store.counters import day_fields
 from worker.store.enrollments import pack_enrollment
 from worker.store.keys import Keys
+from worker.store.scripts import Call, run_pipelined
 from worker.store.timeline import TIMELINE_MAXLEN, TIMELINE_TTL_SECONDS
 
 
@@ -131,15 +132,17 @@ class Ledger:
         client: redis.Redis,
         keys: Keys,
         scripts: dict[str, Script],
-        suppression_key: Callable[[str], str] | None = None,
+        suppressions: Callable[[Sequence[str]], list[str | None]],
     ) -> None:
         """Args:
-        suppression_key: The key of an address's suppression (the suppression list's
-            keyed hash, :meth:`SuppressionStore.key_for`); by default the plain one.
+        suppressions: Why each address is suppressed, or None
+            (:meth:`SuppressionStore.reasons`, one round trip): read just before the
+            reservations and passed in, since an address's key lives in another slot
+            than the lead's.
         """
         self.redis = client
         self.keys = keys
-        self.suppression_key = suppression_key or keys.suppressed_email
+        self.suppressions = suppressions
         self._reserve = scripts["reserve_send"]
         self._release = scripts["release_send"]
         self._advance = scripts["advance"]
@@ -162,7 +165,11 @@ class Ledger:
                 past the step, and must only still be the same one and not exited.
         """
         call = Reserve(member, email, now, cap_seconds, capped, stale_after)
-        raw = self._queue_reserve(self.redis, call, resend)
+        # The lead's own suppressed flag (set on every lead of an address when it is
+        # suppressed, after the address's entry) is checked inside the script; the
+        # address's entry is read here, one round trip before (docs/scale-notes.md, 2).
+        keys, args = self._reserve_call(call, self.suppressions([email])[0] or "", resend)
+        raw = self._reserve(keys=keys, args=args)
         return Reservation.from_script(cast(list[bytes | str], raw))
 
     def reserve_many(self, calls: Sequence[Reserve]) -> list[Reservation | redis.RedisError]:
@@ -173,35 +180,28 @@ class Ledger:
             redis.RedisError: The round trip failed: any of the touches may be reserved
                 (:meth:`release` undoes exactly ours).
         """
+        suppressed = self.suppressions([call.email for call in calls])
+        script_calls = [
+            self._reserve_call(call, reason or "")
+            for call, reason in zip(calls, suppressed, strict=True)
+        ]
         return [
             raw if isinstance(raw, redis.RedisError) else Reservation.from_script(raw)
-            for raw in self._pipelined(self._queue_reserve, calls)
+            for raw in run_pipelined(self.redis, self._reserve, script_calls, raise_on_error=False)
         ]
 
-    def _pipelined(self, queue: Callable[[Any, Any], Any], calls: Sequence[Any]) -> list[Any]:
-        """Queue each call on one non-transactional pipeline; the raw results, with a
-        script's error in its place (only a failed round trip raises)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for call in calls:
-            queue(pipe, call)
-        return pipe.execute(raise_on_error=False)
-
-    def _queue_reserve(
-        self, client: redis.Redis | redis.client.Pipeline, call: Reserve, resend: bool = False
-    ) -> Any:
-        """Call ``reserve_send.lua`` on ``client`` (a pipeline only queues it)."""
-        member, email, now = call.member, call.email, call.now
+    def _reserve_call(self, call: Reserve, address_suppressed: str, resend: bool = False) -> Call:
+        """The KEYS and ARGV of ``reserve_send.lua`` for one touch."""
+        member, now = call.member, call.now
         cap_seconds, capped, stale_after = call.cap_seconds, call.capped, call.stale_after
         touch = TouchRef.parse(member)
-        return self._reserve(
-            keys=[
+        return (
+            [
                 self.keys.lead(touch.lead_id),
                 self.keys.ledger(touch.lead_id),
-                self.suppression_key(email),
                 self.keys.enrollments(touch.lead_id),
-                self.keys.suppressed_email(email),  # entries from before hashing
             ],
-            args=[
+            [
                 touch.ledger_field,
                 repr(now),
                 cap_seconds,
@@ -211,8 +211,8 @@ class Ledger:
                 touch.generation,
                 touch.step,
                 "1" if resend else "0",
+                address_suppressed,
             ],
-            client=client,
         )
 
     def release(self, member: str, state: str, reserved_at: float, previous: str) -> bool:
@@ -249,8 +249,10 @@ class Ledger:
         Returns:
             True if the enrollment moved; False if it had already moved on.
         """
-        call = Advance(member, ledger_state, enrollment, next_touch, sent, note)
-        return bool(self._queue_advance(self.redis, call))
+        keys, args = self._advance_call(
+            Advance(member, ledger_state, enrollment, next_touch, sent, note)
+        )
+        return bool(self._advance(keys=keys, args=args))
 
     def advance_many(self, calls: Sequence[Advance]) -> list[bool | redis.RedisError]:
         """:meth:`advance` for several touches (of distinct leads) in one round trip;
@@ -261,14 +263,20 @@ class Ledger:
         """
         return [
             raw if isinstance(raw, redis.RedisError) else bool(raw)
-            for raw in self._pipelined(self._queue_advance, calls)
+            for raw in run_pipelined(
+                self.redis,
+                self._advance,
+                [self._advance_call(call) for call in calls],
+                raise_on_error=False,
+            )
         ]
 
-    def _queue_advance(self, client: redis.Redis | redis.client.Pipeline, call: Advance) -> Any:
-        """Call ``advance.lua`` on ``client`` (a pipeline only queues it)."""
+    def _advance_call(self, call: Advance) -> Call:
+        """The KEYS and ARGV of ``advance.lua`` for one touch."""
         member, ledger_state, enrollment = call.member, call.ledger_state, call.enrollment
         next_touch, sent, note = call.next_touch, call.sent, call.note
         touch = TouchRef.parse(member)
+        bucket = self.keys.bucket(touch.lead_id)
         extra: list[str | float] = ["", "", note, TIMELINE_MAXLEN, TIMELINE_TTL_SECONDS]
         if sent is not None:
             days = day_fields(sent.at, touch.step, sent.counter, sent.groups) if sent.at else []
@@ -280,19 +288,19 @@ class Ledger:
                 TIMELINE_TTL_SECONDS,
                 *sent.content_ids,
             ]
-        return self._advance(
-            keys=[
+        return (
+            [
                 self.keys.enrollments(touch.lead_id),
                 self.keys.ledger(touch.lead_id),
-                self.keys.schedule,
-                self.keys.claimed,
-                self.keys.stats(touch.sequence),
-                self.keys.stats_index,
-                self.keys.counters,
+                self.keys.schedule(bucket),
+                self.keys.claimed(bucket),
+                self.keys.stats(touch.sequence, bucket),
+                self.keys.stats_index(bucket),
+                self.keys.bucket_counters(bucket),
                 self.keys.received(touch.lead_id),
                 self.keys.timeline(touch.lead_id),
             ],
-            args=[
+            [
                 touch.sequence,
                 touch.generation,
                 touch.step,
@@ -304,7 +312,6 @@ class Ledger:
                 next_touch[1] if next_touch else 0,
                 *extra,
             ],
-            client=client,
         )
 
     def reopen(self, member: str, when: float) -> str | None:
@@ -329,7 +336,8 @@ class Ledger:
 
     def record_unknown(self, member: str, when: float) -> None:
         """Remember a send whose outcome is unknown, for ``nurture status``."""
-        self.redis.zadd(self.keys.unknown, {member: when})
+        touch = TouchRef.parse(member)
+        self.redis.zadd(self.keys.unknown(self.keys.bucket(touch.lead_id)), {member: when})
 
     def state(self, member: str) -> str | None:
         """The touch's ledger entry (``<state>:<time>``), None if never reserved."""
@@ -359,5 +367,13 @@ class Ledger:
         return frozenset(m.decode() for m in members)
 
     def unknown_outcomes(self, limit: int = 100) -> list[tuple[str, float]]:
-        raw = self.redis.zrange(self.keys.unknown, 0, limit - 1, withscores=True)
-        return [(m.decode(), float(s)) for m, s in cast(list[tuple[bytes, float]], raw)]
+        """The earliest ``limit`` sends of unknown outcome, over every bucket."""
+        pipe = self.redis.pipeline(transaction=False)
+        for bucket in range(self.keys.shards):
+            pipe.zrange(self.keys.unknown(bucket), 0, limit - 1, withscores=True)
+        found = [
+            (m.decode(), float(s))
+            for raw in pipe.execute()
+            for m, s in cast(list[tuple[bytes, float]], raw)
+        ]
+        return sorted(found, key=lambda item: (item[1], item[0]))[:limit]

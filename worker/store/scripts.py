@@ -8,10 +8,17 @@ its KEYS and ARGV.
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
 from importlib import resources
+from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
+
+#: One script call: its KEYS and its ARGV.
+Call = tuple[Sequence[str], Sequence[Any]]
 
 
 def load_scripts(client: redis.Redis) -> dict[str, Script]:
@@ -22,6 +29,44 @@ def load_scripts(client: redis.Redis) -> dict[str, Script]:
         for entry in folder.iterdir()
         if entry.name.endswith(".lua")
     }
+
+
+def run_pipelined(
+    client: redis.Redis, script: Script, calls: Sequence[Call], *, raise_on_error: bool = True
+) -> list[Any]:
+    """Run ``script`` once per call, pipelined: one round trip on a single Redis, one per
+    node on a Redis Cluster; the answers in the order of ``calls``. With
+    ``raise_on_error=False`` a script's error is returned in its call's place (only a
+    failed round trip raises).
+
+    redis-py's cluster pipeline refuses scripts, so on a cluster the calls are grouped by
+    the node serving their first key's slot and sent on that node's own connection (each
+    call's keys share one slot, as every script here requires). A call the node answers
+    with a redirection (a slot moving while the cluster reshards) is run again through
+    the cluster client, which follows it.
+    """
+    if not isinstance(client, RedisCluster):
+        pipe = client.pipeline(transaction=False)
+        for keys, args in calls:
+            script(keys=keys, args=args, client=pipe)
+        return pipe.execute(raise_on_error=raise_on_error)
+    by_node: dict[Any, list[int]] = defaultdict(list)
+    for i, (keys, _args) in enumerate(calls):
+        by_node[client.get_node_from_key(keys[0])].append(i)
+    answers: list[Any] = [None] * len(calls)
+    for node, indexes in by_node.items():
+        pipe = node.redis_connection.pipeline(transaction=False)
+        for i in indexes:
+            script(keys=calls[i][0], args=calls[i][1], client=pipe)
+        for i, answer in zip(indexes, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(answer, redis.exceptions.ResponseError) and str(answer).startswith(
+                ("MOVED", "ASK")
+            ):
+                answer = script(keys=calls[i][0], args=calls[i][1], client=client)
+            elif isinstance(answer, Exception) and raise_on_error:
+                raise answer
+            answers[i] = answer
+    return answers
 
 
 def script_source(name: str) -> str:

@@ -3,8 +3,12 @@
 The list holds a keyed hash (HMAC-SHA256) of each normalised address, never the address:
 an erased person's address must not stay in Redis (GDPR Art. 17), yet it must never be
 mailed again, so only what recognises the address is kept. The secret is generated once
-and kept in Redis (``<prefix>:supph-secret``). Entries written before hashing (the plain
-``<prefix>:supp:<address>`` keys) are still read.
+and kept in Redis (``<prefix>:supph-secret``).
+
+Entries live in bucketed hashes (``Keys.suppressions``: a few per key at scale, spread
+over every cluster slot); the count is kept beside them. Entries of the older layouts
+(``<prefix>:supp:<address>``, ``<prefix>:supph:<hash>``) are moved here by ``nurture
+migrate state``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 from typing import cast
 
 import redis
@@ -43,17 +48,16 @@ class SuppressionStore:
         """The keyed hash of the normalised address."""
         return hmac.new(self.secret(), normalise(email).encode(), hashlib.sha256).hexdigest()
 
-    def key_for(self, email: str) -> str:
-        """The key holding why ``email`` is suppressed (what the send reservation reads)."""
-        return self.keys.suppressed_hash(self.digest(email))
-
     def suppress(self, email: str, reason: str) -> bool:
         """Suppress an address (by its keyed hash); True if newly suppressed."""
-        digest = self.digest(email)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self.keys.suppressed_hash(digest), reason, nx=True)
-        pipe.sadd(self.keys.suppressed_set, digest)
-        return bool(pipe.execute()[0])
+        return self.suppress_digest(self.digest(email), reason)
+
+    def suppress_digest(self, digest: str, reason: str) -> bool:
+        """Suppress the address with this keyed hash; True if newly suppressed."""
+        added = bool(self.redis.hsetnx(self.keys.suppressions(digest), digest, reason))
+        if added:
+            self.redis.incr(self.keys.suppressed_count)
+        return added
 
     def lift(self, email: str, only_reasons: frozenset[str]) -> str | None:
         """Lift a suppression whose reason is one of ``only_reasons``; the reason lifted."""
@@ -61,28 +65,31 @@ class SuppressionStore:
         if reason is None or reason not in only_reasons:
             return None
         digest = self.digest(email)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(self.keys.suppressed_hash(digest), self.keys.suppressed_email(email))
-        pipe.srem(self.keys.suppressed_set, digest, normalise(email))
-        pipe.execute()
+        if self.redis.hdel(self.keys.suppressions(digest), digest):
+            self.redis.decr(self.keys.suppressed_count)
         return reason
 
     def reason(self, email: str) -> str | None:
         """Why the address is suppressed, or None."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.get(self.key_for(email))
-        pipe.get(self.keys.suppressed_email(email))
-        hashed, plain = pipe.execute()
-        value = hashed if hashed is not None else plain
+        digest = self.digest(email)
+        value = self.redis.hget(self.keys.suppressions(digest), digest)
         return value.decode() if isinstance(value, bytes) else None
 
-    def forget_plain(self, email: str) -> None:
-        """Replace an older plain-address entry by its hashed form (erasure)."""
-        reason = self.redis.get(self.keys.suppressed_email(email))
-        if isinstance(reason, bytes):
-            self.suppress(email, reason.decode())
-            self.redis.delete(self.keys.suppressed_email(email))
-            self.redis.srem(self.keys.suppressed_set, normalise(email))
+    def reasons(self, emails: Sequence[str]) -> list[str | None]:
+        """:meth:`reason` for several addresses in one pipelined round trip ('' = no
+        address: None)."""
+        digests = [self.digest(email) if email else "" for email in emails]
+        pipe = self.redis.pipeline(transaction=False)
+        for digest in digests:
+            if digest:
+                pipe.hget(self.keys.suppressions(digest), digest)
+        found = iter(cast(list[bytes | None], pipe.execute()) if any(digests) else [])
+        return [
+            (value.decode() if isinstance(value := next(found), bytes) else None)
+            if digest
+            else None
+            for digest in digests
+        ]
 
     def count(self) -> int:
-        return int(self.redis.scard(self.keys.suppressed_set))
+        return int(cast(bytes | None, self.redis.get(self.keys.suppressed_count)) or 0)

@@ -193,10 +193,12 @@ class Timeline:
         pipe.execute()
 
     def lead_ids(self) -> Iterator[str]:
-        """Every lead with a timeline (a SCAN: for reports, never on the hot path)."""
-        prefix = self.keys.timeline("")
-        for key in self.redis.scan_iter(match=prefix + "*", count=1000):
-            yield cast(bytes, key).decode()[len(prefix) :]
+        """Every lead with a timeline (a SCAN of every node: for reports, never on the
+        hot path)."""
+        marker = ":tl:"
+        for key in self.redis.scan_iter(match=f"{self.keys.prefix}:*{marker}*", count=1000):
+            name = cast(bytes, key).decode()
+            yield name[name.index(marker) + len(marker) :]
 
     def read(self, lead_id: str) -> list[dict[str, Any]]:
         """The lead's entries, oldest first (a list; or the stream of older versions)."""

@@ -5,17 +5,20 @@
 -- A sent touch also records, in the same step, what was sent (the content ids the
 -- lead has now received) and the counters, so a crash cannot lose or double them.
 --
+-- Every key carries the lead's bucket tag {<bucket>} (one cluster slot): the lead's
+-- own keys, and the schedule shard, claims, stats and counters of its bucket.
+--
 -- Keys:
---   <prefix>:enr:<lead>      hash  sequence id -> packed enrollment (or older JSON)
---   <prefix>:sent:<lead>     hash  ledger field -> '<state>:<unix time>'
---   <prefix>:sched           zset  touch id -> due time
---   <prefix>:claimed         zset  touch id -> lease expiry
---   <prefix>:stats:<seq>     hash  '<step>:<counter>' and the report's day fields -> count
---   <prefix>:stats           set   sequence ids with stats
---   <prefix>:counters        hash  global counters
---   <prefix>:recv:<lead>     set   content ids the lead has received
---   <prefix>:tl:<lead>       list  the lead's timeline (capped, expiring; a stream
---                                  written by an older version is turned into the list)
+--   <prefix>:{<bucket>}:enr:<lead>    hash  sequence id -> packed enrollment (or older JSON)
+--   <prefix>:{<bucket>}:sent:<lead>   hash  ledger field -> '<state>:<unix time>'
+--   <prefix>:{<bucket>}:sched         zset  touch id -> due time (the bucket's shard)
+--   <prefix>:{<bucket>}:claimed       zset  touch id -> lease expiry
+--   <prefix>:{<bucket>}:stats:<seq>   hash  '<step>:<counter>' and the report's day fields -> count
+--   <prefix>:{<bucket>}:stats         set   sequence ids with stats in this bucket
+--   <prefix>:{<bucket>}:counters      hash  the bucket's share of the global counters
+--   <prefix>:{<bucket>}:recv:<lead>   set   content ids the lead has received
+--   <prefix>:{<bucket>}:tl:<lead>     list  the lead's timeline (capped, expiring; a stream
+--                                           written by an older version is turned into the list)
 -- ARGV[12..14]: a timeline entry ('' = none), the entries kept and the TTL.
 -- ARGV[15..]: the content ids sent.
 -- Returns 1 if the enrollment moved, 0 if it had moved on already.

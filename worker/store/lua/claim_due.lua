@@ -6,9 +6,9 @@
 -- the lease expires and the touch goes back to the schedule (nothing is lost;
 -- the send ledger makes sure nothing is sent twice).
 --
--- Keys:
---   <prefix>:sched    zset  touch id -> due unix time (the durable schedule)
---   <prefix>:claimed  zset  touch id -> lease expiry unix time
+-- Keys (one shard of the schedule: both carry its bucket tag, one cluster slot):
+--   <prefix>:{<bucket>}:sched    zset  touch id -> due unix time (the durable schedule)
+--   <prefix>:{<bucket>}:claimed  zset  touch id -> lease expiry unix time
 -- Returns a flat list: touch id, due, touch id, due, ...
 local schedule_key = KEYS[1]
 local claimed_key = KEYS[2]

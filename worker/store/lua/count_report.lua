@@ -7,10 +7,11 @@
 -- same email adds to the running total but not to the touches "opened".
 --
 -- Keys:
---   <prefix>:stats:<seq>     hash  '<step>:<counter>' and day fields -> count
---   <prefix>:stats           set   sequence ids with stats
---   <prefix>:eng:<lead>      hash  engagement facts and report markers -> first time
---   <prefix>:tl:<lead>       stream the lead's timeline (capped, expiring)
+-- Every key carries the lead's bucket tag {<bucket>} (one cluster slot).
+--   <prefix>:{<bucket>}:stats:<seq>  hash  '<step>:<counter>' and day fields -> count
+--   <prefix>:{<bucket>}:stats        set   sequence ids with stats in this bucket
+--   <prefix>:{<bucket>}:eng:<lead>   hash  engagement facts and report markers -> first time
+--   <prefix>:{<bucket>}:tl:<lead>    list  the lead's timeline (capped, expiring)
 -- ARGV[7..]: the day fields to add to.
 -- Returns 1 if the day fields were added, 0 if not (already counted, or none).
 local stats_key = KEYS[1]
@@ -30,7 +31,17 @@ if counter_field ~= '' then
   redis.call('HINCRBY', stats_key, counter_field, 1)
 end
 if timeline_entry ~= '' then
-  redis.call('XADD', timeline_key, 'MAXLEN', timeline_maxlen, '*', 'e', timeline_entry)
+  -- As lua/timeline_add.lua does (Lua scripts cannot call each other): an older
+  -- version's stream becomes the list first.
+  if redis.call('TYPE', timeline_key)['ok'] == 'stream' then
+    local old = redis.call('XRANGE', timeline_key, '-', '+')
+    redis.call('DEL', timeline_key)
+    for _, item in ipairs(old) do
+      redis.call('RPUSH', timeline_key, item[2][2])
+    end
+  end
+  redis.call('RPUSH', timeline_key, timeline_entry)
+  redis.call('LTRIM', timeline_key, -tonumber(timeline_maxlen), -1)
   redis.call('EXPIRE', timeline_key, timeline_ttl)
 end
 if #ARGV < first_day then

@@ -6,8 +6,8 @@
 -- moved the enrollment on, and that decision stands.
 --
 -- Keys:
---   <prefix>:lead:<lead>  hash  lead data and flags (last_touch: the cap's clock)
---   <prefix>:sent:<lead>  hash  ledger field -> '<state>:<unix time>'
+--   <prefix>:{<bucket>}:lead:<lead>  hash  lead data and flags (last_touch: the cap's clock)
+--   <prefix>:{<bucket>}:sent:<lead>  hash  ledger field -> '<state>:<unix time>'
 -- Returns 1, or 0 when the entry is no longer our reservation (nothing changed).
 local lead_key = KEYS[1]
 local ledger_key = KEYS[2]

@@ -3,7 +3,7 @@
 -- touch that went out or may have gone out.
 --
 -- Keys:
---   <prefix>:sent:<lead>  hash  ledger field -> '<state>:<unix time>'
+--   <prefix>:{<bucket>}:sent:<lead>  hash  ledger field -> '<state>:<unix time>'
 -- Returns '' when reopened, else the entry that stopped it ('' -> 'none').
 local ledger_key = KEYS[1]
 local ledger_field = ARGV[1]

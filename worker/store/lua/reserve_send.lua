@@ -2,19 +2,20 @@
 -- cap in one atomic step, so two workers can never both send the same touch, and
 -- two sequences can never both touch one lead inside the cap.
 --
+-- Every key is the lead's (one hash tag: one cluster slot). The address's own
+-- suppression lives in another slot: the caller reads it just before and passes it
+-- in (ARGV[10]); the lead's 'suppressed' flag, set on every lead of the address
+-- after the address's entry, is what this step itself guarantees.
+--
 -- Keys:
---   <prefix>:lead:<lead>   hash    lead data and flags (suppressed, last_touch)
---   <prefix>:sent:<lead>   hash    ledger field -> '<state>:<unix time>'
---   <prefix>:supph:<hmac>  string  why the address (its keyed hash) is suppressed
---   <prefix>:enr:<lead>    hash    sequence id -> packed enrollment (or older JSON)
---   <prefix>:supp:<email>  string  the same, written before addresses were hashed
+--   <prefix>:{<bucket>}:lead:<lead>  hash  lead data and flags (suppressed, last_touch)
+--   <prefix>:{<bucket>}:sent:<lead>  hash  ledger field -> '<state>:<unix time>'
+--   <prefix>:{<bucket>}:enr:<lead>   hash  sequence id -> packed enrollment (or older JSON)
 -- Returns {'ok', previous last_touch} | {'busy'} | {'unknown'} | {'done', state}
 --       | {'suppressed', reason} | {'capped', until} | {'stale'}
 local lead_key = KEYS[1]
 local ledger_key = KEYS[2]
-local suppressed_key = KEYS[3]
-local enrollments_key = KEYS[4]
-local plain_suppressed_key = KEYS[5]
+local enrollments_key = KEYS[3]
 local ledger_field = ARGV[1]
 local now_text = ARGV[2]
 local now = tonumber(now_text)
@@ -25,6 +26,7 @@ local sequence_id = ARGV[6]
 local generation = ARGV[7]
 local step_id = ARGV[8]
 local resend = ARGV[9] == '1'            -- an operator's retry of a failed touch (nurture retry)
+local address_suppressed = ARGV[10]      -- why the address is suppressed, '' = it is not
 
 -- The enrollment's generation, state and step: from the packed head that
 -- worker/store/enrollments.py writes ('<generation>|<a/d/e>|<step>|...'), or from
@@ -75,11 +77,8 @@ if state then
 end
 
 local suppressed = redis.call('HGET', lead_key, 'suppressed')
-if not suppressed then
-  suppressed = redis.call('GET', suppressed_key)
-end
-if not suppressed then
-  suppressed = redis.call('GET', plain_suppressed_key)
+if not suppressed and address_suppressed ~= '' then
+  suppressed = address_suppressed
 end
 if suppressed then
   return {'suppressed', suppressed}

@@ -1,0 +1,165 @@
+"""Moving a single-Redis install from the untagged key layout (1) to the bucketed one (2).
+
+Layout 1 kept each lead's keys as ``<prefix>:<kind>:<lead id>``, the schedule, claims,
+unknown outcomes, parked touches and stats in one global key each, the email index as a
+set per address and the suppressions as a string per address (or keyed hash). Layout 2
+(docs/scale-notes.md, section 2) tags them by lead bucket and email bucket.
+
+The move runs with every worker stopped (``nurture migrate state``), on the single
+Redis layout 1 lived on, and is:
+
+* **safe**: each step is one ``RENAME`` or one ``MULTI`` transaction that writes the new
+  entries and removes the old ones together, so a crash leaves every touch in exactly
+  one place, never in none;
+* **resumable and idempotent**: a step only ever finds what is still in layout 1, so
+  running it again carries on where it stopped and then finds nothing to do;
+* **fenced**: the layout record says ``migrating`` until the end, so a worker started
+  meanwhile refuses to run (:meth:`Store.check_layout`);
+* **countable**: ``dry_run`` counts what would move and writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import cast
+
+import redis
+
+from worker.store.keys import EMAIL_BUCKETS, Keys
+from worker.store.suppressions import SuppressionStore
+
+#: Per-lead kinds of layout 1 (``<prefix>:<kind>:<lead id>``) moved by RENAME.
+PER_LEAD_KINDS = ("lead", "enr", "sent", "recv", "eng", "var", "tl")
+#: Global zsets of touches split into the bucket shards, with their new builders' names.
+TOUCH_ZSETS = ("sched", "claimed", "unknown", "parked")
+#: The layout record's field that fences workers out while a migration runs.
+MIGRATING = "migrating"
+BATCH = 500
+
+
+def _scan(client: redis.Redis, pattern: str) -> Iterator[str]:
+    for raw in client.scan_iter(match=pattern, count=1000):
+        yield cast(bytes, raw).decode()
+
+
+def migrate_layout1(client: redis.Redis, keys: Keys, *, dry_run: bool = False) -> Counter[str]:
+    """Move every layout-1 key of ``keys.prefix`` to layout 2; returns what moved (or,
+    with ``dry_run``, would move) by kind: per-lead kinds in keys, touch zsets in
+    entries, ``stats`` in sequences, ``email`` in addresses, ``suppressions``."""
+    moved: Counter[str] = Counter()
+    if not dry_run:
+        client.hset(keys.layout, mapping={MIGRATING: "1", "shards": str(keys.shards)})
+    _per_lead_keys(client, keys, moved, dry_run)
+    for name in TOUCH_ZSETS:
+        _touch_zset(client, keys, name, moved, dry_run)
+    _stats(client, keys, moved, dry_run)
+    _email_index(client, keys, moved, dry_run)
+    _suppressions(client, keys, moved, dry_run)
+    if not dry_run:
+        client.hset(
+            keys.layout,
+            mapping={
+                "version": "2",
+                "shards": str(keys.shards),
+                "email_buckets": str(EMAIL_BUCKETS),
+            },
+        )
+        client.hdel(keys.layout, MIGRATING)
+    return moved
+
+
+def _per_lead_keys(client: redis.Redis, keys: Keys, moved: Counter[str], dry_run: bool) -> None:
+    for kind in PER_LEAD_KINDS:
+        start = f"{keys.prefix}:{kind}:"
+        for old in list(_scan(client, start + "*")):
+            moved[kind] += 1
+            if not dry_run:
+                # RENAMENX: a key already at its new name (never expected with the
+                # workers stopped) is left for the operator rather than overwritten.
+                client.renamenx(old, keys.per_lead(kind, old[len(start) :]))
+
+
+def _lead_of(member: bytes) -> str:
+    return member.decode().rsplit("\x1f", 1)[-1]
+
+
+def _touch_zset(
+    client: redis.Redis, keys: Keys, name: str, moved: Counter[str], dry_run: bool
+) -> None:
+    old = f"{keys.prefix}:{name}"
+    target = getattr(keys, {"sched": "schedule"}.get(name, name))
+    if dry_run:
+        if count := int(client.zcard(old)):
+            moved[name] += count
+        return
+    while page := cast(
+        list[tuple[bytes, float]], client.zrange(old, 0, BATCH - 1, withscores=True)
+    ):
+        pipe = client.pipeline(transaction=True)  # the batch moves whole or not at all
+        for member, score in page:
+            pipe.zadd(target(keys.bucket(_lead_of(member))), {member: score})
+        pipe.zrem(old, *(member for member, _ in page))
+        pipe.execute()
+        moved[name] += len(page)
+
+
+def _stats(client: redis.Redis, keys: Keys, moved: Counter[str], dry_run: bool) -> None:
+    index = f"{keys.prefix}:stats"
+    for raw in cast(set[bytes], client.smembers(index)):
+        sequence = raw.decode()
+        moved["stats"] += 1
+        if dry_run:
+            continue
+        old = f"{keys.prefix}:stats:{sequence}"
+        values = cast(dict[bytes, bytes], client.hgetall(old))
+        pipe = client.pipeline(transaction=True)  # counted once: added and removed together
+        for field, value in values.items():
+            pipe.hincrby(keys.stats(sequence, 0), field, int(value))
+        pipe.sadd(keys.stats_index(0), sequence)
+        pipe.delete(old)
+        pipe.srem(index, sequence)
+        pipe.execute()
+
+
+def _email_index(client: redis.Redis, keys: Keys, moved: Counter[str], dry_run: bool) -> None:
+    start = f"{keys.prefix}:email:"
+    for old in list(_scan(client, start + "*")):
+        address = old[len(start) :]
+        moved["email"] += 1
+        if dry_run:
+            continue
+        lead_ids = [m.decode() for m in cast(set[bytes], client.smembers(old))]
+        pipe = client.pipeline(transaction=True)
+        for lead_id in lead_ids:
+            pipe.hset(keys.email_index(address), keys.email_index_field(address, lead_id), "1")
+        pipe.delete(old)
+        pipe.execute()
+
+
+def _suppressions(client: redis.Redis, keys: Keys, moved: Counter[str], dry_run: bool) -> None:
+    """Keyed-hash entries keep their hash; plain-address entries get theirs."""
+    plain, hashed = f"{keys.prefix}:supp:", f"{keys.prefix}:supph:"
+    suppressions = SuppressionStore(client, keys)
+    for old in [*_scan(client, plain + "*"), *_scan(client, hashed + "*")]:
+        moved["suppressions"] += 1
+        if dry_run:
+            continue
+        reason = client.get(old)
+        if old.startswith(hashed):
+            digest = old[len(hashed) :]
+        else:
+            digest = suppressions.digest(old[len(plain) :])
+        pipe = client.pipeline(transaction=True)
+        if isinstance(reason, bytes):
+            pipe.hsetnx(keys.suppressions(digest), digest, reason)
+        pipe.delete(old)
+        pipe.execute()
+    if dry_run:
+        return
+    # The count, from the entries themselves (so a resumed run counts right too).
+    pipe = client.pipeline(transaction=False)
+    for bucket in range(EMAIL_BUCKETS):
+        pipe.hlen(f"{keys.prefix}:{{e{bucket}}}:supp")
+    client.set(keys.suppressed_count, sum(int(n) for n in pipe.execute()))
+    client.delete(f"{keys.prefix}:suppressed")
