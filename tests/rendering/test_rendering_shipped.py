@@ -28,6 +28,7 @@ NAMES = [
     "outbound/value_follow_up",
     "decline/refusal",
     "value/keep_giving",
+    "inbound/received",
 ]
 FINNISH = NAMES  # complete sets: every shipped email in Danish and Finnish
 REASONS = [
