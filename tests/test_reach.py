@@ -208,6 +208,9 @@ def test_a_webhook_posts_one_signed_json_even_after_a_503(
     assert stats.get("posted") == 1 and stats.get("retried") == 1 and "sent" not in stats
     view = render_text(lead_view(h.rt.store, h.rt.catalog.current.catalog, "lead-1"))
     assert f"to {receiver.url}: HTTP 200" in view
+    (row,) = build_report(h.rt.store, ["ops"], Filters())["sequences"]
+    (step,) = [s for s in row["steps"] if s["step"] == "crm-task"]
+    assert (step["posted"], step["sent"]) == (1, 0)
     assert h.dead_letters() == []
 
 
