@@ -23,10 +23,13 @@ import pytest
 
 from tests.harness import Harness, event, running
 from tests.sendgrid_standin import SendGridStandIn
+from worker.delivery import SendResult
 from worker.enrollment import touch_id
+from worker.errors import PermanentDeliveryError, TransientDeliveryError
 from worker.http.sendgrid_events import process_batch
 from worker.leadview import lead_view, render_text
 from worker.report import Filters, build_report
+from worker.webhooks import build_call, post
 
 SECRET = "hook-secret"
 OWNER = {"owner_name": "Maria Holm", "owner_email": "maria@acme.example"}
@@ -125,8 +128,10 @@ class Receiver:
                 )
                 answer = b'{"error": "missing field task"}' if status == 400 else b"{}"
                 self.send_response(status)
-                if status == 503:
+                if status in (429, 503):
                     self.send_header("Retry-After", "1")
+                if status == 302:
+                    self.send_header("Location", "/elsewhere")
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
                 self.wfile.write(answer)
@@ -208,6 +213,9 @@ def test_a_webhook_posts_one_signed_json_even_after_a_503(
     assert stats.get("posted") == 1 and stats.get("retried") == 1 and "sent" not in stats
     view = render_text(lead_view(h.rt.store, h.rt.catalog.current.catalog, "lead-1"))
     assert f"to {receiver.url}: HTTP 200" in view
+    (row,) = build_report(h.rt.store, ["ops"], Filters())["sequences"]
+    (step,) = [s for s in row["steps"] if s["step"] == "crm-task"]
+    assert (step["posted"], step["sent"]) == (1, 0)
     assert h.dead_letters() == []
 
 
@@ -267,3 +275,23 @@ def test_a_notify_through_sendgrid_carries_no_unsubscribe_and_none_of_the_lead(
     assert h.rt.store.suppressions.reason("maria@acme.example") is None
     assert h.rt.store.enrollment("lead-1", "ops") is not None
     assert "bounced" not in h.rt.store.stats()["ops"].get("ping", {})
+
+
+def test_post_classifies_each_answer_of_a_real_server(
+    receiver_for: Callable[[list[int]], Receiver],
+) -> None:
+    """What each answer means (worker/webhooks.py): 2xx sent; 408, 429 and 5xx again
+    later (Retry-After honoured); other answers, redirects included, refused for good."""
+    receiver = receiver_for([200, 429, 408, 502, 302, 404])
+    call = build_call("k-1", receiver.url, SECRET, {"step": "s"})
+    results = [post(call, timeout=5) for _ in range(6)]
+    assert isinstance(results[0], SendResult) and results[0].provider_id == "HTTP 200"
+    assert [type(r) for r in results[1:4]] == [TransientDeliveryError] * 3
+    assert results[1].retry_after == 1  # type: ignore[union-attr]
+    assert [type(r) for r in results[4:]] == [PermanentDeliveryError] * 2
+    assert "HTTP 302" in str(results[4])
+    # The redirect was not followed: six requests, all to the configured URL.
+    assert len(receiver.requests) == 6
+    receiver.close()
+    refused = post(call, timeout=5)  # nobody listens any more
+    assert isinstance(refused, TransientDeliveryError)

@@ -810,9 +810,8 @@ class TouchSender:
             return notify_message(
                 renderer, job.sequence, step, lead, trigger, self.settings.reach, defaults, key
             )
-        return webhook_call(
-            job.sequence, step, lead, trigger, self.settings.reach, key, job.ref.generation
-        )
+        reach, generation = self.settings.reach, job.ref.generation
+        return webhook_call(job.sequence, step, lead, trigger, reach, key, generation, job.now)
 
     def _render(
         self, job: _Pending, template: str, previous: str, *, resend: bool = False

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -39,6 +40,7 @@ from worker.delivery import SendResult
 from worker.delivery.sendgrid import retry_after_seconds
 from worker.errors import (
     DeliveryError,
+    OutcomeUnknownError,
     PermanentDeliveryError,
     Problem,
     TransientDeliveryError,
@@ -114,11 +116,22 @@ def build_call(
     return WebhookCall(key, url, body, sign(secret, body))
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is answered as it is (refused for good): urllib would repeat a
+    redirected POST as a GET, and a signed request belongs at the URL configured."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 def post(call: WebhookCall, timeout: float) -> SendResult | DeliveryError:
     """POST once and classify the answer (never raises)."""
     request = urllib.request.Request(call.url, call.body, call.headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _OPENER.open(request, timeout=timeout) as response:
             return SendResult(provider_id=f"HTTP {response.status}")
     except urllib.error.HTTPError as exc:
         status = exc.code
@@ -127,10 +140,12 @@ def post(call: WebhookCall, timeout: float) -> SendResult | DeliveryError:
         if status in RETRIED or status >= 500:
             return TransientDeliveryError(said, retry_after_seconds(exc.headers))
         return PermanentDeliveryError(said)
-    except (urllib.error.URLError, OSError) as exc:
-        # Refused, unreachable, timed out: retried; the key makes a repeat harmless.
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        # Refused, unreachable, timed out, cut off: retried; the key makes a repeat harmless.
         reason = getattr(exc, "reason", exc)
         return TransientDeliveryError(f"{call.url}: {reason}")
+    except Exception as exc:  # a bug, not an answer: it may have arrived
+        return OutcomeUnknownError(f"{call.url}: unexpected error: {exc!r}")
 
 
 def post_many(calls: list[WebhookCall], timeout: float) -> list[SendResult | DeliveryError]:

@@ -192,8 +192,10 @@ def test_report_numbers_equal_the_per_lead_records(
     totals = Counter[str]()
     for counts in got.values():
         totals.update(counts)
-    # Every column is exercised by this run.
-    assert set(report.COLUMNS) <= {c for c, v in totals.items() if v}, totals
+    # Every column of the emails is exercised by this run (notify and webhook steps'
+    # `notified` and `posted` by tests/test_reach.py).
+    emails = set(report.COLUMNS) - {"notified", "posted"}
+    assert emails <= {c for c, v in totals.items() if v}, totals
     # Rates are the counts' ratios.
     for entry in data["sequences"]:
         total = entry["total"]
