@@ -258,6 +258,7 @@ def monday_burst(
         "touches_per_s": count / max(1e-9, max(at for at, _ in rows) - first_due),
         "lateness_p50_s": percentile(lateness, 50),
         "lateness_p95_s": percentile(lateness, 95),
+        "lateness_p99_s": percentile(lateness, 99),
         "lateness_max_s": max(lateness),
         "order": order_check(rows),
         "probe_events": len(probes),
