@@ -1,5 +1,6 @@
 """The layering the code promises (docs/architecture.md): no import cycle among the
-worker's modules, and no module outside ``worker/store/`` talking to Redis."""
+worker's modules, no module outside ``worker/store/`` talking to Redis, and no function
+longer than 80 lines without a reason written above it."""
 
 from __future__ import annotations
 

@@ -179,6 +179,26 @@ def test_strict_undefined_names_file_and_line(tmp_path: Path) -> None:
     assert "Hello Ann" in Renderer(root).render("e", None, context(first_name="Ann")).text
 
 
+def test_code_shared_between_copies_still_names_each_copy_and_follows_edits(
+    tmp_path: Path,
+) -> None:
+    """Templates are parsed and generated once per process for each source (the code is
+    shared between catalogs); an error still names the copy that rendered, and an edited
+    file renders its new text."""
+    files = {
+        "_layout.j2": LAYOUT,
+        "e.j2": email("Hi", "one\nHello {{ lead.first_name }}"),
+    }
+    first, second = write(tmp_path / "a", files), write(tmp_path / "b", files)
+    for root in (first, second):
+        with pytest.raises(TemplateRenderError) as err:
+            Renderer(root).render("e", None, context())
+        assert (err.value.file, err.value.line) == (str(root / "e.j2"), 4)
+    write(second, {"e.j2": email("Hi", "Dear {{ lead.first_name }}")})
+    assert "Dear Ann" in Renderer(second).render("e", None, context(first_name="Ann")).text
+    assert "Hello Ann" in Renderer(first).render("e", None, context(first_name="Ann")).text
+
+
 def test_error_in_an_included_template_names_that_file(tmp_path: Path) -> None:
     root = write(
         tmp_path / "t",
