@@ -80,7 +80,8 @@ def kind_of(key: str) -> str:
     if key.startswith("dramatiq"):
         return "dramatiq"
     parts = [part for part in key.split(":") if not part.startswith("{")]
-    return parts[1] if len(parts) > 1 else key
+    kind = parts[1] if len(parts) > 1 else key
+    return {"E": "email"}.get(kind, kind)  # the email index's bucket hashes
 
 
 def memory_by_kind(client: redis.Redis) -> dict[str, dict[str, int]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from pathlib import Path
-from typing import cast
 
 import pytest
 import redis
@@ -29,7 +28,7 @@ from tests.chaos.procs import (
     worker_env,
 )
 from tests.sendgrid_standin import SendGridStandIn
-from worker.store.keys import Keys
+from worker.store import Store
 
 THREADS = 4
 WORKERS = 2
@@ -113,9 +112,9 @@ def test_thirty_percent_faulty_answers_every_touch_ends_sent_dead_or_unknown(
 
 
 def _stats(client: redis.Redis) -> dict[str, Counter[str]]:
-    raw = cast(dict[bytes, bytes], client.hgetall(Keys().stats(SEQUENCE)))
+    summed = Store(client).counters.sequence_hashes([SEQUENCE])[SEQUENCE]
     out: dict[str, Counter[str]] = {}
-    for name, value in raw.items():
-        step, _, counter = name.decode().rpartition(":")
-        out.setdefault(step, Counter())[counter] += int(value)
+    for name, value in summed.items():
+        step, _, counter = name.rpartition(":")
+        out.setdefault(step, Counter())[counter] += value
     return out
