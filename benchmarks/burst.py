@@ -136,7 +136,9 @@ def put_due(bench: Bench, due_of: dict[int, float]) -> None:
     writer = RespWriter(bench.redis_url)
     try:
         for index, due in due_of.items():
-            writer.command("ZADD", KEYS.schedule, "XX", repr(due), member_of("burst", index))
+            member = member_of("burst", index)
+            shard = KEYS.schedule(KEYS.bucket(TouchRef.parse(member).lead_id))
+            writer.command("ZADD", shard, "XX", repr(due), member)
             if writer.pending >= 10_000:
                 writer.send()
                 writer.drain()
