@@ -12,6 +12,7 @@ Command: ``python -m benchmarks.funnel --leads 100000``.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import tempfile
 import time
@@ -74,7 +75,7 @@ def _column(kind: Kind, data: dict[str, Any]) -> tuple[str, str] | None:
 
 
 def write(store: Store, leads: int, seed: int = 7) -> None:
-    """Write N leads' records, timelines and day counters (the last two pipelined)."""
+    """Write N leads' records, timelines and day counters, pipelined."""
     rng = random.Random(seed)
     stats = store.keys.stats(SEQUENCE)
     pipe = store.redis.pipeline(transaction=False)
@@ -82,7 +83,8 @@ def write(store: Store, leads: int, seed: int = 7) -> None:
     for index in range(leads):
         lead_id = f"B{index}"
         data = {"locale": LOCALES[index % 3], "source": SOURCES[index % 2]}
-        store.leads.save(lead_id, {"id": lead_id, **data}, None)  # in whatever encoding
+        # The lead record as LeadStore.save writes it (pipelined here: 100,000 leads).
+        pipe.hset(store.keys.lead(lead_id), "data", json.dumps({"id": lead_id, **data}))
         entries, seen = [], set()
         for kind, at, fact in _lead_facts(rng, index):
             entries.append(entry(kind, at, **{k: v for k, v in fact.items() if k != "_last"}))
