@@ -41,6 +41,12 @@ def to_layout1(store: Store, lead_ids: list[str]) -> None:
         for kind in migration.PER_LEAD_KINDS:
             if client.exists(keys.per_lead(kind, lead_id)):
                 client.rename(keys.per_lead(kind, lead_id), f"{old}:{kind}:{lead_id}")
+        # Timelines were streams then, one entry per stream entry under field "e".
+        timeline = f"{old}:tl:{lead_id}"
+        entries = client.lrange(timeline, 0, -1)
+        client.delete(timeline)
+        for item in entries:
+            client.xadd(timeline, {"e": item})
     for name, builder in [
         ("sched", keys.schedule),
         ("claimed", keys.claimed),
@@ -92,6 +98,9 @@ def snapshot(store: Store, lead_ids: list[str]) -> dict[str, Any]:
         "sent": store.global_counters().get("sent"),
         "by_email": {lead: store.leads_by_email(f"{lead}@example.com") for lead in lead_ids},
         "suppressed": [store.email_suppressed(f"{lead}@example.com") for lead in lead_ids],
+        "timelines": {
+            lead: store.redis.lrange(store.keys.timeline(lead), 0, -1) for lead in lead_ids
+        },
     }
 
 

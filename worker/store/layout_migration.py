@@ -28,6 +28,7 @@ import redis
 
 from worker.store.keys import EMAIL_BUCKETS, Keys
 from worker.store.suppressions import SuppressionStore
+from worker.store.timeline import convert_stream
 
 #: Per-lead kinds of layout 1 (``<prefix>:<kind>:<lead id>``) moved by RENAME.
 PER_LEAD_KINDS = ("lead", "enr", "sent", "recv", "eng", "var", "tl")
@@ -77,7 +78,11 @@ def _per_lead_keys(client: redis.Redis, keys: Keys, moved: Counter[str], dry_run
             if not dry_run:
                 # RENAMENX: a key already at its new name (never expected with the
                 # workers stopped) is left for the operator rather than overwritten.
-                client.renamenx(old, keys.per_lead(kind, old[len(start) :]))
+                new = keys.per_lead(kind, old[len(start) :])
+                client.renamenx(old, new)
+                if kind == "tl":
+                    # Clusters take no stream timelines (timeline.add_to): lists now.
+                    convert_stream(client, new)
 
 
 def _lead_of(member: bytes) -> str:

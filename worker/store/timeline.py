@@ -35,6 +35,7 @@ from enum import StrEnum
 from typing import Any, cast
 
 import redis
+from redis.cluster import ClusterPipeline
 
 from worker.store.keys import Keys
 from worker.store.scripts import script_source
@@ -164,9 +165,18 @@ def unpack(raw: str | bytes) -> dict[str, Any]:
 
 
 def add_to(pipe: Any, keys: Keys, lead_id: str, entries: Iterable[str]) -> None:
-    """Queue the entries' write on a pipeline the caller executes anyway."""
+    """Queue the entries' write on a pipeline the caller executes anyway.
+
+    On a Redis Cluster (whose pipelines take no scripts) the list is written with plain
+    commands: no stream timeline lives there (``nurture migrate state`` turns them into
+    lists before an install moves to a cluster, :func:`convert_stream`)."""
     items = list(entries)
-    if items:
+    if items and isinstance(pipe, ClusterPipeline):
+        key = keys.timeline(lead_id)
+        pipe.rpush(key, *items)
+        pipe.ltrim(key, -TIMELINE_MAXLEN, -1)
+        pipe.expire(key, TIMELINE_TTL_SECONDS)
+    elif items:
         pipe.eval(
             _ADD_SCRIPT,
             1,
@@ -175,6 +185,12 @@ def add_to(pipe: Any, keys: Keys, lead_id: str, entries: Iterable[str]) -> None:
             TIMELINE_TTL_SECONDS,
             *items,
         )
+
+
+def convert_stream(client: redis.Redis, key: str) -> None:
+    """Turn a timeline an older version wrote as a stream into the list, in place
+    (``lua/timeline_add.lua`` with no entries); a list is left as it is."""
+    client.eval(_ADD_SCRIPT, 1, key, TIMELINE_MAXLEN, TIMELINE_TTL_SECONDS)
 
 
 class Timeline:

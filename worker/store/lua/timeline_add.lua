@@ -7,7 +7,8 @@
 --
 -- Keys:
 --   <prefix>:tl:<lead>  list  packed entries, oldest first
--- ARGV[1..2]: entries kept, seconds to live; ARGV[3..]: the entries.
+-- ARGV[1..2]: entries kept, seconds to live; ARGV[3..]: the entries (none: only turn
+-- an old stream into the list, as `nurture migrate state` does).
 local timeline_key = KEYS[1]
 local maxlen = tonumber(ARGV[1])
 local ttl = ARGV[2]
@@ -19,6 +20,9 @@ if redis.call('TYPE', timeline_key)['ok'] == 'stream' then
   for _, item in ipairs(old) do
     redis.call('RPUSH', timeline_key, item[2][2])
   end
+end
+if #ARGV < first_entry then
+  return 0
 end
 redis.call('RPUSH', timeline_key, unpack(ARGV, first_entry))
 redis.call('LTRIM', timeline_key, -maxlen, -1)
