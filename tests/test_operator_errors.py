@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from tests.conftest import ROOT, nurture
+from worker.store.keys import Keys
 
 pytestmark = pytest.mark.slow  # the CLI as subprocesses
 
@@ -25,8 +26,9 @@ def test_status_into_head_ends_cleanly(
 ) -> None:
     client = redis.Redis.from_url(redis_url)
     # Enough counters that the output is far larger than a pipe's buffer.
-    client.hset("nurture:stats:value-first", mapping={f"s{i}:sent": i for i in range(5000)})
-    client.sadd("nurture:stats", "value-first")
+    keys = Keys()
+    client.hset(keys.stats("value-first", 0), mapping={f"s{i}:sent": i for i in range(5000)})
+    client.sadd(keys.stats_index(0), "value-first")
     client.close()
     result = subprocess.run(
         f"'{sys.executable}' -m worker.cli status | head -4",
@@ -51,7 +53,7 @@ def test_redis_trouble_names_the_setting(cli_env: dict[str, str], tmp_path: Path
     cli_env["NURTURE_REDIS_URL"] = "http://127.0.0.1:6379"
     result = nurture(["status"], cli_env, tmp_path)
     assert result.returncode == 1
-    assert "NURTURE_REDIS_URL='http://127.0.0.1:6379' is not a Redis URL" in result.stderr
+    assert "NURTURE_REDIS_URL='http://127.0.0.1:6379' is not a usable Redis URL" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -138,8 +138,8 @@ class OutcomeUnknownError(DeliveryError):
 
 
 class ContentExhaustedError(NurtureError):
-    """A step with ``needs_content: true`` found no content piece the lead has not had
-    in the email's language: the enrollment ends instead of sending."""
+    """Raised when a step with ``needs_content: true`` finds no content piece the lead
+    has not had in the email's language: the enrollment ends instead of sending."""
 
 
 class StoreUnavailableError(NurtureError):
