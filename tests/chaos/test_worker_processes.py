@@ -85,7 +85,11 @@ def test_processes_share_the_schedule_survive_a_dead_child_and_stop_on_sigterm(
         what=f"the supervisor to report the dead child\n{supervisor.output()}",
     )
 
-    wait_until(lambda: all_finished(client, leads), 120, what=f"all touches\n{supervisor.output()}")
+    # The killed child's unacknowledged queue messages come back through dramatiq's Redis
+    # broker: after its heartbeat timeout (60 s, Tuning.heartbeat_timeout_ms), at the next
+    # maintenance run, which each fetch starts by chance; recovery took 10-90 s in runs
+    # here, so the bound leaves room for a late maintenance run.
+    wait_until(lambda: all_finished(client, leads), 300, what=f"all touches\n{supervisor.output()}")
     result = audit(client, standin, leads)
     assert result.expected == len(expected_touches(leads))
     assert not result.duplicated and not result.lost and not result.inconsistent, str(result)
