@@ -4,6 +4,9 @@ Each ``lua/<name>.lua`` file is registered once per client (redis-py sends it wi
 EVALSHA and reloads it if Redis forgot it), as dramatiq's Redis broker does with its
 dispatch script. Each script's header gives its key layout, and its first lines name
 its KEYS and ARGV.
+
+Redis scripts cannot call each other: the functions several scripts share live in
+``lua/prelude.lua``, which :func:`script_source` puts in front of every script.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import redis
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
+#: The file of shared functions put in front of every script (``lua/prelude.lua``).
+PRELUDE = "prelude"
 #: One script call: its KEYS and its ARGV.
 Call = tuple[Sequence[str], Sequence[Any]]
 
@@ -24,11 +29,12 @@ Call = tuple[Sequence[str], Sequence[Any]]
 def load_scripts(client: redis.Redis) -> dict[str, Script]:
     """Every script in ``lua/``, by file name without ``.lua``."""
     folder = resources.files(__package__).joinpath("lua")
-    return {
-        entry.name.removesuffix(".lua"): client.register_script(entry.read_text())
+    names = [
+        name.removesuffix(".lua")
         for entry in folder.iterdir()
-        if entry.name.endswith(".lua")
-    }
+        if (name := entry.name).endswith(".lua") and name != f"{PRELUDE}.lua"
+    ]
+    return {name: client.register_script(script_source(name)) for name in names}
 
 
 def run_pipelined(
@@ -70,6 +76,10 @@ def run_pipelined(
 
 
 def script_source(name: str) -> str:
-    """The text of ``lua/<name>.lua``, for a script sent with EVAL from inside a pipeline
-    (a registered script there would cost a ``SCRIPT EXISTS`` round trip per execute)."""
-    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text()
+    """The text of ``lua/<name>.lua`` after the prelude, as it runs: what
+    :func:`load_scripts` registers, and what a script sent with EVAL from inside a
+    pipeline sends (a registered script there would cost a ``SCRIPT EXISTS`` round trip
+    per execute)."""
+    folder = resources.files(__package__).joinpath("lua")
+    prelude = folder.joinpath(f"{PRELUDE}.lua").read_text()
+    return prelude + "\n" + folder.joinpath(f"{name}.lua").read_text()

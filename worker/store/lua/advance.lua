@@ -47,19 +47,6 @@ local timeline_maxlen = ARGV[13]
 local timeline_ttl = ARGV[14]
 local first_content = 15
 
--- The enrollment's generation, state and step: from the packed head that
--- worker/store/enrollments.py writes ('<generation>|<a/d/e>|<step>|...'), or from
--- the JSON object older versions wrote.
-local function enrollment_head(raw)
-  if string.sub(raw, 1, 1) == '{' then
-    local e = cjson.decode(raw)
-    return tostring(e['generation']), e['state'], e['step']
-  end
-  local gen, state, step = string.match(raw, '^(%d+)|(%a)|([^|]*)|')
-  local states = {a = 'active', d = 'done', e = 'exited'}
-  return gen, states[state], step
-end
-
 if ledger_state ~= '' then
   redis.call('HSET', ledger_key, ledger_field, ledger_state)
 end
@@ -77,17 +64,7 @@ if #ARGV >= first_content then
   redis.call('SADD', received_key, unpack(ARGV, first_content))
 end
 if timeline_entry ~= '' then
-  -- As lua/timeline_add.lua does: an older version's stream becomes the list first.
-  if redis.call('TYPE', timeline_key)['ok'] == 'stream' then
-    local old = redis.call('XRANGE', timeline_key, '-', '+')
-    redis.call('DEL', timeline_key)
-    for _, item in ipairs(old) do
-      redis.call('RPUSH', timeline_key, item[2][2])
-    end
-  end
-  redis.call('RPUSH', timeline_key, timeline_entry)
-  redis.call('LTRIM', timeline_key, -tonumber(timeline_maxlen), -1)
-  redis.call('EXPIRE', timeline_key, timeline_ttl)
+  timeline_push(timeline_key, timeline_maxlen, timeline_ttl, timeline_entry)
 end
 redis.call('ZREM', claimed_key, touch)
 redis.call('ZREM', schedule_key, touch)

@@ -31,18 +31,7 @@ if counter_field ~= '' then
   redis.call('HINCRBY', stats_key, counter_field, 1)
 end
 if timeline_entry ~= '' then
-  -- As lua/timeline_add.lua does (Lua scripts cannot call each other): an older
-  -- version's stream becomes the list first.
-  if redis.call('TYPE', timeline_key)['ok'] == 'stream' then
-    local old = redis.call('XRANGE', timeline_key, '-', '+')
-    redis.call('DEL', timeline_key)
-    for _, item in ipairs(old) do
-      redis.call('RPUSH', timeline_key, item[2][2])
-    end
-  end
-  redis.call('RPUSH', timeline_key, timeline_entry)
-  redis.call('LTRIM', timeline_key, -tonumber(timeline_maxlen), -1)
-  redis.call('EXPIRE', timeline_key, timeline_ttl)
+  timeline_push(timeline_key, timeline_maxlen, timeline_ttl, timeline_entry)
 end
 if #ARGV < first_day then
   return 0

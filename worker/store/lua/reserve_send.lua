@@ -28,18 +28,6 @@ local step_id = ARGV[8]
 local resend = ARGV[9] == '1'            -- an operator's retry of a failed touch (nurture retry)
 local address_suppressed = ARGV[10]      -- why the address is suppressed, '' = it is not
 
--- The enrollment's generation, state and step: from the packed head that
--- worker/store/enrollments.py writes ('<generation>|<a/d/e>|<step>|...'), or from
--- the JSON object older versions wrote.
-local function enrollment_head(raw)
-  if string.sub(raw, 1, 1) == '{' then
-    local e = cjson.decode(raw)
-    return tostring(e['generation']), e['state'], e['step']
-  end
-  local gen, state, step = string.match(raw, '^(%d+)|(%a)|([^|]*)|')
-  local states = {a = 'active', d = 'done', e = 'exited'}
-  return gen, states[state], step
-end
 
 -- The enrollment must still be waiting for exactly this step: checking it here,
 -- atomically with the reservation, is what makes an exit (reply, unsubscribe,
