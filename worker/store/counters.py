@@ -37,6 +37,10 @@ from worker.store.timeline import TIMELINE_MAXLEN, TIMELINE_TTL_SECONDS
 
 #: Global counter: how late the oldest touch of the scheduler's last claim was.
 SCHEDULER_LAG = "scheduler_lag_last"
+#: Per-step counters of the touches that are not emails to the lead (``Sent.counter``
+#: of a ``notify:`` and a ``webhook:`` step): the global ``sent`` and ``lateness_sum``
+#: leave them out; :meth:`Counters.global_counters` gives their totals beside it.
+OTHER_TOUCHES = ("notified", "posted")
 #: First character of the day fields in the stats hashes.
 DAY_MARK = "@"
 #: Groups every day fact is also counted under (``nurture report --by``).
@@ -302,8 +306,13 @@ class Counters:
                 out[key] = out.get(key, 0) + count
         return out
 
-    def global_counters(self) -> dict[str, float]:
-        """The global counters with every bucket's share added."""
+    def global_counters(
+        self, stats: Mapping[str, Mapping[str, Mapping[str, int]]] | None = None
+    ) -> dict[str, float]:
+        """The global counters with every bucket's share added, and the totals of
+        :data:`OTHER_TOUCHES` over every sequence and step (from ``stats``, the answer
+        of :meth:`stats` when the caller has it, else read): ``sent`` counts the emails
+        to leads only, ``notified`` the owners' notify emails, ``posted`` the webhooks."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.keys.counters)
         for bucket in range(self.keys.shards):
@@ -312,4 +321,13 @@ class Counters:
         for values in cast(list[dict[bytes, Any]], pipe.execute()):
             for name, value in values.items():
                 out[name.decode()] = out.get(name.decode(), 0.0) + float(value)
+        rows = [
+            row
+            for steps in (self.stats() if stats is None else stats).values()
+            for row in steps.items()
+        ]
+        out.setdefault("sent", 0.0)  # shown beside its two siblings, 0 before any email
+        for counter in OTHER_TOUCHES:
+            # Variant rows (step@variant) repeat their step's counts: not added twice.
+            out[counter] = float(sum(v.get(counter, 0) for row, v in rows if "@" not in row))
         return out

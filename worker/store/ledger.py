@@ -283,7 +283,9 @@ class Ledger:
             register_fields(self.redis, self.keys, touch.sequence, [f"{touch.step}:{sent.counter}"])
             extra = [
                 "\n".join([f"{touch.step}:{sent.counter}", *days]),
-                repr(max(0.0, sent.lateness)),
+                # Lateness given = the script counts a global `sent`: emails to the lead
+                # only (notified/posted are counted per step; Counters.global_counters).
+                repr(max(0.0, sent.lateness)) if sent.counter == "sent" else "",
                 note,
                 TIMELINE_MAXLEN,
                 TIMELINE_TTL_SECONDS,
