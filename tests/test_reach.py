@@ -20,15 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from tests.harness import Harness, event, running
 from tests.sendgrid_standin import SendGridStandIn
 from worker.delivery import SendResult
 from worker.enrollment import touch_id
 from worker.errors import PermanentDeliveryError, TransientDeliveryError
+from worker.http.metrics import StoreCollector
 from worker.http.sendgrid_events import process_batch
 from worker.leadview import lead_view, render_text
 from worker.report import Filters, build_report
+from worker.status import collect_status
 from worker.webhooks import build_call, post
 
 SECRET = "hook-secret"
@@ -40,6 +43,18 @@ Hi {{ recipient.name | default("there") }},
 {{ lead.first_name | default(lead.email) }} asked for a call ({{ lead.email }}).
 {% endblock %}
 """
+
+
+def worker_counters(h: Harness) -> dict[str, float]:
+    """The global counters as ``nurture status --json`` shows them, checked to be what
+    ``GET /metrics`` says (``nurture_worker_counter{name=...}``)."""
+    counters: dict[str, float] = collect_status(h.rt)["counters"]
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(h.rt))
+    text = generate_latest(registry).decode()
+    for name in ("sent", "notified", "posted"):
+        assert f'nurture_worker_counter{{name="{name}"}} {counters[name]}' in text
+    return counters
 
 
 def only_sequence(dirs: dict[str, Path], text: str) -> None:
@@ -108,6 +123,9 @@ def test_a_notify_step_reaches_the_owner_exactly_once(
     by_step = {s["step"]: s for s in row["steps"]}
     assert (by_step["hello"]["sent"], by_step["ping"]["sent"]) == (1, 0)
     assert by_step["ping"]["notified"] == 1
+    # The global counters keep them apart too: `sent` is the emails to leads.
+    counters = worker_counters(h)
+    assert (counters["sent"], counters["notified"], counters["posted"]) == (1, 1, 0)
     assert h.dead_letters() == []
 
 
@@ -216,6 +234,8 @@ def test_a_webhook_posts_one_signed_json_even_after_a_503(
     (row,) = build_report(h.rt.store, ["ops"], Filters())["sequences"]
     (step,) = [s for s in row["steps"] if s["step"] == "crm-task"]
     assert (step["posted"], step["sent"]) == (1, 0)
+    counters = worker_counters(h)
+    assert (counters["sent"], counters["notified"], counters["posted"]) == (0, 0, 1)
     assert h.dead_letters() == []
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
+from dramatiq.brokers.redis import RedisBroker
 
 from worker.errors import SettingsError
-from worker.settings import load_settings, parse_duration_seconds
+from worker.runtime import Runtime
+from worker.settings import Settings, load_settings, parse_duration_seconds
 
 
 @pytest.fixture
@@ -46,6 +50,12 @@ def test_env_and_dotenv_are_read(env: pytest.MonkeyPatch, tmp_path: object) -> N
         ("NURTURE_FREQUENCY_CAP", "two days", "NURTURE_FREQUENCY_CAP: 'two days' is not a dur"),
         ("NURTURE_SENDGRID_HOST", "api.sendgrid.com", "NURTURE_SENDGRID_HOST: 'api.sendgrid"),
         ("NURTURE_WORKER_THREADS", "0", "NURTURE_WORKER_THREADS: Input should be greater"),
+        (
+            "NURTURE_BROKER_MAINTENANCE_CHANCE",
+            "0",
+            "NURTURE_BROKER_MAINTENANCE_CHANCE: Input should be greater",
+        ),
+        ("NURTURE_BROKER_HEARTBEAT_TIMEOUT", "0.5s", "NURTURE_BROKER_HEARTBEAT_TIMEOUT: Input"),
     ],
 )
 def test_a_bad_setting_names_the_variable_in_one_line(
@@ -83,7 +93,9 @@ def test_every_duration_setting_reads_units(env: pytest.MonkeyPatch) -> None:
     env.setenv("NURTURE_SCHEDULER_INTERVAL", "200ms")
     env.setenv("NURTURE_CATCHUP_AFTER", "2h")
     env.setenv("NURTURE_SEND_TIMEOUT", "90")
+    env.setenv("NURTURE_BROKER_HEARTBEAT_TIMEOUT", "20s")
     settings = load_settings()
+    assert settings.broker_heartbeat_timeout == 20
     assert settings.claim_lease == 300
     assert settings.scheduler_interval == pytest.approx(0.2)
     assert settings.catchup_after == 7200
@@ -107,3 +119,21 @@ def test_secrets_are_kept_out_of_reprs_and_logs(env: pytest.MonkeyPatch) -> None
     assert settings.sendgrid_api_key.get_secret_value() == "SG.very-secret"
     assert settings.pipedrive_webhook_auth is not None
     assert settings.pipedrive_webhook_auth.get_secret_value() == "user:pd-very-secret"
+
+
+def test_the_broker_settings_reach_dramatiqs_redis_broker(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The defaults, and the values given, are what the Runtime's RedisBroker uses
+    (its ``heartbeat_timeout`` in ms and ``maintenance_chance`` in a million)."""
+    for overrides, expected in [
+        ({}, (15_000, 50_000)),
+        ({"broker_heartbeat_timeout": 30.0, "broker_maintenance_chance": 2_000}, (30_000, 2_000)),
+    ]:
+        runtime = Runtime(make_settings(**overrides), load_catalog=False)
+        try:
+            broker = runtime.broker
+            assert isinstance(broker, RedisBroker)
+            assert (broker.heartbeat_timeout, broker.maintenance_chance) == expected
+        finally:
+            runtime.close()

@@ -6,7 +6,10 @@ The broker only carries messages (events to process, touches to send); the state
 Delays, retries and dead letters are dramatiq's own on both brokers:
 
 * Redis: lists and hashes under the ``namespace`` prefix; a worker that stops
-  heartbeating for ``heartbeat_timeout`` ms has its unacked messages requeued.
+  heartbeating for ``heartbeat_timeout`` ms has its unacked messages requeued by the
+  next *maintenance* run on their queue, which a fetch or enqueue starts with a chance
+  of ``maintenance_chance`` in a million (dramatiq's ``RedisBroker`` parameters;
+  ``NURTURE_BROKER_HEARTBEAT_TIMEOUT``, ``NURTURE_BROKER_MAINTENANCE_CHANCE``).
 * RabbitMQ: per queue ``<q>`` a ``<q>.DQ`` delay queue and a ``<q>.XQ`` dead-letter
   queue (messages dead-lettered there are kept 7 days); RabbitMQ requeues a consumer's
   unacked messages as soon as its connection drops. Publisher confirms are on, so an
@@ -35,6 +38,18 @@ from worker.errors import SettingsError
 from worker.store.queues import queue_depths as redis_queue_depths
 
 AMQP_SCHEMES = ("amqp", "amqps")
+#: Milliseconds without a command from a worker process after which dramatiq's Redis
+#: broker requeues its unacknowledged messages (dramatiq's own default: 60,000). A live
+#: process sends one at least every 200 ms (each idle consumer's fetch) or, with every
+#: queue saturated, at each ack: its requests end within 10 s (the SendGrid and webhook
+#: timeouts), so 15 s is not reached by a process that lives.
+HEARTBEAT_TIMEOUT_MS = 15_000
+#: Chance, in a million, that a fetch or enqueue also runs the queue's maintenance
+#: (dramatiq's default: 1,000). An idle consumer fetches 5-10 times a second, so each
+#: process runs one maintenance per queue every 2-4 s idle: a dead process's messages
+#: return ~1.5-3 s after its heartbeat timeout; a maintenance without dead workers is
+#: two ZRANGEBYSCOREs on small sorted sets.
+MAINTENANCE_CHANCE = 50_000
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
@@ -77,8 +92,9 @@ def make_broker(
     redis_url: str,
     broker_url: str | None = None,
     namespace: str = "dramatiq",
-    heartbeat_timeout: int = 60_000,
+    heartbeat_timeout: int = HEARTBEAT_TIMEOUT_MS,
     *,
+    maintenance_chance: int = MAINTENANCE_CHANCE,
     quorum_queues: bool = True,
     state_on_cluster: bool = False,
 ) -> dramatiq.Broker:
@@ -91,6 +107,8 @@ def make_broker(
         namespace: Key prefix of dramatiq's Redis keys (unused by RabbitMQ: use a vhost).
         heartbeat_timeout: Redis only: milliseconds of silence after which a worker's
             unacked messages are requeued.
+        maintenance_chance: Redis only: how many fetches and enqueues in a million also
+            run the queue's maintenance (the requeue of dead workers' messages).
         quorum_queues: RabbitMQ only: declare quorum queues (else classic ones). An
             existing queue keeps its type; RabbitMQ refuses to redeclare it as the other.
         state_on_cluster: The state is on a Redis Cluster, where dramatiq's Redis broker
@@ -113,7 +131,10 @@ def make_broker(
             "redis://... for the queues"
         )
     return RedisBroker(  # type: ignore[no-untyped-call]
-        url=broker_url or redis_url, namespace=namespace, heartbeat_timeout=heartbeat_timeout
+        url=broker_url or redis_url,
+        namespace=namespace,
+        heartbeat_timeout=heartbeat_timeout,
+        maintenance_chance=maintenance_chance,
     )
 
 

@@ -50,7 +50,6 @@ class Tuning:
     touches_per_message: int = 20  # due touches batched into one queue message
     events_per_message: int = 100
     max_attempts: int = 8  # transient delivery failures before a touch is dead-lettered
-    heartbeat_timeout_ms: int = 60_000  # dramatiq: when a silent worker's messages are requeued
 
 
 def send_settings(settings: Settings, tuning: Tuning) -> SendSettings:
@@ -151,7 +150,8 @@ class Runtime:
             self.redis_url,
             settings.broker_url,
             namespace,
-            self.tuning.heartbeat_timeout_ms,
+            round(settings.broker_heartbeat_timeout * 1000),
+            maintenance_chance=settings.broker_maintenance_chance,
             quorum_queues=settings.broker_quorum_queues,
             state_on_cluster=settings.redis_cluster,
         )

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     # RabbitMQ only: declare quorum queues (replicated); false for classic queues.
     broker_quorum_queues: bool = True
+    # dramatiq's Redis broker only: a worker process silent this long is taken for dead
+    # and its unacknowledged messages are requeued by the next maintenance run on their
+    # queue, which a fetch or enqueue starts with this chance in a million
+    # (worker/broker.py says why these defaults: recovery in ~15-20 s).
+    broker_heartbeat_timeout: Duration = Field(default=15.0, ge=1.0)
+    broker_maintenance_chance: int = Field(default=50_000, ge=1, le=1_000_000)
     # NURTURE_REDIS_URL names a node of a Redis Cluster (the client finds the others);
     # the queues must then be elsewhere (NURTURE_BROKER_URL).
     redis_cluster: bool = False

@@ -58,6 +58,7 @@ def collect_status(runtime: Runtime) -> dict[str, Any]:
     """Everything an operator wants to see at a glance."""
     runtime.check_redis()
     store = runtime.store
+    stats = store.stats()
     return {
         "redis_url": runtime.redis_url,
         "delivery": delivery_state(runtime),
@@ -68,6 +69,6 @@ def collect_status(runtime: Runtime) -> dict[str, Any]:
         "dead_letters": {"count": store.dead_letter_count(), "latest": store.dead_letters(5)},
         "unknown": store.unknown_outcomes(20),
         "suppressed": store.suppressed_count(),
-        "stats": store.stats(),
-        "counters": store.global_counters(),
+        "stats": stats,
+        "counters": store.global_counters(stats),
     }

@@ -52,6 +52,26 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def unacked_by_broker(client: redis.Redis) -> dict[str, int]:
+    """dramatiq broker id -> its messages fetched and not acknowledged (the Redis broker's
+    ``dramatiq:__acks__.<broker id>.<queue>`` sets, dispatch.lua)."""
+    out: dict[str, int] = {}
+    for key in client.scan_iter(match="dramatiq:__acks__.*", count=1000):
+        broker = key.decode().removeprefix("dramatiq:__acks__.").split(".", 1)[0]
+        out[broker] = out.get(broker, 0) + int(client.scard(key))
+    return out
+
+
+def dead_broker(client: redis.Redis, held: dict[str, int]) -> str | None:
+    """The broker id of the killed child, if it held messages: of those holding some
+    before the kill, the one whose heartbeat (``dramatiq:__heartbeats__``) has stopped."""
+    time.sleep(2.0)  # a live process's consumers beat every 200 ms at most
+    beats = dict(client.zrange("dramatiq:__heartbeats__", 0, -1, withscores=True))
+    now_ms = time.time() * 1000
+    stale = [b for b in held if now_ms - beats.get(b.encode(), 0.0) > 1500]
+    return stale[0] if stale else None
+
+
 @pytest.mark.chaos
 def test_processes_share_the_schedule_survive_a_dead_child_and_stop_on_sigterm(
     redis_url: str,
@@ -73,7 +93,9 @@ def test_processes_share_the_schedule_survive_a_dead_child_and_stop_on_sigterm(
     # Each child runs its own scheduler: two heartbeats.
     wait_until(lambda: client.hlen("nurture:schedulers") >= 2, 30, what="two schedulers")
 
+    held = unacked_by_broker(client)
     os.kill(first[0], signal.SIGKILL)
+    killed_at = time.monotonic()
     wait_until(
         lambda: len(children(supervisor.pid)) == 2 and first[0] not in children(supervisor.pid),
         30,
@@ -86,10 +108,19 @@ def test_processes_share_the_schedule_survive_a_dead_child_and_stop_on_sigterm(
     )
 
     # The killed child's unacknowledged queue messages come back through dramatiq's Redis
-    # broker: after its heartbeat timeout (60 s, Tuning.heartbeat_timeout_ms), at the next
-    # maintenance run, which each fetch starts by chance; recovery took 10-90 s in runs
-    # here, so the bound leaves room for a late maintenance run.
-    wait_until(lambda: all_finished(client, leads), 300, what=f"all touches\n{supervisor.output()}")
+    # broker: after its heartbeat timeout (NURTURE_BROKER_HEARTBEAT_TIMEOUT, 15 s), at the
+    # next maintenance run on their queue, which a fetch starts with a chance of
+    # NURTURE_BROKER_MAINTENANCE_CHANCE (5 %): an idle consumer fetches 5-10 times a
+    # second, so that run comes ~1-3 s later. All touches were done 18-22 s after the
+    # kill in runs here (60-90 s with dramatiq's defaults of 60 s and 0.1 %).
+    dead = dead_broker(client, held)
+    if dead:
+        wait_until(
+            lambda: dead not in unacked_by_broker(client), 40, what="the dead child's requeue"
+        )
+        print(f"\nits {held[dead]} messages requeued {time.monotonic() - killed_at:.1f} s after")
+    wait_until(lambda: all_finished(client, leads), 60, what=f"all touches\n{supervisor.output()}")
+    print(f"all touches done {time.monotonic() - killed_at:.1f} s after the SIGKILL")
     result = audit(client, standin, leads)
     assert result.expected == len(expected_touches(leads))
     assert not result.duplicated and not result.lost and not result.inconsistent, str(result)

@@ -344,3 +344,54 @@ def test_a_rabbitmq_node_of_our_own_starts_where_none_runs(tmp_path: Path) -> No
         node.stop()
     assert node.process is not None and node.process.returncode is not None
     assert not answers(node.port)
+
+
+def test_a_killed_worker_s_redis_message_comes_back_after_the_heartbeat_timeout(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """dramatiq's Redis broker requeues a dead worker's unacked messages at a queue
+    *maintenance* run once its heartbeat is ``heartbeat_timeout`` ms old; a fetch starts
+    one with a chance of ``maintenance_chance`` in a million (``RedisBroker``'s docstring
+    and ``dispatch.lua``, github.com/Bogdanp/dramatiq, dramatiq/brokers/redis.py). With
+    NURTURE_BROKER_HEARTBEAT_TIMEOUT (15 s) and NURTURE_BROKER_MAINTENANCE_CHANCE (5 %),
+    the default 60 s and 0.1 % took 60-90 s or more."""
+    script = tmp_path / "slow_worker.py"
+    script.write_text(WORKER_SCRIPT)
+    log = tmp_path / "runs.log"
+
+    def start() -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, str(script), redis_url, "slow-redis", str(log)],
+            stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        )  # fmt: skip
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        return proc
+
+    first = start()
+    broker = make_broker(redis_url, None)
+    try:
+        assert isinstance(broker, RedisBroker)
+        assert (broker.heartbeat_timeout, broker.maintenance_chance) == (15_000, 50_000)
+        dramatiq.Actor(
+            lambda key: None, broker=broker, actor_name="slow", queue_name="slow-redis",
+            priority=0, options={},
+        ).send("m1")  # fmt: skip
+        wait_for(lambda: log.exists() and "start m1" in log.read_text(), what="first worker")
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        killed_at = time.monotonic()
+        (tmp_path / "fast").touch()
+        second = start()
+        try:
+            wait_for(lambda: "done m1" in log.read_text(), timeout=60, what="the requeue")
+        finally:
+            second.kill()
+            second.wait()
+        recovered = time.monotonic() - killed_at
+        print(f"\nthe killed worker's message ran again {recovered:.1f} s after the kill")
+        # Not before the heartbeat timeout (so it was the requeue), and well before 60 s.
+        assert 15.0 <= recovered < 40.0
+        assert f"start m1 {second.pid}" in log.read_text()
+        assert queue_depths(broker)["slow-redis"] == {"ready": 0, "delayed": 0, "dead": 0}
+    finally:
+        broker.close()

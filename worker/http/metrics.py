@@ -41,7 +41,7 @@ class StoreCollector(Collector):
         store = self.rt.store
         try:
             stats = store.stats()
-            counters = store.global_counters()
+            counters = store.global_counters(stats)
             schedule = store.schedule_stats()
             dead = store.dead_letter_count()
             suppressed = store.suppressed_count()
@@ -72,7 +72,8 @@ class StoreCollector(Collector):
         )
         worker = GaugeMetricFamily(
             "nurture_worker_counter",
-            "The workers' global counters (sent, lateness_sum, caught_up, ...)",
+            "The workers' global counters (sent: emails to leads, notified: notify emails "
+            "to owners, posted: webhooks; lateness_sum, caught_up, ...)",
             labels=["name"],
         )
         for name, amount in sorted(counters.items()):

@@ -246,8 +246,10 @@ class Store:
     def stats(self) -> dict[str, dict[str, dict[str, int]]]:
         return self.counters.stats()
 
-    def global_counters(self) -> dict[str, float]:
-        return self.counters.global_counters()
+    def global_counters(
+        self, stats: Mapping[str, Mapping[str, Mapping[str, int]]] | None = None
+    ) -> dict[str, float]:
+        return self.counters.global_counters(stats)
 
 
 def layout1_markers(prefix: str) -> list[str]:

@@ -15,7 +15,7 @@ from typing import cast
 import redis
 
 from worker.enrollment import ledger_field
-from worker.store.counters import DAY_MARK, summed_stats
+from worker.store.counters import counter_totals, register_fields
 from worker.store.keys import Keys, crc_bucket
 
 #: The stats "step" under which sequence-level conversions are counted (never a step
@@ -61,6 +61,7 @@ class ConversionStore:
         """A touch went out as ``variant``: remember it for the lead and count it sent
         (in the lead's bucket: one slot, one transaction)."""
         bucket = self.keys.bucket(lead_id)
+        register_fields(self.redis, self.keys, sequence, [f"{step}@{variant}:sent"])
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.variants(lead_id), ledger_field(sequence, generation, step), variant)
         pipe.hincrby(self.keys.stats(sequence, bucket), f"{step}@{variant}:sent", 1)
@@ -69,11 +70,9 @@ class ConversionStore:
 
     def sequence_stats(self, sequence: str) -> dict[str, dict[str, int]]:
         """One sequence's stats: row (step or ``step@variant``) -> counter -> value."""
-        summed = summed_stats(self.redis, self.keys, [sequence])[sequence]
+        summed = counter_totals(self.redis, self.keys, [sequence])[sequence]
         out: dict[str, dict[str, int]] = {}
         for name, value in summed.items():
-            if name.startswith(DAY_MARK):
-                continue  # the report's day fields
             row, _, counter = name.rpartition(":")
             out.setdefault(row, {})[counter] = value
         return out
@@ -82,12 +81,14 @@ class ConversionStore:
         """Count one conversion of ``sequence`` (reaching ``goal``)."""
         bucket = crc_bucket(f"{sequence}:{goal}", self.keys.shards)
         stats = self.keys.stats(sequence, bucket)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hincrby(stats, f"{GOAL_ROW}:converted", 1)
-        pipe.hincrby(stats, f"{GOAL_ROW}:{goal}", 1)
+        fields = [f"{GOAL_ROW}:converted", f"{GOAL_ROW}:{goal}"]
         if touch is not None:
-            pipe.hincrby(stats, f"{touch.step}:converted", 1)
+            fields.append(f"{touch.step}:converted")
             if touch.variant:
-                pipe.hincrby(stats, f"{touch.step}@{touch.variant}:converted", 1)
+                fields.append(f"{touch.step}@{touch.variant}:converted")
+        register_fields(self.redis, self.keys, sequence, fields)
+        pipe = self.redis.pipeline(transaction=True)
+        for name in fields:
+            pipe.hincrby(stats, name, 1)
         pipe.sadd(self.keys.stats_index(bucket), sequence)
         pipe.execute()

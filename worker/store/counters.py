@@ -7,7 +7,12 @@ Readers sum the buckets (one pipelined command per bucket).
 
 Each sequence's stats hashes hold two kinds of fields:
 
-- ``<step>:<counter>``: running totals for ``nurture status`` and ``/metrics``;
+- ``<step>:<counter>``: running totals for ``nurture status`` and ``/metrics``, named in
+  the sequence's **field index** (:func:`fields_key`, a set) so that those readers fetch
+  just them (``HMGET``), whatever the number of day fields beside them. Every writer
+  names a field there (:func:`register_fields`) before it first adds to it; an index
+  without its :data:`INDEX_COMPLETE` member (state written before the index existed,
+  or the set lost) is rebuilt from the hashes by the next reader;
 - **day fields** for ``nurture report``: ``@<YYYY-MM-DD>|<step>|<column>`` (a UTC day,
   a funnel column such as ``sent`` or ``opened``) and the same with ``|<group>=<value>``
   appended, one per group (``locale``, ``source`` always, empty when unset; ``variant``
@@ -18,6 +23,8 @@ Each sequence's stats hashes hold two kinds of fields:
 
 from __future__ import annotations
 
+import time
+import weakref
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -30,10 +37,48 @@ from worker.store.timeline import TIMELINE_MAXLEN, TIMELINE_TTL_SECONDS
 
 #: Global counter: how late the oldest touch of the scheduler's last claim was.
 SCHEDULER_LAG = "scheduler_lag_last"
+#: Per-step counters of the touches that are not emails to the lead (``Sent.counter``
+#: of a ``notify:`` and a ``webhook:`` step): the global ``sent`` and ``lateness_sum``
+#: leave them out; :meth:`Counters.global_counters` gives their totals beside it.
+OTHER_TOUCHES = ("notified", "posted")
 #: First character of the day fields in the stats hashes.
 DAY_MARK = "@"
 #: Groups every day fact is also counted under (``nurture report --by``).
 GROUPS = ("locale", "source")
+
+
+#: Member of a field index meaning "built from the hashes: complete" (never a field:
+#: it starts with :data:`DAY_MARK`).
+INDEX_COMPLETE = f"{DAY_MARK}indexed"
+#: How long a process trusts that a field it named is in the index before naming it
+#: again (one SADD per field and process at most this often): an index lost meanwhile
+#: is rebuilt by a reader, and one rebuilt while a write raced it heals within this.
+REGISTER_SECONDS = 300.0
+#: Per client: (prefix, sequence, field) -> when this process last named it.
+_registered: weakref.WeakKeyDictionary[redis.Redis, dict[tuple[str, str, str], float]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def fields_key(keys: Keys, sequence: str) -> str:
+    """Set: the ``<step>:<counter>`` fields a sequence's stats hashes may hold (its
+    field index), with :data:`INDEX_COMPLETE` once built."""
+    return f"{keys.prefix}:statsf:{sequence}"
+
+
+def register_fields(client: redis.Redis, keys: Keys, sequence: str, fields: Iterable[str]) -> None:
+    """Name running-total fields in the sequence's field index before adding to them:
+    one SADD for the fields this process has not named in :data:`REGISTER_SECONDS`."""
+    seen = _registered.setdefault(client, {})
+    now = time.monotonic()
+    new = [
+        name
+        for name in fields
+        if now - seen.get((keys.prefix, sequence, name), -REGISTER_SECONDS) >= REGISTER_SECONDS
+    ]
+    if new:
+        client.sadd(fields_key(keys, sequence), *new)
+        seen.update(((keys.prefix, sequence, name), now) for name in new)
 
 
 def day_of(at: float) -> str:
@@ -55,20 +100,24 @@ def day_fields(at: float, step: str, column: str, groups: Mapping[str, str]) -> 
     return [base, *(f"{base}|{name}={value}" for name, value in sorted(groups.items()))]
 
 
+def stats_sequences(client: redis.Redis, keys: Keys) -> list[str]:
+    """Every sequence with stats (one pipelined read of the buckets' indexes)."""
+    pipe = client.pipeline(transaction=False)
+    for bucket in range(keys.shards):
+        pipe.smembers(keys.stats_index(bucket))
+    found = cast(list[set[bytes]], pipe.execute())
+    return sorted({raw.decode() for members in found for raw in members})
+
+
 def summed_stats(
     client: redis.Redis, keys: Keys, sequences: Iterable[str] | None = None
 ) -> dict[str, dict[str, int]]:
-    """Sequence id -> its stats hash (field -> value) summed over the buckets; every
-    sequence with stats unless ``sequences`` names them. Two pipelined reads."""
+    """Sequence id -> its whole stats hash (field -> value, day fields included) summed
+    over the buckets; every sequence with stats unless ``sequences`` names them. Two
+    pipelined reads, as long as the day fields (:func:`counter_totals` reads without)."""
     buckets = range(keys.shards)
     named = sequences is not None
-    if sequences is None:
-        pipe = client.pipeline(transaction=False)
-        for bucket in buckets:
-            pipe.smembers(keys.stats_index(bucket))
-        found = cast(list[set[bytes]], pipe.execute())
-        sequences = sorted({raw.decode() for members in found for raw in members})
-    names = list(sequences)
+    names = stats_sequences(client, keys) if sequences is None else list(sequences)
     pipe = client.pipeline(transaction=False)
     for seq in names:
         for bucket in buckets:
@@ -81,6 +130,57 @@ def summed_stats(
             for name, value in values.items():
                 field = name.decode()
                 summed[field] = summed.get(field, 0) + int(value)
+        if summed or named:
+            out[seq] = summed
+    return out
+
+
+def indexed_fields(client: redis.Redis, keys: Keys, sequences: list[str]) -> dict[str, list[str]]:
+    """Sequence id -> the running-total fields its field index names (sorted), the
+    indexes without :data:`INDEX_COMPLETE` rebuilt from the hashes first."""
+    pipe = client.pipeline(transaction=False)
+    for seq in sequences:
+        pipe.smembers(fields_key(keys, seq))
+    found = cast(list[set[bytes]], pipe.execute())
+    out = {
+        seq: {raw.decode() for raw in members}
+        for seq, members in zip(sequences, found, strict=True)
+    }
+    missing = [seq for seq in sequences if INDEX_COMPLETE not in out[seq]]
+    if missing:
+        rebuilt = summed_stats(client, keys, missing)
+        pipe = client.pipeline(transaction=False)
+        for seq in missing:
+            names = [name for name in rebuilt[seq] if not name.startswith(DAY_MARK)]
+            pipe.sadd(fields_key(keys, seq), INDEX_COMPLETE, *names)
+            out[seq].update(names)
+        pipe.execute()
+    return {seq: sorted(n for n in got if not n.startswith(DAY_MARK)) for seq, got in out.items()}
+
+
+def counter_totals(
+    client: redis.Redis, keys: Keys, sequences: Iterable[str] | None = None
+) -> dict[str, dict[str, int]]:
+    """:func:`summed_stats` without the day fields, read by name (``HMGET`` of the field
+    index's fields per bucket): its cost does not grow with the days. Every sequence
+    with stats unless ``sequences`` names them (those are always in the answer)."""
+    buckets = range(keys.shards)
+    named = sequences is not None
+    names = stats_sequences(client, keys) if sequences is None else list(sequences)
+    fields = indexed_fields(client, keys, names)
+    pipe = client.pipeline(transaction=False)
+    asked = [seq for seq in names if fields[seq]]
+    for seq in asked:
+        for bucket in buckets:
+            pipe.hmget(keys.stats(seq, bucket), fields[seq])
+    raw = cast(list[list[bytes | None]], pipe.execute()) if asked else []
+    out: dict[str, dict[str, int]] = {seq: {} for seq in names} if named else {}
+    for i, seq in enumerate(asked):
+        summed: dict[str, int] = {}
+        for values in raw[i * len(buckets) : (i + 1) * len(buckets)]:
+            for name, value in zip(fields[seq], values, strict=True):
+                if value is not None:
+                    summed[name] = summed.get(name, 0) + int(value)
         if summed or named:
             out[seq] = summed
     return out
@@ -103,6 +203,7 @@ class Counters:
     ) -> None:
         """Add to a per-sequence, per-step counter."""
         bucket = crc_bucket(f"{sequence}:{step}:{counter}", self.keys.shards)
+        register_fields(self.redis, self.keys, sequence, [f"{step}:{counter}"])
         pipe = self.redis.pipeline(transaction=False)
         pipe.hincrby(self.keys.stats(sequence, bucket), f"{step}:{counter}", amount)
         pipe.sadd(self.keys.stats_index(bucket), sequence)
@@ -133,6 +234,8 @@ class Counters:
                 self.count(sequence, step, counter)
             return
         bucket = self.keys.bucket(lead_id)
+        if counter:
+            register_fields(self.redis, self.keys, sequence, [f"{step}:{counter}"])
         self._count_report(
             keys=[
                 self.keys.stats(sequence, bucket),
@@ -158,12 +261,11 @@ class Counters:
         self.redis.hset(self.keys.counters, counter, value)
 
     def stats(self) -> dict[str, dict[str, dict[str, int]]]:
-        """sequence -> step -> counter -> value, summed over the buckets."""
+        """sequence -> step -> counter -> value, summed over the buckets (the running
+        totals only: :func:`counter_totals`)."""
         out: dict[str, dict[str, dict[str, int]]] = {}
-        for seq, values in sorted(self.sequence_hashes().items()):
+        for seq, values in sorted(counter_totals(self.redis, self.keys).items()):
             for name, value in values.items():
-                if name.startswith(DAY_MARK):
-                    continue  # the report's day fields (day_counts)
                 step, _, counter = name.rpartition(":")
                 out.setdefault(seq, {}).setdefault(step, {})[counter] = value
         return out
@@ -204,8 +306,13 @@ class Counters:
                 out[key] = out.get(key, 0) + count
         return out
 
-    def global_counters(self) -> dict[str, float]:
-        """The global counters with every bucket's share added."""
+    def global_counters(
+        self, stats: Mapping[str, Mapping[str, Mapping[str, int]]] | None = None
+    ) -> dict[str, float]:
+        """The global counters with every bucket's share added, and the totals of
+        :data:`OTHER_TOUCHES` over every sequence and step (from ``stats``, the answer
+        of :meth:`stats` when the caller has it, else read): ``sent`` counts the emails
+        to leads only, ``notified`` the owners' notify emails, ``posted`` the webhooks."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.keys.counters)
         for bucket in range(self.keys.shards):
@@ -214,4 +321,13 @@ class Counters:
         for values in cast(list[dict[bytes, Any]], pipe.execute()):
             for name, value in values.items():
                 out[name.decode()] = out.get(name.decode(), 0.0) + float(value)
+        rows = [
+            row
+            for steps in (self.stats() if stats is None else stats).values()
+            for row in steps.items()
+        ]
+        out.setdefault("sent", 0.0)  # shown beside its two siblings, 0 before any email
+        for counter in OTHER_TOUCHES:
+            # Variant rows (step@variant) repeat their step's counts: not added twice.
+            out[counter] = float(sum(v.get(counter, 0) for row, v in rows if "@" not in row))
         return out

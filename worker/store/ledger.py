@@ -16,7 +16,7 @@ import redis
 from redis.commands.core import Script
 
 from worker.enrollment import Enrollment, TouchRef
-from worker.store.counters import day_fields
+from worker.store.counters import day_fields, register_fields
 from worker.store.enrollments import pack_enrollment
 from worker.store.keys import Keys
 from worker.store.scripts import Call, run_pipelined
@@ -280,9 +280,12 @@ class Ledger:
         extra: list[str | float] = ["", "", note, TIMELINE_MAXLEN, TIMELINE_TTL_SECONDS]
         if sent is not None:
             days = day_fields(sent.at, touch.step, sent.counter, sent.groups) if sent.at else []
+            register_fields(self.redis, self.keys, touch.sequence, [f"{touch.step}:{sent.counter}"])
             extra = [
                 "\n".join([f"{touch.step}:{sent.counter}", *days]),
-                repr(max(0.0, sent.lateness)),
+                # Lateness given = the script counts a global `sent`: emails to the lead
+                # only (notified/posted are counted per step; Counters.global_counters).
+                repr(max(0.0, sent.lateness)) if sent.counter == "sent" else "",
                 note,
                 TIMELINE_MAXLEN,
                 TIMELINE_TTL_SECONDS,
