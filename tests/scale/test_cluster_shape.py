@@ -1,4 +1,4 @@
-"""The shape of the load on a Redis Cluster, checked on every run (issue 16, item 4):
+"""The shape of the load on a Redis Cluster, checked in every full run (issue 16, item 4):
 ``benchmarks.cluster_shape.measure`` end to end on a small load — the shipped example
 leads ×10 through the real pipeline, state on a real cluster (tests/cluster.py), queues
 on RabbitMQ (tests/rabbitmq.py) with real dramatiq workers, every sequence run to its
