@@ -393,15 +393,19 @@ class Bench:
         self.procs.append(proc)
         return proc
 
-    def start_workers(self, count: int | None = None) -> list[Proc]:
-        """Start ``nurture worker`` processes and wait until each scheduler ticks."""
+    def start_workers(
+        self, count: int | None = None, env: dict[str, str] | None = None
+    ) -> list[Proc]:
+        """Start ``nurture worker`` processes (with ``env``, default :meth:`env`) and
+        wait until each scheduler ticks."""
         count = count or self.workers
         client = self.redis
         client.delete(f"{PREFIX}:schedulers")
         # One process each (``--processes 1``): the benchmark sets the process count.
         command = [*nurture_command(), "worker", "--processes", "1", "--threads"]
         procs = [
-            self.spawn(f"worker-{index}", [*command, str(self.threads)]) for index in range(count)
+            self.spawn(f"worker-{index}", [*command, str(self.threads)], env=env)
+            for index in range(count)
         ]
 
         def ready() -> bool:

@@ -199,6 +199,8 @@ class CommandTap:
         self.client = redis.Redis.from_url(url)
         self.commands: Counter[str] = Counter()
         self.keys: Counter[str] = Counter()
+        #: (command, key) pairs: which keys each command hit.
+        self.calls: Counter[tuple[str, str]] = Counter()
         self.total = 0
         self.by_owner: Counter[str] = Counter()
         self._stop = threading.Event()
@@ -235,6 +237,7 @@ class CommandTap:
         self.total += 1
         self.commands[name] += 1
         self.keys[_key_class(parts[1])] += 1
+        self.calls[name, _key_class(parts[1])] += 1
         self.by_owner["dramatiq" if parts[1].startswith("dramatiq") else "state"] += 1
 
     def stop(self) -> None:

@@ -1,21 +1,30 @@
 """A loopback TCP forwarder the tests can cut and restore, to take a real service (here
-RabbitMQ) away from the worker and give it back, without touching the service itself."""
+RabbitMQ) away from the worker and give it back, without touching the service itself;
+an observer may read what passes (benchmarks/rabbitmq_cost.py counts AMQP frames)."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
+from collections.abc import Callable
 
 from worker.redis_server import free_port
+
+#: Given ``True`` for the client-to-service direction of a new connection, ``False``
+#: for the other, returns what to call with every chunk passing that way.
+Observer = Callable[[bool], Callable[[bytes], None]]
 
 
 class TcpProxy:
     """Forwards ``127.0.0.1:<port>`` to ``target``; :meth:`cut` closes every connection
     and refuses new ones, :meth:`restore` accepts again on the same port."""
 
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, target_port: int, target_host: str = "127.0.0.1", observe: Observer | None = None
+    ) -> None:
         self.target = (target_host, target_port)
+        self.observe = observe
         self.port = free_port()
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -57,13 +66,16 @@ class TcpProxy:
             upstream.settimeout(None)
             with self._lock:
                 self._sockets += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+            for src, dst, outbound in ((client, upstream, True), (upstream, client, False)):
+                sink = self.observe(outbound) if self.observe else None
+                threading.Thread(target=self._pump, args=(src, dst, sink), daemon=True).start()
 
     @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(src: socket.socket, dst: socket.socket, sink: Callable[[bytes], None] | None) -> None:
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
+                if sink is not None:
+                    sink(data)
                 dst.sendall(data)
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
