@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, cast
 
@@ -86,7 +87,7 @@ FIELDS: dict[Kind, tuple[str, ...]] = {
     Kind.EVENT: ("type", "id", "source", "occurred"),
     Kind.FIELDS: ("changed",),
     Kind.ENROLLED: ("sequence", "step", "due", "trigger"),
-    Kind.NOT_ENROLLED: ("sequence", "why"),
+    Kind.NOT_ENROLLED: ("sequence", "why", "rule", "values"),
     Kind.EXITED: ("sequence", "reason", "step"),
     Kind.SUPPRESSED: ("reason",),
     Kind.DISQUALIFIED: ("reason",),
@@ -98,6 +99,10 @@ FIELDS: dict[Kind, tuple[str, ...]] = {
 }  # fmt: skip
 #: Times stored as whole seconds after the entry's ``at``.
 _TIMES = frozenset({"due", "until", "occurred"})
+#: The unique part of the outbox's ``Message-ID`` (worker/delivery/outbox.py), stored
+#: as ``<hex>@<domain>`` and given back whole.
+_OUTBOX_ID = re.compile(r"<([0-9a-f]{32})\.nurture@([^<>@\s]+)>")
+_OUTBOX_SHORT = re.compile(r"([0-9a-f]{32})@([^<>@\s]+)")
 
 
 def _seconds(value: Any) -> Any:
@@ -119,48 +124,116 @@ def _unpack_change(packed: Any) -> Any:
     return [None, packed[0]] if len(packed) == 1 else packed
 
 
-def entry(kind: Kind, at: float, **data: Any) -> str:
-    """One timeline entry as stored: ``[code, at, fields by position..., {others}?]``.
-
-    Times are whole seconds (``at``; the others relative to it), a field filled in
-    (``[None, new]``) is stored as ``new``, and trailing empty fields are left off.
-    """
-    base = _seconds(at)
-    values: list[Any] = [CODES[kind], base]
+def _pack_fields(kind: Kind, base: int, data: dict[str, Any]) -> list[Any]:
+    """The kind's fields by position (times after ``base``), then a dict of the others;
+    trailing empty fields left off."""
+    values: list[Any] = []
     for name in FIELDS[kind]:
         value = data.pop(name, None)
         if name in _TIMES and isinstance(value, int | float):
             value = _seconds(value) - base
+            if name == "occurred" and value == 0:
+                value = None  # an event applied when it occurred: read back as ``at``
         elif name == "changed" and isinstance(value, dict):
             value = {k: _pack_change(v) for k, v in value.items()}
+        elif name == "provider_id" and isinstance(value, str):
+            outbox = _OUTBOX_ID.fullmatch(value)
+            value = f"{outbox[1]}@{outbox[2]}" if outbox else value
         values.append(value)
     others = {k: v for k, v in data.items() if v is not None}
     if others:
         values.append(others)
     else:
-        while values[-1] is None:
+        while values and values[-1] is None:
             values.pop()
-    return json.dumps(values, default=str, ensure_ascii=False, separators=(",", ":"))
+    return values
 
 
-def unpack(raw: str | bytes) -> dict[str, Any]:
-    """A stored entry as the dict readers use: ``kind``, ``at`` and the fields. Takes
-    the packed form and the JSON object older versions wrote."""
-    value = json.loads(raw)
-    if isinstance(value, dict):
-        return value
-    kind = _KINDS[value[0]]
-    base = value[1]
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+def entry(kind: Kind, at: float, **data: Any) -> str:
+    """One timeline entry as stored: ``[code, at, fields by position..., {others}?]``.
+
+    Times are whole seconds (``at``; the others relative to it), a field filled in
+    (``[None, new]``) is stored as ``new``, the outbox's ``Message-ID`` as its unique
+    part and domain, and trailing empty fields are left off.
+    """
+    base = _seconds(at)
+    return _dumps([CODES[kind], base, *_pack_fields(kind, base, data)])
+
+
+def batch(at: float, items: Sequence[tuple[Kind, Mapping[str, Any]]]) -> str:
+    """Entries recorded together (one event's) as one stored item:
+    ``[at, [code, fields...], [code, fields...], ...]``, each entry as :func:`entry`
+    packs it without its own time. An ``enrolled`` entry leaves its ``trigger`` off when
+    it is the type of the batch's event (the first entry)."""
+    base = _seconds(at)
+    out: list[Any] = [base]
+    event_type = items[0][1].get("type") if items and items[0][0] is Kind.EVENT else None
+    for kind, data in items:
+        fields = dict(data)
+        if kind is Kind.ENROLLED and event_type is not None and fields.get("trigger") == event_type:
+            fields.pop("trigger")
+        out.append([CODES[kind], *_pack_fields(kind, base, fields)])
+    return _dumps(out)
+
+
+def _unpack_fields(code: str, base: Any, values: list[Any]) -> dict[str, Any]:
+    kind = _KINDS[code]
     out: dict[str, Any] = {"kind": kind.value, "at": base}
     names = FIELDS[kind]
-    for name, item in zip(names, value[2 : 2 + len(names)], strict=False):
+    for name, item in zip(names, values[: len(names)], strict=False):
         if name in _TIMES and isinstance(item, int | float):
             item = base + item
         elif name == "changed" and isinstance(item, dict):
             item = {k: _unpack_change(v) for k, v in item.items()}
+        elif name == "provider_id" and isinstance(item, str):
+            short = _OUTBOX_SHORT.fullmatch(item)
+            item = f"<{short[1]}.nurture@{short[2]}>" if short else item
         out[name] = item
-    if len(value) > 2 + len(names):
-        out.update(value[2 + len(names)])
+    if kind is Kind.EVENT and "occurred" not in out and isinstance(base, int | float):
+        out["occurred"] = base
+    if len(values) > len(names):
+        out.update(values[len(names)])
+    return out
+
+
+def unpack(raw: str | bytes) -> dict[str, Any]:
+    """A stored single entry as the dict readers use: ``kind``, ``at`` and the fields.
+    Takes the packed form and the JSON object older versions wrote (a batch: use
+    :func:`unpack_all`)."""
+    value = json.loads(raw)
+    if isinstance(value, dict):
+        return value
+    return _unpack_fields(value[0], value[1], value[2:])
+
+
+def unpack_all(raw: str | bytes) -> list[dict[str, Any]]:
+    """The entries of one stored item (a single entry, a batch, or an older JSON
+    object), as :func:`unpack` gives them. A batch's ``enrolled`` entry without a
+    ``trigger`` gets its event's type; a ``not_enrolled`` entry naming several sequences
+    (the lead could not be enrolled in any of them, for one reason) is one per sequence."""
+    value = json.loads(raw)
+    if isinstance(value, dict):
+        return [value]
+    if value and isinstance(value[0], str):
+        items = [_unpack_fields(value[0], value[1], value[2:])]
+    else:
+        base = value[0]
+        items = [_unpack_fields(part[0], base, part[1:]) for part in value[1:]]
+        if items and items[0]["kind"] == Kind.EVENT.value:
+            for item in items:
+                if item["kind"] == Kind.ENROLLED.value and item.get("trigger") is None:
+                    item["trigger"] = items[0].get("type")
+    out: list[dict[str, Any]] = []
+    for item in items:
+        sequences = item.get("sequence")
+        if item["kind"] == Kind.NOT_ENROLLED.value and isinstance(sequences, list):
+            out += [{**item, "sequence": sequence} for sequence in sequences]
+        else:
+            out.append(item)
     return out
 
 
@@ -224,4 +297,4 @@ class Timeline:
         except redis.ResponseError:  # WRONGTYPE: a stream written by an older version
             raw = cast(list[tuple[bytes, Mapping[bytes, bytes]]], self.redis.xrange(key))
             items = [v for _, fields in raw if (v := fields.get(FIELD.encode())) is not None]
-        return [unpack(item) for item in items]
+        return [entry for item in items for entry in unpack_all(item)]
