@@ -54,9 +54,9 @@ def test_a_batch_reads_back_as_its_entries() -> None:
         ],
     )  # fmt: skip
     assert stored == (
-        '[1795424400,["e","lead.created","e1","web"],["f"],["n","s","one",600],'
+        '[1795424400,["E","lead.created","e1","web"],["n","s","one",600],'
         '["n","t","one",0,"form.sent"],["w",["a","b"],"disqualified (budget)"],'
-        '["w","c",null,"abc123",{"data.x":null}]]'
+        '["W","c","abc123",{"data.x":null}]]'
     )
     assert unpack_all(stored) == [
         {"kind": "event", "at": AT, "type": "lead.created", "id": "e1", "source": "web",
@@ -68,7 +68,7 @@ def test_a_batch_reads_back_as_its_entries() -> None:
          "trigger": "form.sent"},
         {"kind": "not_enrolled", "at": AT, "sequence": "a", "why": "disqualified (budget)"},
         {"kind": "not_enrolled", "at": AT, "sequence": "b", "why": "disqualified (budget)"},
-        {"kind": "not_enrolled", "at": AT, "sequence": "c", "why": None, "rule": "abc123",
+        {"kind": "not_enrolled", "at": AT, "sequence": "c", "rule": "abc123",
          "values": {"data.x": None}},
     ]  # fmt: skip
 
@@ -169,7 +169,7 @@ def test_the_when_sentence_is_rebuilt_word_for_word_or_says_the_rule_changed(
         "values": {"data.referrer": None},
     }
     raw = h.rt.store.redis.lrange(h.rt.store.keys.timeline("big"), 0, -1)
-    assert b'["w","big-only",null,"' + rule_fingerprint(rule).encode() + b'",' in raw[0]
+    assert b'["W","big-only","' + rule_fingerprint(rule).encode() + b'",' in raw[0]
     big = lead_view(h.rt.store, catalog, "big")
     text = render_text(big)
     assert (
@@ -187,7 +187,7 @@ def test_the_when_sentence_is_rebuilt_word_for_word_or_says_the_rule_changed(
     changed = lead_view(h.rt.store, h.rt.catalog.current.catalog, "big")
     assert changed["not_in"]["big-only"] == (
         "not enrolled: when was false under the rule as it was then, changed since; "
-        "event data read: data.referrer=missing"
+        "values read: data.referrer=missing"
     )
     # The first fields entry is rebuilt from the lead now (budget 800) walked back.
     first = next(e for e in big["timeline"] if e["kind"] == "fields")
@@ -195,3 +195,82 @@ def test_the_when_sentence_is_rebuilt_word_for_word_or_says_the_rule_changed(
     assert "fields changed: attributes.budget None -> 2000, email None -> 'big@example.com'" in text
     assert "fields changed: attributes.budget 2000 -> 800" in text
     json.dumps(big)
+
+
+def test_a_trimmed_first_entry_leaves_the_later_changes_as_they_were() -> None:
+    """The cap drops the oldest elements first: without the first fields entry there is
+    nothing to rebuild, and every later change still says what it said."""
+    timeline = [
+        _fields({"source": ["referral", "website"]}, AT + 60),
+        _fields({"first_name": ["Anne", "Ann"]}, AT + 120),
+    ]
+    assert explain(timeline, ANN, _no_catalog()) == timeline
+
+
+def test_the_view_says_when_the_first_values_are_not_known() -> None:
+    view = {
+        "id": "gone",
+        "lead": None,
+        "enrollments": {},
+        "timeline": explain([_fields(None)], None, _no_catalog()),
+        "not_in": {},
+    }
+    assert (
+        "2026-11-23 09:00:00 UTC  lead first stored (values not known: the lead's data is "
+        "not stored)" in render_text(view)
+    )
+
+
+def test_a_false_step_condition_is_kept_lean_and_said_as_before(
+    make_harness: Callable[..., Harness], catalog_dirs: dict[str, Path]
+) -> None:
+    (catalog_dirs["sequences"] / "saas-step.yaml").write_text(
+        "id: saas-step\n"
+        "description: a step only for SaaS leads with a referrer\n"
+        "trigger: {event: lead.created}\n"
+        "steps:\n"
+        "  - id: saas\n"
+        "    wait: 0s\n"
+        "    template: outbound/intro\n"
+        "    when: {any: [{attributes.industry: saas}, {data.referrer.name: {exists: true}}]}\n"
+        "  - id: everyone\n"
+        "    wait: 1 day\n"
+        "    template: outbound/intro\n",
+        encoding="utf-8",
+    )
+    h = make_harness()
+    with running(h):
+        h.emit(event("e1", lead_id="x", email="x@example.com", attributes={"budget": 2000}))
+        h.run_until(h.clock.now().timestamp() + 2 * 86400)
+    catalog = h.rt.catalog.current.catalog
+    step = catalog.sequences["saas-step"].step("saas")
+    assert step is not None and step.when is not None
+    raw = [r.decode() for r in h.rt.store.redis.lrange(h.rt.store.keys.timeline("x"), 0, -1)]
+    lean = [json.loads(r) for r in raw if r.startswith('["K"')]
+    assert [row[2:] for row in lean] == [
+        ["saas-step", "saas", 0, rule_fingerprint(step.when),
+         {"attributes.industry": None, "data.referrer.name": None}]
+    ]  # fmt: skip
+    view = lead_view(h.rt.store, catalog, "x")
+    skip = next(e for e in view["timeline"] if e["kind"] == "skip")
+    assert skip["reason"] == "condition"
+    assert skip["detail"] == (
+        "when: (attributes.industry is 'saas' or data.referrer.name exists) "
+        "(values: attributes.industry=missing, data.referrer.name=missing)"
+    )
+    assert (
+        "NOT SENT saas-step/saas: skipped: the step's condition is false (when: "
+        "(attributes.industry is 'saas' or data.referrer.name exists)" in render_text(view)
+    )
+    # A skip recorded by the previous version (the sentence in full) reads as it was.
+    old = '["k",1795424400,"s","one",0,"condition","when: source is \'x\' (is missing)"]'
+    assert unpack_all(old)[0]["detail"] == "when: source is 'x' (is missing)"
+
+
+def test_a_refusal_whose_sequence_is_gone_says_so_with_the_values_it_read() -> None:
+    item = unpack_all(batch(AT, [(Kind.NOT_ENROLLED, {"sequence": "old", "rule": "abc123",
+                                                      "values": {"data.x": None}})]))  # fmt: skip
+    shown = explain(item, ANN, _no_catalog())
+    assert shown[0]["why"] == (
+        "when was false (that rule is no longer in the catalog; values read: data.x=missing)"
+    )

@@ -24,23 +24,22 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from worker.senders import OWNER_FIELDS
+from worker.crm.mapping import LEAD_FIELDS
 from worker.sequences import Catalog, Condition, condition_context
 from worker.sequences.conditions import MISSING, lookup
 
 #: Said of values rebuilt past a change the timeline did not record.
 UNCERTAIN = "values rebuilt from the lead's data now: a later change was not recorded"
-#: The lead's own fields (the rest are ``attributes``), in the order they are shown.
-LEAD_FIELDS = (
-    "email",
-    "first_name",
-    "last_name",
-    "company",
-    "locale",
-    "timezone",
-    "source",
-    *OWNER_FIELDS,
-)
+
+
+__all__ = [
+    "LEAD_FIELDS",
+    "UNCERTAIN",
+    "explain",
+    "field_changes",
+    "rule_fingerprint",
+    "when_refusal",
+]
 
 
 def field_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, list[Any]]:
@@ -62,13 +61,17 @@ def rule_fingerprint(condition: Condition) -> str:
     return hashlib.blake2b(condition.describe().encode(), digest_size=3).hexdigest()
 
 
-def when_refusal(condition: Condition, context: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``not_enrolled`` entry's fields for a false ``when``: the rule's fingerprint
-    and the values it read from the event's data (None: missing). The lead's fields it
-    read are the lead's data then, rebuilt by :func:`explain`."""
+def when_refusal(
+    condition: Condition, context: Mapping[str, Any], every_path: bool = False
+) -> dict[str, Any]:
+    """The entry's fields for a false ``when``: the rule's fingerprint and the values it
+    read (None: missing). Of a trigger's ``when`` (under the lead's lock, with the
+    event's data) only the event data's: the lead's fields it read are the lead's data
+    then, rebuilt by :func:`explain`; with ``every_path`` (a step's ``when``, read
+    without the lock) every value."""
     values = {}
     for path in condition.read_paths(context):
-        if path.startswith("data."):
+        if every_path or path.startswith("data."):
             value = lookup(context, path)
             values[path] = None if value is MISSING else value
     return {"rule": rule_fingerprint(condition), "values": values or None}
@@ -84,26 +87,40 @@ def _set_path(ctx: dict[str, Any], path: str, value: Any) -> None:
     current[last] = value
 
 
+def _rule(item: Mapping[str, Any], catalog: Catalog) -> Condition | None:
+    """The ``when`` an entry was about, as it is now: the trigger's of a
+    ``not_enrolled`` entry, the step's of a ``skip``."""
+    sequence = catalog.sequences.get(str(item.get("sequence")))
+    if sequence is None:
+        return None
+    if item.get("kind") == "skip":
+        step = sequence.step(str(item.get("step")))
+        return step.when if step else None
+    return sequence.trigger_when
+
+
 def _why_when(item: Mapping[str, Any], catalog: Catalog, lead: Mapping[str, Any] | None) -> str:
     """The sentence a false ``when`` was recorded as, rebuilt from the rule now (when
-    its fingerprint matches), the lead's data then and the event data it read."""
+    its fingerprint matches), the lead's data then and the values it read."""
     values = item.get("values") or {}
     read = ", ".join(f"{p}={'missing' if v is None else repr(v)}" for p, v in values.items())
-    read = f"; event data read: {read}" if read else ""
-    sequence = catalog.sequences.get(str(item.get("sequence")))
-    condition = sequence.trigger_when if sequence else None
-    if sequence is None or condition is None:
+    read = f"; values read: {read}" if read else ""
+    condition = _rule(item, catalog)
+    if condition is None:
         return f"when was false (that rule is no longer in the catalog{read})"
     if rule_fingerprint(condition) != item.get("rule"):
         return f"when was false under the rule as it was then, changed since{read}"
-    if lead is None:
+    base = {} if item.get("kind") == "skip" else lead  # a step's entry keeps every value
+    if base is None:
         return f"when was false (the lead's data then is not known{read})"
-    context = condition_context(lead, {})
+    context = condition_context(base, {})
     for path, value in values.items():
         if value is not None:
             _set_path(context, path, value)
     failing = condition.failing(context)
-    return f"when: {failing}" if failing else f"when was false{read}"
+    if failing:
+        return f"when: {failing}"
+    return f"when was false (the values rebuilt now make it hold{read})"
 
 
 def _undo(data: dict[str, Any], changed: Mapping[str, Any]) -> bool:
@@ -142,6 +159,8 @@ def explain(
             item["why"] = _why_when(item, catalog, state)
             if state is not None and not consistent:
                 item["why"] += f" ({UNCERTAIN})"
+        if kind == "skip" and item.get("detail") is None and "rule" in item:
+            item["detail"] = _why_when(item, catalog, None)
         if kind != "fields":
             continue
         if isinstance(item.get("changed"), dict):

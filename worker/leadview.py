@@ -125,6 +125,8 @@ def _entry_text(item: dict[str, Any]) -> str:
         said = ", ".join(
             f"{name} {old!r} -> {new!r}" for name, (old, new) in sorted(changes.items())
         )
+        if not said:  # the lead's first data, and its values are not known
+            return f"lead first stored ({item.get('note')})"
         note = f" ({item['note']})" if item.get("note") else ""
         return f"fields changed: {said}{note}"
     if kind == "enrolled":
