@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from worker.lead_history import explain
 from worker.sequences import Catalog, Sequence, condition_context
 from worker.store import LeadRecord, Store
 
@@ -35,7 +36,7 @@ def lead_view(store: Store, catalog: Catalog, lead_id: str) -> dict[str, Any]:
     """Everything ``nurture lead`` shows, as JSON-able data."""
     record = store.get_lead(lead_id)
     enrollments = store.enrollments(lead_id)
-    timeline = store.timeline.read(lead_id)
+    timeline = explain(store.timeline.read(lead_id), record.data if record else None, catalog)
     pending = dict(store.scheduled_for(lead_id))
     view_enrollments: dict[str, Any] = {}
     for sequence_id, enrollment in sorted(enrollments.items()):
@@ -121,9 +122,13 @@ def _entry_text(item: dict[str, Any]) -> str:
         return f"event {item.get('type')} (id {item.get('id')}{source})"
     if kind == "fields":
         changes = item.get("changed") or {}
-        return "fields changed: " + ", ".join(
+        said = ", ".join(
             f"{name} {old!r} -> {new!r}" for name, (old, new) in sorted(changes.items())
         )
+        if not said:  # the lead's first data, and its values are not known
+            return f"lead first stored ({item.get('note')})"
+        note = f" ({item['note']})" if item.get("note") else ""
+        return f"fields changed: {said}{note}"
     if kind == "enrolled":
         due = _time(item.get("due"))
         return f"enrolled in {item.get('sequence')}: first step {item.get('step')} due {due}"

@@ -26,28 +26,18 @@ from worker.enrollment import (
 )
 from worker.enrollment_rules import respond
 from worker.events import Event
+from worker.lead_history import LEAD_FIELDS, field_changes, when_refusal
 from worker.report import exit_column
-from worker.senders import OWNER_FIELDS
 from worker.sequences import Catalog, Sequence, condition_context
 from worker.sequences.conditions import lookup
 from worker.store import LeadRecord, Store
 from worker.store import leads as flags
 from worker.store.counters import day_fields, report_groups
-from worker.store.timeline import Kind, entry
+from worker.store.timeline import Kind, batch, entry
 from worker.timing import due_time, lead_zone
 
 log = logging.getLogger(__name__)
 
-LEAD_FIELDS = (
-    "email",
-    "first_name",
-    "last_name",
-    "company",
-    "locale",
-    "timezone",
-    "source",
-    *OWNER_FIELDS,
-)
 
 # Reasons a lead leaves every sequence, whatever the sequence's exit_on says.
 # (lead.deleted also erases the person: EventProcessor.erase.)
@@ -137,20 +127,6 @@ def trigger_of(event: Event, occurred: datetime) -> dict[str, Any]:
     }
 
 
-def _changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[Any]]:
-    """Field -> [before, after] for the lead's changed fields (attributes as
-    ``attributes.<name>``); empty when nothing changed."""
-    out: dict[str, list[Any]] = {}
-    for name in LEAD_FIELDS:
-        if before.get(name) != after.get(name):
-            out[name] = [before.get(name), after.get(name)]
-    old_attrs, new_attrs = before.get("attributes") or {}, after.get("attributes") or {}
-    for key in sorted(set(old_attrs) | set(new_attrs)):
-        if old_attrs.get(key) != new_attrs.get(key):
-            out[f"attributes.{key}"] = [old_attrs.get(key), new_attrs.get(key)]
-    return out
-
-
 class EventProcessor:
     """Applies one event to one lead.
 
@@ -178,24 +154,26 @@ class EventProcessor:
             done, record = self.store.enrolled.event_and_lead(event.id, event.lead.id)
             if done:
                 return "replay"
-            notes: list[str] = []
+            notes: list[tuple[Kind, dict[str, Any]]] = []
             self._notes.pending = notes
+            started = self.clock.now().timestamp()
             try:
                 outcome = self._apply(event, record)
             finally:
                 self._notes.pending = None
-            self.store.events.applied(event.id, event.lead.id, notes)
+            written = [batch(started, notes)] if notes else []
+            self.store.events.applied(event.id, event.lead.id, written)
             return outcome
 
     def note(self, lead_id: str, kind: Kind, **data: Any) -> None:
         """Put an entry on the lead's timeline: with the event being processed if there
-        is one (no extra round trip), else at once (an unsubscribe from a webhook)."""
-        item = entry(kind, self.clock.now().timestamp(), **data)
-        pending: list[str] | None = getattr(self._notes, "pending", None)
+        is one (no extra round trip: the event's entries are one batch), else at once
+        (an unsubscribe from a webhook)."""
+        pending: list[tuple[Kind, dict[str, Any]]] | None = getattr(self._notes, "pending", None)
         if pending is None:
-            self.store.timeline.add(lead_id, item)
+            self.store.timeline.add(lead_id, entry(kind, self.clock.now().timestamp(), **data))
         else:
-            pending.append(item)
+            pending.append((kind, data))
 
     def _apply(self, event: Event, record: LeadRecord | None) -> str:
         now = self.clock.now()
@@ -223,7 +201,7 @@ class EventProcessor:
         if event.type == ERASING_TYPE:
             outcome = self.erase(lead, str(event.data.get("reason") or "deleted"))
             # Nothing about the person may be written after the erasure, notes included.
-            pending: list[str] | None = getattr(self._notes, "pending", None)
+            pending: list[Any] | None = getattr(self._notes, "pending", None)
             if pending is not None:
                 pending.clear()
             return outcome
@@ -262,9 +240,9 @@ class EventProcessor:
             else ""
         )
         if blocked:
-            for sequence in catalog.triggered_by(event.type):
-                if sequence.kind != "decline":
-                    self.note(lead.id, Kind.NOT_ENROLLED, sequence=sequence.id, why=blocked)
+            refused = [s.id for s in catalog.triggered_by(event.type) if s.kind != "decline"]
+            if refused:  # one entry for all: they were refused for the one reason
+                self.note(lead.id, Kind.NOT_ENROLLED, sequence=refused, why=blocked)
             return ",".join(actions) or "no-op"
         if never_contactable(record):
             if self.store.suppressions.reason(lead.email or ""):
@@ -313,9 +291,11 @@ class EventProcessor:
         data, new_times = merge_lead(
             record.data if record else None, times, event, occurred.timestamp()
         )
-        changed = _changes(record.data if record else {}, data)
+        changed = field_changes(record.data if record else {}, data)
         if changed:
-            self.note(event.lead.id, Kind.FIELDS, changed=changed)
+            # The lead's first data is the lead hash's now with the later changes undone
+            # (worker/lead_history.py): its entry names nothing.
+            self.note(event.lead.id, Kind.FIELDS, changed=changed if record else None)
         seen: dict[str, str] = {}
         previous_seen = record.seen(event.type) if record else None
         if previous_seen is None or occurred.timestamp() > previous_seen:
@@ -609,8 +589,10 @@ class EventProcessor:
         """
         context = condition_context(lead.data, trigger.get("data"))
         if sequence.trigger_when is not None and not sequence.trigger_when.matches(context):
-            why = f"when: {sequence.trigger_when.failing(context)}"
-            self.note(lead.id, Kind.NOT_ENROLLED, sequence=sequence.id, why=why)
+            # The rule's fingerprint and the values it read: ``nurture lead`` renders the
+            # sentence (worker/lead_history.py).
+            refusal = when_refusal(sequence.trigger_when, context)
+            self.note(lead.id, Kind.NOT_ENROLLED, sequence=sequence.id, **refusal)
             return False
         if not sequence.steps:
             return False

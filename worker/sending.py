@@ -42,6 +42,7 @@ from worker.errors import (
     RenderError,
     TransientDeliveryError,
 )
+from worker.lead_history import when_refusal
 from worker.reach import Reach, notify_message, webhook_call
 from worker.senders import SenderDefaults, resolve
 from worker.sequences import Sequence, condition_context
@@ -522,8 +523,13 @@ class TouchSender:
             reason = ExitReason(ExitKind.EXIT_ON, "condition")
             return self._exit(touch, enrollment, reason, TouchOutcome.EXITED, now)
         if step.when is not None and not step.when.matches(context):
-            why = step.when.failing(context)
-            note = self._note(job, Kind.SKIP, reason="condition", detail=f"when: {why}")
+            # The rule's fingerprint and the values it read, rendered by ``nurture lead``
+            # (worker/lead_history.py); a rule on engagement, in words.
+            if step.when.uses_engagement:
+                why = {"detail": f"when: {step.when.failing(context)}"}
+            else:
+                why = when_refusal(step.when, context, every_path=True)
+            note = self._note(job, Kind.SKIP, reason="condition", **why)
             return self._finish(job, "", TouchOutcome.SKIPPED, note=note)
         slot = open_slot(sequence, now, zone)
         if slot > now:

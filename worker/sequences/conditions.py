@@ -261,6 +261,18 @@ def _paths(node: _Node) -> list[str]:
     return [path for child in node.children for path in _paths(child)]
 
 
+def _read(node: _Node, ctx: Mapping[str, Any]) -> list[str]:
+    """The paths evaluating ``node`` reads (an ``all`` stops at its first false part)."""
+    if isinstance(node, _All):
+        out: list[str] = []
+        for child in node.children:
+            out += _read(child, ctx)
+            if not child.evaluate(ctx):
+                break
+        return out
+    return _paths(node)
+
+
 def _engaged(node: _Node) -> list[Engaged]:
     if isinstance(node, Engaged):
         return [node]
@@ -354,6 +366,11 @@ class Condition:
         if self.root.evaluate(ctx):
             return None
         return _failing(self.root, ctx)
+
+    def read_paths(self, ctx: Mapping[str, Any]) -> list[str]:
+        """The paths evaluating the condition for ``ctx`` reads, in order, without
+        repeats: those :meth:`failing` depends on."""
+        return list(dict.fromkeys(_read(self.root, ctx)))
 
     def describe(self) -> str:
         """The condition in plain words, e.g. ``source is 'referral' and attributes.x >= 5``."""

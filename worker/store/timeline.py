@@ -1,11 +1,20 @@
 """Each lead's timeline: what happened to it, for ``nurture lead`` and ``nurture report``.
 
-One Redis list per lead (:meth:`Keys.timeline`), one packed entry per thing that
-happened, oldest first. An entry is a compact JSON array (see :func:`entry`):
-``[code, at, <the kind's fields in a fixed order>..., {other fields}?]``: a one-letter
-code for the kind (:data:`CODES`), unix seconds, then the fields of :data:`FIELDS` by
-position (trailing empty ones left off), other times as seconds after ``at``.
-:func:`unpack` gives back the dict every reader uses (``kind``, ``at``, the fields).
+One Redis list per lead (:meth:`Keys.timeline`), oldest first. An element is one
+packed entry (:func:`entry`): a compact JSON array ``[code, at, <the kind's fields in a
+fixed order>..., {other fields}?]``: a one-letter code for the kind (:data:`CODES`), unix
+seconds, then the fields of :data:`FIELDS` by position (trailing empty ones left off),
+other times as seconds after ``at``; or the entries of one event as one batch
+(:func:`batch`): ``[at, [code, fields...], ...]``. :func:`unpack_all` gives back the
+dicts every reader uses (``kind``, ``at``, the fields).
+
+Lean forms leave to the reader what it can rebuild (worker/lead_history.py does, for
+``nurture lead``): the event that first stored the lead is coded ``E`` and its
+``fields`` entry left off (the lead's data then is the lead hash's with the later
+changes undone); a false ``when`` is coded ``W`` (a trigger's) or ``K`` (a step's) with
+the rule's fingerprint and the values it read instead of the sentence (:data:`LEAN`);
+sequences refused for one reason are one entry; the outbox's Message-ID is stored as
+``hex@domain``. Entries of earlier versions (one per element, in full) read as they were.
 
 Older versions kept a stream of JSON objects under the same key: :meth:`Timeline.read`
 reads both, and the first write after the upgrade turns the stream into the list
@@ -15,8 +24,8 @@ list costs what its entries weigh (docs/scale-notes.md, section 4).
 
 Bounds and TTL policy:
 
-- at most :data:`TIMELINE_MAXLEN` entries per lead (``LTRIM`` after each append: the
-  oldest entries go first);
+- at most :data:`TIMELINE_MAXLEN` elements per lead (``LTRIM`` after each append: the
+  oldest go first; a batch whole);
 - the list expires :data:`TIMELINE_TTL_SECONDS` after its last entry (every write
   renews it), so leads nobody hears of for that long leave no timeline behind.
 
@@ -30,7 +39,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, cast
 
@@ -40,7 +50,7 @@ from redis.cluster import ClusterPipeline
 from worker.store.keys import Keys
 from worker.store.scripts import script_source
 
-#: Entries kept per lead.
+#: List elements kept per lead (an event's entries are one element, trimmed whole).
 TIMELINE_MAXLEN = 200
 #: Seconds a timeline lives after its last entry (400 days: a year's report and then some).
 TIMELINE_TTL_SECONDS = 400 * 24 * 3600
@@ -80,7 +90,6 @@ CODES = {
     Kind.SKIP: "k",
     Kind.PROVIDER: "p",
 }
-_KINDS = {code: kind for kind, code in CODES.items()}
 #: The fields each kind stores by position, in this order (others go in a trailing dict).
 FIELDS: dict[Kind, tuple[str, ...]] = {
     Kind.EVENT: ("type", "id", "source", "occurred"),
@@ -96,8 +105,26 @@ FIELDS: dict[Kind, tuple[str, ...]] = {
     Kind.SKIP: ("sequence", "step", "due", "reason", "detail", "until"),
     Kind.PROVIDER: ("event", "type", "sequence", "step", "provider_id"),
 }  # fmt: skip
+#: A ``when`` that was false, kept as the rule's fingerprint and the values it read
+#: (worker/lead_history.py): code -> kind, fields by position, the fields it implies.
+LEAN: dict[str, tuple[Kind, tuple[str, ...], dict[str, str]]] = {
+    "W": (Kind.NOT_ENROLLED, ("sequence", "rule", "values"), {}),
+    "K": (Kind.SKIP, ("sequence", "step", "due", "rule", "values"), {"reason": "condition"}),
+}
+#: A batch's event that first stored the lead: its ``fields`` entry (naming nothing:
+#: the lead's data then is rebuilt, worker/lead_history.py) follows, left off.
+_FIRST = "E"
+_LAYOUTS = {
+    **{code: (kind, FIELDS[kind], {}) for kind, code in CODES.items()},
+    **LEAN,
+    _FIRST: (Kind.EVENT, FIELDS[Kind.EVENT], {}),
+}
 #: Times stored as whole seconds after the entry's ``at``.
 _TIMES = frozenset({"due", "until", "occurred"})
+#: The unique part of the outbox's ``Message-ID`` (worker/delivery/outbox.py), stored
+#: as ``<hex>@<domain>`` and given back whole.
+_OUTBOX_ID = re.compile(r"<([0-9a-f]{32})\.nurture@([^<>@\s]+)>")
+_OUTBOX_SHORT = re.compile(r"([0-9a-f]{32})@([^<>@\s]+)")
 
 
 def _seconds(value: Any) -> Any:
@@ -119,20 +146,27 @@ def _unpack_change(packed: Any) -> Any:
     return [None, packed[0]] if len(packed) == 1 else packed
 
 
-def entry(kind: Kind, at: float, **data: Any) -> str:
-    """One timeline entry as stored: ``[code, at, fields by position..., {others}?]``.
-
-    Times are whole seconds (``at``; the others relative to it), a field filled in
-    (``[None, new]``) is stored as ``new``, and trailing empty fields are left off.
-    """
-    base = _seconds(at)
-    values: list[Any] = [CODES[kind], base]
-    for name in FIELDS[kind]:
+def _pack_fields(kind: Kind, base: int, data: dict[str, Any]) -> list[Any]:
+    """``[code, the kind's fields by position (times after base)..., {others}?]``,
+    trailing empty fields left off; a false ``when`` kept lean in its own layout."""
+    code, names = CODES[kind], FIELDS[kind]
+    for lean, (of, fields, implied) in LEAN.items():
+        if of is kind and "rule" in data and all(data.get(k) == v for k, v in implied.items()):
+            code, names = lean, fields
+            for name in implied:
+                data.pop(name)
+    values: list[Any] = [code]
+    for name in names:
         value = data.pop(name, None)
         if name in _TIMES and isinstance(value, int | float):
             value = _seconds(value) - base
+            if name == "occurred" and value == 0:
+                value = None  # an event applied when it occurred: read back as ``at``
         elif name == "changed" and isinstance(value, dict):
             value = {k: _pack_change(v) for k, v in value.items()}
+        elif name == "provider_id" and isinstance(value, str):
+            outbox = _OUTBOX_ID.fullmatch(value)
+            value = f"{outbox[1]}@{outbox[2]}" if outbox else value
         values.append(value)
     others = {k: v for k, v in data.items() if v is not None}
     if others:
@@ -140,27 +174,102 @@ def entry(kind: Kind, at: float, **data: Any) -> str:
     else:
         while values[-1] is None:
             values.pop()
-    return json.dumps(values, default=str, ensure_ascii=False, separators=(",", ":"))
+    return values
 
 
-def unpack(raw: str | bytes) -> dict[str, Any]:
-    """A stored entry as the dict readers use: ``kind``, ``at`` and the fields. Takes
-    the packed form and the JSON object older versions wrote."""
-    value = json.loads(raw)
-    if isinstance(value, dict):
-        return value
-    kind = _KINDS[value[0]]
-    base = value[1]
-    out: dict[str, Any] = {"kind": kind.value, "at": base}
-    names = FIELDS[kind]
-    for name, item in zip(names, value[2 : 2 + len(names)], strict=False):
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+def entry(kind: Kind, at: float, **data: Any) -> str:
+    """One timeline entry as stored: ``[code, at, fields by position..., {others}?]``.
+
+    Times are whole seconds (``at``; the others relative to it), a field filled in
+    (``[None, new]``) is stored as ``new``, the outbox's ``Message-ID`` as its unique
+    part and domain, and trailing empty fields are left off.
+    """
+    base = _seconds(at)
+    code, *values = _pack_fields(kind, base, data)
+    return _dumps([code, base, *values])
+
+
+def batch(at: float, items: Sequence[tuple[Kind, Mapping[str, Any]]]) -> str:
+    """Entries recorded together (one event's) as one stored item:
+    ``[at, [code, fields...], [code, fields...], ...]``, each entry as :func:`entry`
+    packs it without its own time. An ``enrolled`` entry leaves its ``trigger`` off when
+    it is the type of the batch's event (the first entry); the event that first stored
+    the lead (followed by a ``fields`` entry naming nothing) is coded ``E`` and that
+    entry left off."""
+    base = _seconds(at)
+    out: list[Any] = [base]
+    event_type = items[0][1].get("type") if items and items[0][0] is Kind.EVENT else None
+    for kind, data in items:
+        fields = dict(data)
+        if kind is Kind.ENROLLED and event_type is not None and fields.get("trigger") == event_type:
+            fields.pop("trigger")
+        first = len(out) == 2 and out[1][0] == CODES[Kind.EVENT]
+        if first and kind is Kind.FIELDS and fields.get("changed") is None:
+            out[1][0] = _FIRST
+            continue
+        out.append(_pack_fields(kind, base, fields))
+    return _dumps(out)
+
+
+def _unpack_fields(code: str, base: Any, values: list[Any]) -> dict[str, Any]:
+    kind, names, implied = _LAYOUTS[code]
+    out: dict[str, Any] = {"kind": kind.value, "at": base, **implied}
+    for name, item in zip(names, values[: len(names)], strict=False):
         if name in _TIMES and isinstance(item, int | float):
             item = base + item
         elif name == "changed" and isinstance(item, dict):
             item = {k: _unpack_change(v) for k, v in item.items()}
+        elif name == "provider_id" and isinstance(item, str):
+            short = _OUTBOX_SHORT.fullmatch(item)
+            item = f"<{short[1]}.nurture@{short[2]}>" if short else item
         out[name] = item
-    if len(value) > 2 + len(names):
-        out.update(value[2 + len(names)])
+    if kind is Kind.EVENT and "occurred" not in out and isinstance(base, int | float):
+        out["occurred"] = base
+    if len(values) > len(names):
+        out.update(values[len(names)])
+    return out
+
+
+def unpack(raw: str | bytes) -> dict[str, Any]:
+    """A stored single entry as the dict readers use: ``kind``, ``at`` and the fields.
+    Takes the packed form and the JSON object older versions wrote (a batch: use
+    :func:`unpack_all`)."""
+    value = json.loads(raw)
+    if isinstance(value, dict):
+        return value
+    return _unpack_fields(value[0], value[1], value[2:])
+
+
+def unpack_all(raw: str | bytes) -> list[dict[str, Any]]:
+    """The entries of one stored item (a single entry, a batch, or an older JSON
+    object), as :func:`unpack` gives them. A batch's ``enrolled`` entry without a
+    ``trigger`` gets its event's type; a ``not_enrolled`` entry naming several sequences
+    (the lead could not be enrolled in any of them, for one reason) is one per sequence."""
+    value = json.loads(raw)
+    if isinstance(value, dict):
+        return [value]
+    if value and isinstance(value[0], str):
+        items = [_unpack_fields(value[0], value[1], value[2:])]
+    else:
+        base = value[0]
+        items = [_unpack_fields(part[0], base, part[1:]) for part in value[1:]]
+        if items and value[1][0] == _FIRST:
+            items.insert(1, {"kind": Kind.FIELDS.value, "at": base})
+        if items and items[0]["kind"] == Kind.EVENT.value:
+            for item in items:
+                if item["kind"] == Kind.ENROLLED.value and item.get("trigger") is None:
+                    item["trigger"] = items[0].get("type")
+    out: list[dict[str, Any]] = []
+    for item in items:
+        sequences = item.get("sequence")
+        if item["kind"] == Kind.NOT_ENROLLED.value and isinstance(sequences, list):
+            out += [{**item, "sequence": sequence} for sequence in sequences]
+        else:
+            out.append(item)
     return out
 
 
@@ -224,4 +333,4 @@ class Timeline:
         except redis.ResponseError:  # WRONGTYPE: a stream written by an older version
             raw = cast(list[tuple[bytes, Mapping[bytes, bytes]]], self.redis.xrange(key))
             items = [v for _, fields in raw if (v := fields.get(FIELD.encode())) is not None]
-        return [unpack(item) for item in items]
+        return [entry for item in items for entry in unpack_all(item)]
