@@ -11,7 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.lead_memory import example_events
 from tests.harness import Harness, event, running
+from worker.events import validate_event
 from worker.lead_history import UNCERTAIN, explain, rule_fingerprint, when_refusal
 from worker.leadview import lead_view, render_text
 from worker.sequences import condition_context
@@ -274,3 +276,61 @@ def test_a_refusal_whose_sequence_is_gone_says_so_with_the_values_it_read() -> N
     assert shown[0]["why"] == (
         "when was false (that rule is no longer in the catalog; values read: data.x=missing)"
     )
+
+
+#: Lines ``nurture lead`` printed for the example leads with the previous version's
+#: entries (the sentences and the first data in full), the first six weeks (the
+#: test catalog has no keep-giving).
+SAID_BEFORE = {
+    "demo-sam-0": [
+        "fields changed: attributes.budget None -> 20000, attributes.industry None -> "
+        "'manufacturing', company None -> 'Northwind', email None -> 'sam+0@example.com', "
+        "first_name None -> 'Sam', source None -> 'outbound'",
+        "not enrolled in quick-start: when: attributes.quick_start is True (is missing)",
+        "not enrolled in referral-intro: when: (source is 'referral' or data.referrer exists) "
+        "(values: source='outbound', data.referrer=missing)",
+        "not enrolled in value-first: when: source is none of ['referral', 'outbound'] "
+        "(is 'outbound')",
+        "  referral-intro: not enrolled: when: (source is 'referral' or data.referrer exists) "
+        "(values: source='outbound', data.referrer=missing)",
+    ],
+    "demo-mikko-0": [
+        "NOT SENT referral-intro/call-weak: skipped: the step's condition is false (when: "
+        "(data.referrer.relationship is 'weak' or data.referrer.relationship.strength is "
+        "'weak') (values: data.referrer.relationship='client', "
+        "data.referrer.relationship.strength=missing))",
+        "NOT SENT referral-intro/intro: skipped: the step's condition is false (when: "
+        "(data.referrer.relationship is one of ['strong', 'close'] or "
+        "data.referrer.relationship.strength is 'strong') (values: "
+        "data.referrer.relationship='client', data.referrer.relationship.strength=missing))",
+        "not enrolled in value-first: when: source is none of ['referral', 'outbound'] "
+        "(is 'referral')",
+    ],
+    "demo-li-0": [
+        "fields changed: attributes.budget None -> 300, attributes.industry None -> "
+        "'ecommerce', company None -> 'Sun Trading', email None -> 'li+0@example.cn', "
+        "first_name None -> 'Li', source None -> 'website', timezone None -> 'Asia/Shanghai'",
+        *(
+            f"not enrolled in {s}: disqualified (budget)"
+            for s in ("outbound-intro", "quick-start", "referral-intro")
+        ),
+        "  value-first: not enrolled: disqualified (budget)",
+    ],
+}
+
+
+def test_nurture_lead_says_word_for_word_what_the_previous_version_said(
+    make_harness: Callable[..., Harness],
+) -> None:
+    h = make_harness()
+    events = [validate_event(doc) for doc in example_events(1)]
+    with running(h):
+        h.emit(*events)
+        h.run_until(h.clock.now().timestamp() + 42 * 86400)
+    store, catalog = h.rt.store, h.rt.catalog.current.catalog
+    for lead_id, lines in SAID_BEFORE.items():
+        text = render_text(lead_view(store, catalog, lead_id))
+        for line in lines:
+            assert line in text, (lead_id, line)
+        raw = store.redis.lrange(store.keys.timeline(lead_id), 0, -1)
+        assert b"when: " not in raw[0] and b"Northwind" not in raw[0]  # lean: no sentences
