@@ -129,6 +129,42 @@ def test_a_notify_step_reaches_the_owner_exactly_once(
     assert h.dead_letters() == []
 
 
+PING_DA = """{% block subject %}Ring til {{ lead.first_name | default(lead.email) }} i dag
+{%- endblock %}
+{% block text %}
+Hej {{ recipient.name | default("der") }},
+
+{{ lead.first_name | default(lead.email) }} bad om et opkald ({{ lead.email }}).
+{% endblock %}
+"""
+
+
+def test_a_notify_goes_out_in_the_language_its_step_or_the_setting_picks(
+    make_harness: Callable[..., Harness], catalog_dirs: dict[str, Path]
+) -> None:
+    """Not the lead's language: the step's `locale`, else NURTURE_NOTIFY_LOCALE, else the
+    default language (docs/sequences.md#steps-that-reach-a-person)."""
+    only_sequence(
+        catalog_dirs,
+        "id: ops\ntrigger: lead.created\nsteps:\n"
+        "  - {id: ping, wait: 0s, notify: {template: internal/ping}}\n"
+        "  - {id: ping-en, wait: 1h, notify: {template: internal/ping, locale: en}}\n",
+    )
+    danish = catalog_dirs["templates"] / "da" / "internal" / "ping.j2"
+    danish.parent.mkdir(parents=True)
+    danish.write_text(PING_DA, encoding="utf-8")
+    h = make_harness(notify_locale="da")
+    with running(h):
+        # A Finnish lead: the notify is for the Danish owner, not for the lead.
+        h.emit(event("e1", first_name="Ann", locale="fi", **OWNER))
+        h.settle()
+        h.advance(timedelta(hours=1))
+    assert h.sent() == [("lead-1", "ops", "ping"), ("lead-1", "ops", "ping-en")]
+    subjects = [m["Subject"] for m in h.messages() if m["X-Nurture-Internal"] == "notify"]
+    assert subjects == ["Ring til Ann i dag", "Call Ann today"]
+    assert h.dead_letters() == []
+
+
 class Receiver:
     """A real HTTP server on 127.0.0.1 answering POSTs with scripted statuses."""
 

@@ -92,6 +92,31 @@ def test_a_notify_template_that_does_not_exist_is_found(catalog_dirs: dict[str, 
     assert any("ops.yaml:4" in p and "internal/referral_call" in p for p in found), found
 
 
+def test_a_notify_language_without_its_template_is_found(catalog_dirs: dict[str, Path]) -> None:
+    """A notify in a language the templates lack would go out in the default language
+    unnoticed: the step's `locale:` and NURTURE_NOTIFY_LOCALE are both checked."""
+    ping = "  - id: ping\n    wait: 0s\n    notify: {template: internal/referral_call%s}\n"
+    danish = catalog_dirs["templates"] / "da" / "internal" / "referral_call.j2"
+    missing = f"{danish} does not exist, so it would go out in the default language (en)"
+    found = problems_for(catalog_dirs, ping % ", locale: da")
+    assert found == [
+        f"{catalog_dirs['sequences'] / 'ops.yaml'}:4: notify step `ping` is in 'da' (its "
+        f"`locale`) but {missing} — add {danish}, or choose a language the templates have"
+    ]
+    found = problems_for(catalog_dirs, ping % "", notify_locale="da")
+    assert len(found) == 1 and "(NURTURE_NOTIFY_LOCALE)" in found[0], found
+    found = problems_for(catalog_dirs, ping % ", locale: Danish")
+    assert len(found) == 1 and "ops.yaml:6: notify locale 'Danish' is not a language" in found[0]
+    # The default language needs no folder of its own; a Danish file makes `da` work.
+    assert problems_for(catalog_dirs, ping % ", locale: en-GB") == []
+    danish.parent.mkdir(parents=True)
+    danish.write_text(
+        (catalog_dirs["templates"] / "internal" / "referral_call.j2").read_text(), "utf-8"
+    )
+    assert problems_for(catalog_dirs, ping % ", locale: da-DK") == []
+    assert problems_for(catalog_dirs, ping % "", notify_locale="da") == []
+
+
 def test_a_webhook_without_url_or_target_and_with_a_bad_url(
     catalog_dirs: dict[str, Path],
 ) -> None:

@@ -4,6 +4,7 @@ that can meet touches overdue past the catch-up threshold still spread them
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -93,15 +94,7 @@ def test_downtime_since_the_last_claim_is_spread_by_the_next_tick(redis_url: str
 
 
 def test_touches_left_behind_by_a_full_claim_are_looked_at_next_tick(redis_url: str) -> None:
-    small = SchedulerSettings(
-        batch=1,
-        claim_lease=60.0,
-        interval=0.2,
-        catchup_after=3600.0,
-        catchup_spread=600.0,
-        touches_per_message=10,
-    )
-    scheduler, queued = make(redis_url, small)
+    scheduler, queued = make(redis_url, replace(SETTINGS, batch=1))
     clock: ManualClock = scheduler.clock  # type: ignore[assignment]
     scheduler.tick()
     scheduler.tick()

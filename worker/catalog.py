@@ -16,6 +16,7 @@ from worker.content import ContentLibrary
 from worker.crm.mapping import CRMS, load_mappings
 from worker.crm.mapping import Mapping as CrmMapping
 from worker.errors import CatalogError, MappingError, NurtureError, Problem
+from worker.reach import check_notify_locales
 from worker.rendering import Renderer
 from worker.rendering.check import check_templates
 from worker.sequences import Catalog, Sequence, Step, load_catalog
@@ -140,6 +141,11 @@ def load_and_check(settings: Settings) -> tuple[LoadedCatalog | None, list[Probl
     problems.extend(found)
     secret = bool(settings.webhook_secret and settings.webhook_secret.get_secret_value())
     problems.extend(check_webhooks(catalog, secret, settings.webhook_targets))
+    problems.extend(
+        check_notify_locales(
+            catalog, settings.templates_dir, settings.default_locale, settings.notify_locale
+        )
+    )
     if problems:
         return None, sorted(set(problems))
     renderer = Renderer(settings.templates_dir, settings.default_locale, content)

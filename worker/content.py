@@ -65,6 +65,13 @@ def normalize_locale(tag: str | None) -> str | None:
     return "-".join(out)
 
 
+def language_tag(tag: str | None) -> str | None:
+    """:func:`normalize_locale` of a tag that starts with a 2- or 3-letter language
+    (``da``, ``da-DK``; not ``Danish``), else None: what a ``locale:`` setting accepts."""
+    found = normalize_locale(tag)
+    return found if found and 2 <= len(found.split("-")[0]) <= 3 else None
+
+
 def locale_chain(locale: str | None, default_locale: str = "en") -> tuple[str, ...]:
     """The locales to try for a lead, most specific first: ``da-DK`` -> ``(da-DK, da)``.
 

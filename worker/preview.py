@@ -13,7 +13,7 @@ from worker.catalog import LoadedCatalog, load_and_check
 from worker.enrollment import touch_id
 from worker.errors import CatalogError, RenderError
 from worker.events import Lead
-from worker.reach import Reach, notify_message, notify_recipient, webhook_call
+from worker.reach import Reach, notify_locale, notify_message, notify_recipient, webhook_call
 from worker.rendering import Renderer
 from worker.senders import Address, defaults_from, resolve
 from worker.sequences import Sequence, Step, condition_context
@@ -168,14 +168,20 @@ def _variant_lines(step: Step, sequence: str, lead_id: str) -> list[str]:
 
 def _reach(settings: Settings) -> Reach:
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
-    return Reach(settings.notify_to, secret, settings.webhook_targets, settings.webhook_timeout)
+    return Reach(
+        settings.notify_to,
+        secret,
+        settings.webhook_targets,
+        settings.webhook_timeout,
+        settings.notify_locale,
+    )
 
 
 def _what(renderer: Renderer, step: Step, lead: dict[str, Any], settings: Settings) -> str:
     """What a step sends, for its line in the timeline."""
     if step.notify is not None:
         to, why = notify_recipient(step, lead, _reach(settings), defaults_from(settings))
-        path = _template_path(renderer, step.template, None)
+        path = _template_path(renderer, step.template, notify_locale(step, _reach(settings)))
         return f"notify {to.email or '(NURTURE_FROM_EMAIL)'} ({why}): {path}"
     if step.webhook is not None:
         url = target_url(step, settings.webhook_targets)

@@ -9,12 +9,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from worker.content import locale_chain
 from worker.delivery import Message
-from worker.errors import RenderError
+from worker.errors import Problem, RenderError
 from worker.rendering import Renderer
+from worker.rendering.renderer import is_locale_dir
 from worker.senders import Address, SenderDefaults
+from worker.sequences import Catalog
 from worker.sequences.model import Sequence, Step
 from worker.webhooks import WebhookCall, build_call, target_url
 
@@ -25,6 +29,8 @@ class Reach:
 
     Attributes:
         notify_to: ``NURTURE_NOTIFY_TO``: notified when the lead has no owner.
+        notify_locale: ``NURTURE_NOTIFY_LOCALE``: the language of notify emails whose
+            step does not say (None: ``NURTURE_DEFAULT_LOCALE``).
         webhook_secret: ``NURTURE_WEBHOOK_SECRET``: the key of the signature.
         webhook_targets: ``NURTURE_WEBHOOK_TARGETS``: name -> URL.
         webhook_timeout: ``NURTURE_WEBHOOK_TIMEOUT``: seconds per POST.
@@ -34,6 +40,7 @@ class Reach:
     webhook_secret: str = ""
     webhook_targets: Mapping[str, str] = field(default_factory=dict)
     webhook_timeout: float = 10.0
+    notify_locale: str | None = None
 
 
 def _text(value: Any) -> str | None:
@@ -63,6 +70,45 @@ def notify_recipient(
         if address:
             return Address(address), why
     return Address(defaults.from_email, defaults.from_name), "the From address (no one else set)"
+
+
+def notify_locale(step: Step, reach: Reach) -> str | None:
+    """The language of a notify step's email: the step's ``locale``, else
+    ``NURTURE_NOTIFY_LOCALE``; None: the default language."""
+    assert step.notify is not None
+    return step.notify.locale or reach.notify_locale
+
+
+def check_notify_locales(
+    catalog: Catalog, templates_dir: Path, default_locale: str, setting: str | None
+) -> list[Problem]:
+    """Notify steps whose language (the step's ``locale``, else ``NURTURE_NOTIFY_LOCALE``)
+    has no template of theirs: they would go out in the default language unnoticed."""
+    problems: list[Problem] = []
+    default = locale_chain(default_locale, default_locale)[-1:]
+    for sequence in catalog.sequences.values():
+        for step in sequence.steps:
+            if step.notify is None or not (step.notify.locale or setting):
+                continue
+            locale = step.notify.locale or setting
+            chain = [loc for loc in locale_chain(locale, default_locale) if is_locale_dir(loc)]
+            if chain[-1:] == list(default):
+                continue  # the default language: the templates folder's own files serve
+            tried = [f"{loc}/{step.template}.j2" for loc in chain]
+            if any((templates_dir / relative).is_file() for relative in tried):
+                continue
+            why = "its `locale`" if step.notify.locale else "NURTURE_NOTIFY_LOCALE"
+            problems.append(
+                Problem(
+                    sequence.file,
+                    step.line,
+                    f"notify step `{step.id}` is in {locale!r} ({why}) but "
+                    f"{templates_dir / tried[-1]} does not exist, so it would go out in "
+                    f"the default language ({default_locale})",
+                    f"add {templates_dir / tried[-1]}, or choose a language the templates have",
+                )
+            )
+    return problems
 
 
 def notify_context(
@@ -99,14 +145,15 @@ def notify_message(
     defaults: SenderDefaults,
     key: str,
 ) -> Message:
-    """The internal email of a notify step, in the default language.
+    """The internal email of a notify step, in its language (:func:`notify_locale`).
 
     Raises:
         RenderError: When the template does not render for this lead.
     """
     recipient, _why = notify_recipient(step, lead, reach, defaults)
     context = notify_context(sequence, step, lead, trigger, recipient)
-    email = renderer.render(step.template, None, context, internal=True)
+    locale = notify_locale(step, reach)
+    email = renderer.render(step.template, locale, context, internal=True)
     return Message(
         key=key,
         to_email=recipient.email,

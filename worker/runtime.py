@@ -66,6 +66,7 @@ def send_settings(settings: Settings, tuning: Tuning) -> SendSettings:
         unsubscribe_mailbox=settings.unsubscribe_mailbox,
         reach=Reach(
             notify_to=settings.notify_to,
+            notify_locale=settings.notify_locale,
             webhook_secret=(
                 settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
             ),

@@ -73,7 +73,7 @@ def send_test(
     unsubscribe_url = "" if internal else f"{settings.public_url}/unsubscribe/TEST"
     email = loaded.renderer.render(
         step.template,
-        None if internal else data.get("locale"),
+        (step.notify.locale or settings.notify_locale) if step.notify else data.get("locale"),
         {
             "recipient": {"email": address},
             "lead": data,

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.addresses import sendable_address
 from worker.broker import broker_kind
+from worker.content import language_tag
 from worker.errors import SettingsError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -126,6 +127,9 @@ class Settings(BaseSettings):
     postal_address: str | None = None
     # notify: steps go to the lead's owner; this address when the lead has none.
     notify_to: str | None = None
+    # The language of notify: steps' emails unless the step says `locale:`; unset:
+    # NURTURE_DEFAULT_LOCALE (never the lead's: the email is for someone inside).
+    notify_locale: str | None = None
     # webhook: steps: the key of their HMAC-SHA256 signature, and named targets.
     webhook_secret: SecretStr | None = None
     webhook_targets: Targets = Field(default_factory=dict)
@@ -187,6 +191,19 @@ class Settings(BaseSettings):
         if value is None or not value.strip():
             return None
         return sendable_address(value.strip())
+
+    @field_validator("notify_locale")
+    @classmethod
+    def _notify_locale(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        found = language_tag(value)
+        if found is None:
+            raise ValueError(
+                f"{value!r} is not a language code; write an ISO 639-1 code, optionally "
+                "with a region: da, da-DK"
+            )
+        return found
 
     @field_validator("meeting_url")
     @classmethod

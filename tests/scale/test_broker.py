@@ -274,11 +274,59 @@ def slow(key):
         f.write(f"done {key} {os.getpid()}\\n")
 
 dramatiq.Actor(slow, broker=broker, actor_name="slow", queue_name=queue, priority=0, options={})
-worker = dramatiq.Worker(broker, worker_threads=1)
+worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=200)  # as nurture worker
 worker.start()
 print("ready", flush=True)
 time.sleep(120)
 """
+
+
+@dataclass
+class KilledMidMessage:
+    """What :func:`kill_mid_message` saw: the two workers' pids, who ran what (``start``
+    and ``done`` lines), and the seconds from the kill until the message was done."""
+
+    first: int
+    second: int
+    runs: list[list[str]]
+    seconds: float
+
+
+def kill_mid_message(broker: dramatiq.Broker, url: str, queue: str, tmp: Path) -> KilledMidMessage:
+    """A worker process (WORKER_SCRIPT on ``url``) takes a message and is killed -9 in
+    the middle of it; a second one is started and runs it again once the broker gives it
+    back."""
+    script, log = tmp / "slow_worker.py", tmp / "runs.log"
+    script.write_text(WORKER_SCRIPT)
+
+    def start() -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, str(script), url, queue, str(log)],
+            stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        )  # fmt: skip
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        return proc
+
+    first = start()
+    dramatiq.Actor(
+        lambda key: None, broker=broker, actor_name="slow", queue_name=queue,
+        priority=0, options={},
+    ).send("m1")  # fmt: skip
+    wait_for(lambda: log.exists() and "start m1" in log.read_text(), what="first worker")
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    killed_at = time.monotonic()
+    (tmp / "fast").touch()
+    second = start()
+    try:
+        wait_for(lambda: "done m1" in log.read_text(), timeout=60, what="redelivery")
+    finally:
+        second.kill()
+        second.wait()
+    seconds = time.monotonic() - killed_at
+    lines = log.read_text().split()
+    runs = [lines[i : i + 3] for i in range(0, len(lines), 3)]
+    return KilledMidMessage(first.pid, second.pid, runs, seconds)
 
 
 def test_a_killed_worker_process_s_message_is_redelivered_to_another(
@@ -286,42 +334,14 @@ def test_a_killed_worker_process_s_message_is_redelivered_to_another(
 ) -> None:
     """RabbitMQ requeues the unacked message of a consumer whose connection dies (kill -9),
     so another worker host runs it: nothing lost."""
-    script = tmp_path / "slow_worker.py"
-    script.write_text(WORKER_SCRIPT)
-    log = tmp_path / "runs.log"
     queue = amqp.queue("slow")
-
-    def start() -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, str(script), amqp.url, queue, str(log)],
-            stdout=subprocess.PIPE, text=True, cwd=ROOT,
-        )  # fmt: skip
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        return proc
-
-    first = start()
     broker = make_broker("redis://127.0.0.1:1/0", amqp.url)
     try:
-        dramatiq.Actor(
-            lambda key: None, broker=broker, actor_name="slow", queue_name=queue,
-            priority=0, options={},
-        ).send("m1")  # fmt: skip
-        wait_for(lambda: log.exists() and "start m1" in log.read_text(), what="first worker")
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait()
-        (tmp_path / "fast").touch()
-        second = start()
-        try:
-            wait_for(lambda: "done m1" in log.read_text(), timeout=60, what="redelivery")
-        finally:
-            second.kill()
-            second.wait()
-        lines = log.read_text().split()
-        runs = [lines[i : i + 3] for i in range(0, len(lines), 3)]
-        assert runs == [
-            ["start", "m1", str(first.pid)],
-            ["start", "m1", str(second.pid)],
-            ["done", "m1", str(second.pid)],
+        seen = kill_mid_message(broker, amqp.url, queue, tmp_path)
+        assert seen.runs == [
+            ["start", "m1", str(seen.first)],
+            ["start", "m1", str(seen.second)],
+            ["done", "m1", str(seen.second)],
         ]
         assert queue_depths(broker)[queue] == {"ready": 0, "delayed": 0, "dead": 0}
     finally:
@@ -355,43 +375,18 @@ def test_a_killed_worker_s_redis_message_comes_back_after_the_heartbeat_timeout(
     and ``dispatch.lua``, github.com/Bogdanp/dramatiq, dramatiq/brokers/redis.py). With
     NURTURE_BROKER_HEARTBEAT_TIMEOUT (15 s) and NURTURE_BROKER_MAINTENANCE_CHANCE (5 %),
     the default 60 s and 0.1 % took 60-90 s or more."""
-    script = tmp_path / "slow_worker.py"
-    script.write_text(WORKER_SCRIPT)
-    log = tmp_path / "runs.log"
-
-    def start() -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, str(script), redis_url, "slow-redis", str(log)],
-            stdout=subprocess.PIPE, text=True, cwd=ROOT,
-        )  # fmt: skip
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        return proc
-
-    first = start()
     broker = make_broker(redis_url, None)
     try:
         assert isinstance(broker, RedisBroker)
         assert (broker.heartbeat_timeout, broker.maintenance_chance) == (15_000, 50_000)
-        dramatiq.Actor(
-            lambda key: None, broker=broker, actor_name="slow", queue_name="slow-redis",
-            priority=0, options={},
-        ).send("m1")  # fmt: skip
-        wait_for(lambda: log.exists() and "start m1" in log.read_text(), what="first worker")
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait()
-        killed_at = time.monotonic()
-        (tmp_path / "fast").touch()
-        second = start()
-        try:
-            wait_for(lambda: "done m1" in log.read_text(), timeout=60, what="the requeue")
-        finally:
-            second.kill()
-            second.wait()
-        recovered = time.monotonic() - killed_at
-        print(f"\nthe killed worker's message ran again {recovered:.1f} s after the kill")
+        seen = kill_mid_message(broker, redis_url, "slow-redis", tmp_path)
+        print(f"\nthe killed worker's message ran again {seen.seconds:.1f} s after the kill")
         # Not before the heartbeat timeout (so it was the requeue), and well before 60 s.
-        assert 15.0 <= recovered < 40.0
-        assert f"start m1 {second.pid}" in log.read_text()
+        assert 15.0 <= seen.seconds < 40.0
+        assert seen.runs[1:] == [
+            ["start", "m1", str(seen.second)],
+            ["done", "m1", str(seen.second)],
+        ]
         assert queue_depths(broker)["slow-redis"] == {"ready": 0, "delayed": 0, "dead": 0}
     finally:
         broker.close()

@@ -21,12 +21,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from worker.addresses import sendable_address
+from worker.content import language_tag
 from worker.errors import Problem as FileProblem
 from worker.sequences.engagement import STEP_KINDS, Engaged
 from worker.sequences.model import Notify, Step, Webhook
 from worker.yamlfile import describe_node, yaml_line
 
-NOTIFY_KEYS = ("template", "to")
+NOTIFY_KEYS = ("template", "to", "locale")
 WEBHOOK_KEYS = ("url", "target")
 #: A name of ``NURTURE_WEBHOOK_TARGETS``.
 TARGET = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -80,9 +81,20 @@ def read_notify(
                 "write an address (`to: sales@example.com`), or `to: owner` / no `to` "
                 "for the lead's owner",
             )
+    locale = raw.get("locale")
+    if locale is not None and language_tag(str(locale)) is None:
+        ok = False
+        problem(
+            yaml_line(raw, "locale", key_line),
+            f"notify locale {locale!r} is not a language code",
+            "write an ISO 639-1 code, optionally with a region: `locale: da`, `locale: da-DK`",
+        )
     if not ok:
         return None
-    notify = Notify(None if to in (None, OWNER) else str(to))
+    notify = Notify(
+        None if to in (None, OWNER) else str(to),
+        None if locale is None else language_tag(str(locale)),
+    )
     return notify, raw["template"], yaml_line(raw, "template", key_line)
 
 

@@ -39,9 +39,12 @@ class Notify:
         to: The address to notify; None: the lead's owner (``owner_email`` from the
             CRM), else ``NURTURE_NOTIFY_TO``, else ``NURTURE_REPLY_TO``, else the From
             address.
+        locale: The language of the email (``locale: da``); None: ``NURTURE_NOTIFY_LOCALE``,
+            else ``NURTURE_DEFAULT_LOCALE`` (never the lead's: it is not for the lead).
     """
 
     to: str | None = None
+    locale: str | None = None
 
 
 @dataclass(frozen=True)
