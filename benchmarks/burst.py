@@ -69,7 +69,7 @@ from worker.enrollment import TouchRef
 from worker.events import validate_event
 from worker.ingest import ingest
 from worker.runtime import Runtime
-from worker.store.keys import Keys
+from worker.store.keys import ENROLLMENT_FIELD, LEDGER_FIELD, Keys
 
 ORDER_TOLERANCE = 1.0  # seconds: sends within this of each other may go in any order
 KEYS = Keys(PREFIX)
@@ -99,9 +99,9 @@ def _probe_events(
     try:
         index = 0
         while not stop.wait(1.0):
-            key = KEYS.enrollments(lead_id("probe", index))
+            key = KEYS.lead(lead_id("probe", index))
             created = validate_event(lead_event("probe", index), index)
-            out.append(_timed_event(runtime, created, lambda k=key: bool(client.exists(k))))
+            out.append(_timed_event(runtime, created, lambda k=key: enrolled(client, k)))
             disqualified = validate_event(
                 {
                     "id": f"evt-probe-decline-{index}",
@@ -112,12 +112,21 @@ def _probe_events(
                 index,
             )
             declines.append(
-                _timed_event(runtime, disqualified, lambda k=key: bool(client.hexists(k, DECLINE)))
+                _timed_event(
+                    runtime,
+                    disqualified,
+                    lambda k=key: bool(client.hexists(k, ENROLLMENT_FIELD + DECLINE)),
+                )
             )
             index += 1
     finally:
         client.close()
         runtime.close()
+
+
+def enrolled(client: Any, lead_key: str) -> bool:
+    """Whether the lead hash holds any enrollment (an ``e:<sequence>`` field)."""
+    return any(name.startswith(ENROLLMENT_FIELD.encode()) for name in client.hkeys(lead_key))
 
 
 def _timed_event(runtime: Runtime, event: Any, done: Callable[[], bool]) -> float:
@@ -157,7 +166,7 @@ def ledger_states(bench: Bench, count: int) -> dict[str, int]:
             pipe = client.pipeline(transaction=False)
             for index in range(start, min(count, start + 10_000)):
                 ref = TouchRef.parse(member_of("burst", index))
-                pipe.hget(KEYS.ledger(ref.lead_id), ref.ledger_field)
+                pipe.hget(KEYS.lead(ref.lead_id), LEDGER_FIELD + ref.ledger_field)
             for raw in pipe.execute():
                 states[raw.decode().split(":", 1)[0] if raw else "none"] += 1
     finally:

@@ -26,6 +26,7 @@ from worker import report
 from worker.redis_server import start_redis
 from worker.store import Store
 from worker.store.counters import day_fields, report_groups
+from worker.store.keys import DATA_FIELD
 from worker.store.timeline import Kind, add_to, entry
 
 SEQUENCE = "value-first"
@@ -84,7 +85,7 @@ def write(store: Store, leads: int, seed: int = 7) -> None:
         lead_id = f"B{index}"
         data = {"locale": LOCALES[index % 3], "source": SOURCES[index % 2]}
         # The lead record as LeadStore.save writes it (pipelined here: 100,000 leads).
-        pipe.hset(store.keys.lead(lead_id), "data", json.dumps({"id": lead_id, **data}))
+        pipe.hset(store.keys.lead(lead_id), DATA_FIELD, json.dumps({"id": lead_id, **data}))
         entries, seen = [], set()
         for kind, at, fact in _lead_facts(rng, index):
             entries.append(entry(kind, at, **{k: v for k, v in fact.items() if k != "_last"}))

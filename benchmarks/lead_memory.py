@@ -6,9 +6,10 @@ times under new ids and addresses) through the real pipeline, the way the tests 
 a manual clock jumped through every due time), and reports:
 
 * ``MEMORY USAGE`` (``SAMPLES 0``: exact) of every key of each lead, by kind (the lead
-  hash, enrollments, ledger, received content, timeline ``tl``, engagement, variants,
-  email index, replay guard...), at two moments: enrolled (first touch pending) and
-  after every sequence has run its course; per lead in all, and without the timeline;
+  hash ``L`` with its enrollments, ledger and received content; timeline ``tl``,
+  engagement, variants, email index, replay guard...), at two moments: enrolled (first
+  touch pending) and after every sequence has run its course; per lead in all, and
+  without the timeline;
 * the shared keys (schedule, claimed, stats, counters...) and ``used_memory`` per lead;
 * during the sends, every command Redis ran (``MONITOR``): commands per sent touch and
   the share of the busiest keys, the figures a Redis Cluster design must spread.
@@ -28,7 +29,6 @@ import json
 import re
 import tempfile
 import threading
-import zlib
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,13 +43,15 @@ from worker.redis_server import start_redis
 from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.store import Store
-from worker.store.keys import Keys
+from worker.store.keys import DATA_FIELD, ENROLLMENT_FIELD, LEDGER_FIELD, RECEIVED_FIELD, Keys
+from worker.store.leads import is_flag
 
 ROOT = Path(__file__).resolve().parent.parent
 MONDAY_9AM = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 #: Key kinds by the part after the prefix; a kind per lead unless listed as shared.
 PER_LEAD = (
-    *("lead", "enr", "sent", "recv", "tl", "eng", "var", "lock"),
+    *("L", "tl", "eng", "var", "lock"),
+    *("lead", "enr", "sent", "recv"),  # layout 2's four keys per lead (before the merge)
     *("email", "evt", "supp", "supph", "sgevt"),
 )
 #: Commands only the test harness sends (dramatiq's join polls queue sizes; settle and
@@ -111,85 +113,21 @@ def per_lead(by_kind: dict[str, dict[str, int]], leads: int) -> dict[str, float]
 
 
 def field_sizes(client: redis.Redis, lead_id: str) -> dict[str, int]:
-    """Bytes of the stored values of one lead (what a compact encoding would shrink)."""
-    sizes = {}
-    lead = client.hgetall(KEYS.lead(lead_id))
-    sizes["lead.data JSON"] = len(lead.get(b"data", b""))
-    sizes["lead flags (names+values)"] = sum(
-        len(k) + len(v) for k, v in lead.items() if k != b"data"
-    )
-    enr = client.hgetall(KEYS.enrollments(lead_id))
-    sizes["enrollments JSON"] = sum(len(v) for v in enr.values())
-    sizes["enrollments count"] = len(enr)
-    ledger = client.hgetall(KEYS.ledger(lead_id))
-    sizes["ledger (fields+values)"] = sum(len(k) + len(v) for k, v in ledger.items())
-    sizes["ledger entries"] = len(ledger)
-    return sizes
+    """Bytes of the stored values of one lead's hash, by part (names and values)."""
+    fields = {k.decode(): v for k, v in client.hgetall(KEYS.lead(lead_id)).items()}
 
+    def part(prefix: str) -> list[int]:
+        return [len(k) + len(v) for k, v in fields.items() if k.startswith(prefix)]
 
-def _compact_ledger(value: bytes) -> str:
-    """``sent:1795424400.123`` -> ``s1795424400`` (state initial, whole seconds)."""
-    state, _, ts = value.decode().partition(":")
-    return state[0] + (str(int(float(ts))) if ts else "")
-
-
-def compact_prototype(
-    client: redis.Redis, lead_ids: list[str], buckets: int = 256, email_buckets: int = 16
-) -> dict[str, float]:
-    """Write each lead's state in the proposed compact layout (docs/scale-notes.md) under
-    the prefix ``c:`` and measure it: one hash per lead under its bucket's hash tag, the
-    email index in bucketed hashes, the schedule split in ``buckets`` shards."""
-    for lead_id in lead_ids:
-        tag = f"{{b{zlib.crc32(lead_id.encode()) % buckets}}}"
-        fields: dict[str, str | bytes] = {}
-        for name, value in client.hgetall(KEYS.lead(lead_id)).items():
-            fields["d" if name == b"data" else name.decode()] = value
-        for seq, raw in client.hgetall(KEYS.enrollments(lead_id)).items():
-            fields[f"e:{seq.decode()}"] = raw  # packed already (worker/store/enrollments.py)
-        for name, value in client.hgetall(KEYS.ledger(lead_id)).items():
-            fields[f"l:{name.decode()}"] = _compact_ledger(value)
-        received = sorted(m.decode() for m in client.smembers(KEYS.received(lead_id)))
-        if received:
-            fields["r"] = ",".join(received)
-        client.hset(f"c:{tag}:L:{lead_id}", mapping=fields)  # type: ignore[arg-type]
-        email = json.loads(fields.get("d") or b"{}").get("email")  # type: ignore[arg-type]
-        if email:
-            bucket = zlib.crc32(email.lower().encode()) % email_buckets
-            client.hset(f"c:{{e{bucket}}}:E", email.lower(), lead_id)
-    for member, score in Store(client).schedule.entries():
-        lead_id = member.rsplit("\x1f", 1)[-1]
-        tag = f"{{b{zlib.crc32(lead_id.encode()) % buckets}}}"
-        client.zadd(f"c:{tag}:S", {member: score})
-    sizes: dict[str, int] = defaultdict(int)
-    for key in client.scan_iter(match="c:*", count=1000):
-        kind = key.decode().split(":")[2]  # c:{tag}:KIND[:lead]
-        sizes[kind] += int(client.memory_usage(key, samples=0) or 0)
-    n = len(lead_ids)
-    out = {f"{kind} per lead": total / n for kind, total in sizes.items()}
-    out["total per lead"] = sum(sizes.values()) / n
-    for key in list(client.scan_iter(match="c:*", count=1000)):
-        client.delete(key)
-    return out
-
-
-def compact_layouts(client: redis.Redis, lead_ids: list[str]) -> dict[str, Any]:
-    """The compact layout with Redis's default small-hash limit (64-byte values) and with
-    ``hash-max-listpack-value 1024``, so a lead's hash stays one listpack."""
-    out = {}
-    configured = int(client.config_get("hash-max-*-value").popitem()[1])
-    for size in (64, 1024):
-        set_listpack_value(client, size)
-        out[f"listpack-value {size}"] = compact_prototype(client, lead_ids)
-    set_listpack_value(client, configured)  # the server's own setting again
-    return out
-
-
-def set_listpack_value(client: redis.Redis, size: int) -> None:
-    """``hash-max-listpack-value`` (``hash-max-ziplist-value`` before Redis 7)."""
-    try:
-        client.config_set("hash-max-listpack-value", size)
-    except redis.ResponseError:
-        client.config_set("hash-max-ziplist-value", size)
+    return {
+        "lead d JSON": len(fields.get(DATA_FIELD, b"")),
+        "lead flags (names+values)": sum(len(k) + len(v) for k, v in fields.items() if is_flag(k)),
+        "enrollments (names+values)": sum(part(ENROLLMENT_FIELD)),
+        "enrollments count": len(part(ENROLLMENT_FIELD)),
+        "ledger (names+values)": sum(part(LEDGER_FIELD)),
+        "ledger entries": len(part(LEDGER_FIELD)),
+        "received (r)": len(fields.get(RECEIVED_FIELD, b"")),
+    }
 
 
 class CommandTap:
@@ -306,8 +244,6 @@ def run(copies: int, broker_url: str | None = None) -> dict[str, Any]:
             "scheduled": Store(client).schedule.stats().scheduled,
         }
         result["enrolled"]["per_lead"] = per_lead(result["enrolled"]["by_kind"], leads)
-        lead_ids = [e.lead.id for e in events]
-        result["enrolled"]["compact"] = compact_layouts(client, lead_ids)
         tap = CommandTap(server.url)
         tap.start()
         harness.run_until((MONDAY_9AM + timedelta(days=120)).timestamp())
@@ -320,7 +256,6 @@ def run(copies: int, broker_url: str | None = None) -> dict[str, Any]:
             "sent": sent,
         }
         result["done"]["per_lead"] = per_lead(result["done"]["by_kind"], leads)
-        result["done"]["compact"] = compact_layouts(client, lead_ids)
         result["commands"] = {
             "total": tap.total,
             "per_sent_touch": tap.total / max(sent, 1),
@@ -361,9 +296,6 @@ def report(result: dict[str, Any]) -> str:
             f" ({totals['without timeline']:.0f} B without the timeline)"
         )
         lines.append(f"  first lead's values: {data['fields_first_lead']}")
-        for name, sizes in data["compact"].items():
-            shown = ", ".join(f"{k} {v:.0f} B" for k, v in sorted(sizes.items()))
-            lines.append(f"  compact layout, {name}: {shown}")
     cmd = result["commands"]
     lines.append(
         f"\n== commands while sending: {cmd['total']} for {result['done']['sent']} sends "

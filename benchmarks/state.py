@@ -32,7 +32,7 @@ from worker.ingest import ingest
 from worker.runtime import Runtime
 from worker.store import EVENT_DEDUP_SECONDS, Store
 from worker.store.enrollments import pack_enrollment
-from worker.store.keys import Keys
+from worker.store.keys import DATA_FIELD, ENROLLMENT_FIELD, Keys
 from worker.store.leads import CONTACTABLE, FIELD_TIMES, SEEN, pack_data, pack_flag
 from worker.store.timeline import TIMELINE_MAXLEN, TIMELINE_TTL_SECONDS, Kind, entry
 
@@ -176,10 +176,10 @@ def write_leads(
             writer.command(
                 "HSET",
                 KEYS.lead(the_lead),
-                "data",
-                pack_data(lead),
+                DATA_FIELD,
+                pack_data(lead, the_lead),
                 FIELD_TIMES,
-                pack_flag(FIELD_TIMES, json.dumps(times)),
+                pack_flag(FIELD_TIMES, json.dumps(times), lead),
                 CONTACTABLE,
                 pack_flag(CONTACTABLE, repr(stamp)),
                 SEEN + "lead.created",
@@ -205,8 +205,8 @@ def write_leads(
             writer.command("SET", KEYS.event(trigger["id"]), "done", "EX", EVENT_DEDUP_SECONDS)
             writer.command(
                 "HSET",
-                KEYS.enrollments(the_lead),
-                SEQUENCE_ID,
+                KEYS.lead(the_lead),
+                ENROLLMENT_FIELD + SEQUENCE_ID,
                 pack_enrollment(enrollment),
             )
             writer.command(

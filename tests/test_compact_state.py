@@ -17,7 +17,7 @@ from worker.enrollment import Enrollment, EnrollmentState
 from worker.events import validate_event
 from worker.leadview import lead_view, render_text
 from worker.store.enrollments import pack_enrollment, unpack_enrollment
-from worker.store.leads import lead_record, pack_flag
+from worker.store.leads import LeadRecord, lead_record, pack_flag
 from worker.store.timeline import TIMELINE_MAXLEN, Kind, entry, unpack
 
 TRIGGER = {"id": "e1", "type": "lead.created", "occurred_at": "2026-11-23T09:00:00Z", "data": {}}
@@ -82,30 +82,69 @@ def test_field_times_and_time_flags_read_back_as_written() -> None:
     grouped = {"1795424400": ["email", "first_name"], "1795424401.5": ["company"]}
     assert json.loads(stored[b"fts"]) == grouped
     assert stored[b"seen:lead.created"] == b"1795424400"
-    record = lead_record("l", {b"data": b"{}", **stored})
+    record = lead_record("l", {b"d": b"{}", **stored})
     assert record is not None and record.flags == written
     assert record.field_times() == times
 
 
+def test_field_times_written_with_the_data_name_only_what_differs() -> None:
+    data = {"id": "l", "email": "a@b.c", "company": "X", "attributes": {"budget": 5}}
+    times = {"email": 1795424400.0, "company": 1795424400.0, "attributes.budget": 1795424400.0}
+    times["attributes.gone"] = 1795424400.0  # removed by a null: not in the data, named
+    times["company"] = 1795424401.5
+    packed = pack_flag("fts", json.dumps(times, sort_keys=True), data)
+    assert json.loads(packed) == {"1795424400": ["*", ".gone"], "1795424401.5": ["company"]}
+    record = lead_record("l", {b"d": json.dumps(data).encode(), b"fts": packed.encode()})
+    assert record is not None and record.field_times() == times
+    # A field of the data without a time (stored before field times): no "*".
+    assert "*" not in pack_flag("fts", json.dumps({"email": 1.0}), data)
+
+
+def test_saving_new_data_without_field_times_keeps_each_fields_time(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """The pipeline writes the field times with every change of the data; data saved
+    without them (same times) keeps each field's own time, not the new data's."""
+    store = make_harness().rt.store
+    data = {"id": "l", "email": "a@b.c", "attributes": {"x": 1}}
+    times = {"email": 1795424400.0, "attributes.x": 1795424400.0}
+    store.save_lead("l", data, None, {"fts": json.dumps(times, sort_keys=True)})
+    assert store.redis.hget(store.keys.lead("l"), "fts") == b'{"1795424400":["*"]}'
+    # The key names the lead: its id is left out of the stored data and put back.
+    assert store.redis.hget(store.keys.lead("l"), "d") == b'{"email":"a@b.c","attributes":{"x":1}}'
+    assert store.get_lead("l") == LeadRecord("l", data, {"fts": json.dumps(times, sort_keys=True)})
+    store.save_lead("l", {**data, "attributes": {}, "company": "Y"}, "a@b.c")
+    record = store.get_lead("l")
+    assert record is not None and record.field_times() == times
+
+
 def _to_old_format(h: Harness, lead_id: str) -> None:
-    """Rewrite one lead's stored state the way the previous version wrote it."""
+    """Rewrite one lead's stored values the way the previous version wrote them (the
+    lead hash's ledger and received content kept as they are)."""
     client, keys = h.rt.store.redis, h.rt.store.keys
     record = h.rt.store.get_lead(lead_id)
     assert record is not None
     enrollments = h.rt.store.enrollments(lead_id)
     timeline = h.rt.store.timeline.read(lead_id)
+    kept = {
+        k: v for k, v in client.hgetall(keys.lead(lead_id)).items() if k.startswith((b"l:", b"r"))
+    }
     pipe = client.pipeline(transaction=True)
-    pipe.delete(keys.lead(lead_id), keys.enrollments(lead_id), keys.timeline(lead_id))
-    old_lead = {"data": json.dumps(record.data, ensure_ascii=False), **record.flags}
+    pipe.delete(keys.lead(lead_id), keys.timeline(lead_id))
+    old_lead = {"d": json.dumps(record.data, ensure_ascii=False), **record.flags, **kept}
     pipe.hset(keys.lead(lead_id), mapping=old_lead)  # type: ignore[arg-type]
     for sequence, enrollment in enrollments.items():
-        pipe.hset(keys.enrollments(lead_id), sequence, enrollment.to_json())
+        pipe.hset(keys.lead(lead_id), f"e:{sequence}", enrollment.to_json())
     for item in timeline:
         old = json.dumps(item, default=str, sort_keys=True)
         pipe.xadd(keys.timeline(lead_id), {"e": old}, maxlen=TIMELINE_MAXLEN)
     pipe.execute()
     assert client.type(keys.timeline(lead_id)) == b"stream"
-    assert all(v.startswith(b"{") for v in client.hvals(keys.enrollments(lead_id)))
+    assert all(v.startswith(b"{") for v in _enrollment_values(client, keys.lead(lead_id)))
+
+
+def _enrollment_values(client: Any, key: str) -> list[bytes]:
+    return [v for k, v in client.hgetall(key).items() if k.startswith(b"e:")]
 
 
 def _story(view: dict[str, Any], lead_id: str) -> list[tuple[Any, ...]]:
@@ -145,7 +184,8 @@ def test_a_lead_stored_by_the_previous_version_keeps_going(
         if old_sends:  # a sent touch wrote its entry: the stream became the list, and
             # the enrollment it moved on is packed (one that ended before stays JSON)
             assert client.type(keys.timeline(old_id)) == b"list"
-            assert any(not v.startswith(b"{") for v in client.hvals(keys.enrollments(old_id)))
+            values = _enrollment_values(client, keys.lead(old_id))
+            assert any(not v.startswith(b"{") for v in values)
 
 
 def test_an_old_stream_timeline_is_read_and_becomes_the_list_at_the_next_write(

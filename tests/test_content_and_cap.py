@@ -70,11 +70,11 @@ def for_lead(h: Harness, lead: str = "lead-1") -> list[EmailMessage]:
 
 def sent_times(h: Harness, lead: str = "lead-1") -> list[tuple[float, str, str]]:
     """(when, sequence, step) of every send in the lead's ledger, oldest first."""
-    ledger = h.rt.store.redis.hgetall(h.rt.store.keys.ledger(lead))
+    ledger = h.rt.store.ledger.entries(lead)
     out = []
     for field, state in ledger.items():
-        sequence, _generation, step = field.decode().split(":", 2)
-        kind, _, stamp = state.decode().partition(":")
+        sequence, _generation, step = field.split(":", 2)
+        kind, _, stamp = state.partition(":")
         assert kind == "sent", (field, state)
         out.append((float(stamp), sequence, step))
     return sorted(out)
@@ -364,13 +364,17 @@ def test_transactional_email_is_exempt_and_does_not_use_up_the_cap(
         h.emit(event("e2", "webinar.registered", email=None))
         h.settle()
         # Sent at once although a nurture touch went out 20 minutes ago.
-        assert [s for _, _, s in sent_times(h)] == ["outcome-story", "confirm"]
+        first = sent_times(h)
+        assert [s for _, _, s in first] == ["outcome-story", "confirm"]
         # Wednesday 11:00 UTC, 2 days later: a second registration's confirmation.
         h.clock.set(h.clock.now() + timedelta(days=2, hours=1, minutes=30))
         h.emit(event("e3", "webinar.registered", email=None))
         h.settle()
         run_days(h, 30)
-    sends = sent_times(h)
+    # The second registration's enrollment dropped the ledger entry of the first
+    # (an ended generation's entries go when the lead enrolls again): read before.
+    sends = sorted({*first, *sent_times(h)})
+    assert len(h.sent()) == len(sends)
     steps = [(seq, step) for _, seq, step in sends]
     assert steps[:4] == [
         ("value-first", "outcome-story"),

@@ -126,11 +126,11 @@ def steps_sent(h: Harness, lead: str = "lead-1") -> list[tuple[str, str]]:
 
 def sent_times(h: Harness, lead: str = "lead-1") -> dict[tuple[str, str], float]:
     """(sequence, step) -> when it was sent, from the lead's send ledger."""
-    ledger = h.rt.store.redis.hgetall(h.rt.store.keys.ledger(lead))
+    ledger = h.rt.store.ledger.entries(lead)
     out = {}
     for field, state in ledger.items():
-        sequence, _generation, step = field.decode().split(":", 2)
-        kind, _, stamp = state.decode().partition(":")
+        sequence, _generation, step = field.split(":", 2)
+        kind, _, stamp = state.partition(":")
         if kind == "sent":
             out[(sequence, step)] = float(stamp)
     return out

@@ -34,7 +34,7 @@ def per_lead_builders() -> list[str]:
 
 def test_every_per_lead_key_is_built_by_per_lead() -> None:
     builders = per_lead_builders()
-    assert {"lead", "lead_lock", "enrollments", "ledger", "received"} <= set(builders)
+    assert {"lead", "lead_lock", "engagement", "variants", "timeline"} <= set(builders)
     tagged = Tagged("nurture")
     for name in builders:
         key = getattr(tagged, name)("lead-1")
@@ -55,7 +55,8 @@ def test_a_leads_keys_and_its_buckets_shared_keys_share_one_slot() -> None:
         keys.bucket_counters(bucket),
     ]
     assert len({key_slot(key.encode()) for key in lead_keys + shared}) == 1
-    assert keys.lead("lead-1") == f"nurture:{{{keys.tags[bucket]}}}:lead:lead-1"
+    # One hash per lead (layout 3): data, flags, enrollments, ledger, received content.
+    assert keys.lead("lead-1") == f"nurture:{{{keys.tags[bucket]}}}:L:lead-1"
 
 
 def test_bucket_tags_sit_evenly_in_the_slot_ranges_of_any_primaries_dividing_them() -> None:

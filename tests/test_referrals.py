@@ -173,10 +173,9 @@ def test_the_introduction_waits_for_the_referrer(make_harness: Callable[..., Har
     h = make_harness()
     start = h.clock.now().timestamp()
     run(h, event("e1", data={"referrer": STRONG}, **lead_fields(source="referral")))
-    ledger = h.rt.store.redis.hgetall(h.rt.store.keys.ledger("lead-1"))
+    ledger = h.rt.store.ledger.entries("lead-1")
     sent = {
-        field.decode().split(":", 2)[2]: float(state.decode().partition(":")[2])
-        for field, state in ledger.items()
+        field.split(":", 2)[2]: float(state.partition(":")[2]) for field, state in ledger.items()
     }
     assert sent["intro"] - start >= 2 * DAY
 

@@ -1,5 +1,6 @@
-"""``nurture migrate state``: move a single-Redis install's state to the bucketed key
-layout (:mod:`worker.store.layout_migration`; run with every worker stopped).
+"""``nurture migrate state``: move an install's state to the current key layout (the
+bucketed keys, one hash per lead: :mod:`worker.store.layout_migration`; run with every
+worker stopped).
 
 ``nurture migrate queues``: move the messages still queued in dramatiq's Redis broker
 to the broker ``NURTURE_BROKER_URL`` names (RabbitMQ), when an install moves its queues.
@@ -28,7 +29,7 @@ from worker.actors import EVENTS_QUEUE, TOUCHES_QUEUE
 from worker.broker import broker_kind
 from worker.errors import SettingsError
 from worker.runtime import Runtime
-from worker.store.layout_migration import migrate_layout1
+from worker.store.layout_migration import fold_leads, migrate_layout1
 from worker.store.queues import drop_queued_message, queued_messages
 
 
@@ -84,17 +85,16 @@ def _move_queue(
 
 
 def migrate_state(runtime: Runtime, *, dry_run: bool = False) -> Counter[str]:
-    """Move the state of a single-Redis install from the untagged key layout to the
-    bucketed one (see :mod:`worker.store.layout_migration`); with ``dry_run`` only count.
+    """Move an install's state to the current key layout (see
+    :mod:`worker.store.layout_migration`): on a single Redis from the untagged layout to
+    the bucketed one first, then (single Redis or Redis Cluster) each lead's four keys
+    into its one hash; with ``dry_run`` only count.
 
-    Raises:
-        SettingsError: On a Redis Cluster (layout 1 never lived on one: migrate on the
-            single Redis first, then move the data to the cluster).
+    Layout 1 never lived on a Redis Cluster: there only the second step runs.
     """
-    if runtime.settings.redis_cluster:
-        raise SettingsError(
-            "NURTURE_REDIS_CLUSTER: nurture migrate state runs on the single Redis the "
-            "install used so far; migrate there first, then move the data to the cluster "
-            "(docs/deployment.md)"
-        )
-    return migrate_layout1(runtime.store.redis, runtime.store.keys, dry_run=dry_run)
+    store = runtime.store
+    counts: Counter[str] = Counter()
+    if not runtime.settings.redis_cluster:
+        counts += migrate_layout1(store.redis, store.keys, dry_run=dry_run)
+    counts += fold_leads(store.redis, store.keys, store.scripts["fold_lead"], dry_run=dry_run)
+    return counts

@@ -26,7 +26,7 @@ import redis
 from tests.sendgrid_standin import Received, SendGridStandIn
 from worker.store import Store
 from worker.store.enrollments import unpack_enrollment
-from worker.store.keys import Keys
+from worker.store.keys import ENROLLMENT_FIELD, LEDGER_FIELD, Keys
 
 SEQUENCE = "chaos-drip"
 STEPS = ("first", "second")
@@ -323,7 +323,7 @@ def enrollment_states(client: redis.Redis, leads: list[str]) -> Counter[str]:
     keys = Keys(PREFIX)
     pipe = client.pipeline(transaction=False)
     for lead in leads:
-        pipe.hget(keys.enrollments(lead), SEQUENCE)
+        pipe.hget(keys.lead(lead), ENROLLMENT_FIELD + SEQUENCE)
     states: Counter[str] = Counter()
     for raw in pipe.execute():
         states["none" if raw is None else unpack_enrollment(raw).state.value] += 1
@@ -348,11 +348,13 @@ def ledger_states(client: redis.Redis, leads: list[str]) -> dict[tuple[str, str,
     keys = Keys(PREFIX)
     pipe = client.pipeline(transaction=False)
     for lead in leads:
-        pipe.hgetall(keys.ledger(lead))
+        pipe.hgetall(keys.lead(lead))
     out: dict[tuple[str, str, str], str] = {}
     for lead, entries in zip(leads, pipe.execute(), strict=True):
         for raw_field, raw_value in cast(dict[bytes, bytes], entries).items():
-            sequence, _generation, step = _decode(raw_field).rsplit(":", 2)
+            if not (name := _decode(raw_field)).startswith(LEDGER_FIELD):
+                continue  # the lead's data, flags, enrollments, received content
+            sequence, _generation, step = name[len(LEDGER_FIELD) :].rsplit(":", 2)
             out[(lead, sequence, step)] = _decode(raw_value).split(":", 1)[0]
     return out
 

@@ -137,10 +137,7 @@ def _expected(h: Harness, done: dict[str, Any]) -> dict[tuple[str, str], Counter
     exits |= {"unsubscribe": "unsubscribed", "spamreport": "unsubscribed"}
     for n in range(LEADS):
         lead_id = f"L{n}"
-        ledger = {
-            k.decode(): v.decode()
-            for k, v in store.redis.hgetall(store.keys.ledger(lead_id)).items()
-        }
+        ledger = store.ledger.entries(lead_id)
         for sequence, enrollment in store.enrollments(lead_id).items():
             add(
                 sequence, enrollment.done[0] if enrollment.done else _first(h, sequence), "enrolled"
@@ -215,8 +212,8 @@ def test_report_numbers_equal_the_per_lead_records(
     first_round = sum(
         1
         for n in range(LEADS)
-        for state in store.redis.hvals(store.keys.ledger(f"L{n}"))
-        if state.startswith(b"sent:") and float(state[5:]) < first_send.timestamp()
+        for state in store.ledger.entries(f"L{n}").values()
+        if state.startswith("sent:") and float(state[5:]) < first_send.timestamp()
     )
     early = report.build_exact(h.rt.store, order, report.Filters(until=first_send.timestamp()))
     declines = {s.id for s in h.rt.catalog.current.catalog.decline_sequences}

@@ -153,7 +153,7 @@ def test_a_worker_set_to_another_number_of_shards_refuses_to_start(
     finally:
         other.redis.close()
     assert Store(h.rt.redis).layout() == {
-        "version": "2",
+        "version": "3",
         "shards": "256",
         "email_buckets": "131072",
     }

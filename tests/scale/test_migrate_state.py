@@ -1,11 +1,16 @@
-"""``nurture migrate state``: a single-Redis install in the untagged key layout (1) moves
-to the bucketed layout (2) without losing a scheduled touch; the move is resumable after
-a crash, idempotent, fenced against workers, and its dry run only counts.
+"""``nurture migrate state``: an install in an older key layout moves to the current one
+(3: bucketed, one hash per lead) without losing a scheduled touch; the move is resumable
+after a crash, idempotent, fenced against workers, and its dry run only counts.
 
-The layout-1 state is made from a real run: leads go through the real pipeline (layout
-2), then :func:`to_layout1` writes the same data under the names and types layout 1
-used (``nurture:lead:<id>``, one ``nurture:sched`` zset, ``nurture:email:<address>``
-sets, ``nurture:supph:<hash>`` / ``nurture:supp:<address>`` strings, the
+* layout 1 (untagged, single Redis) -> 2 -> 3;
+* layout 2 (four keys per lead: ``lead``, ``enr``, ``sent``, ``recv``) -> 3, on a single
+  Redis and on the 3-primary Redis Cluster.
+
+The older states are made from a real run: leads go through the real pipeline (layout
+3), then :func:`to_layout2` splits each lead's hash into the four keys layout 2 wrote,
+and :func:`to_layout1` writes the same data under the names and types layout 1 used
+(``nurture:lead:<id>``, one ``nurture:sched`` zset, ``nurture:email:<address>`` sets,
+``nurture:supph:<hash>`` / ``nurture:supp:<address>`` strings, the
 ``nurture:suppressed`` set...), as the code before lead buckets wrote them.
 """
 
@@ -24,6 +29,7 @@ from tests.cluster import ClusterProcess, redis_cli
 from tests.harness import Harness, event
 from tests.test_pipeline import INBOUND, VALUE_FIRST
 from worker.errors import SettingsError
+from worker.migrate import migrate_state
 from worker.store import Store
 from worker.store import layout_migration as migration
 from worker.store.keys import EMAIL_BUCKETS
@@ -34,9 +40,31 @@ INLINE_QUEUE = True
 LEADS = [f"lead-{i}" for i in range(30)]
 
 
+def to_layout2(store: Store, lead_ids: list[str]) -> None:
+    """Split each lead's hash into layout 2's four keys, as that version wrote them:
+    ``lead`` (``data`` and the flags), ``enr`` (sequence -> enrollment), ``sent``
+    (ledger field -> entry), ``recv`` (a set of content ids)."""
+    client, keys = store.redis, store.keys
+    for lead_id in lead_ids:
+        old = {kind: keys.per_lead(kind, lead_id) for kind in migration.FOLDED_KINDS}
+        for raw, value in client.hgetall(keys.lead(lead_id)).items():
+            name = raw.decode()
+            if name.startswith("e:"):
+                client.hset(old["enr"], name[2:], value)
+            elif name.startswith("l:"):
+                client.hset(old["sent"], name[2:], value)
+            elif name == "r":
+                client.sadd(old["recv"], *value.decode().split(","))
+            else:
+                client.hset(old["lead"], "data" if name == "d" else name, value)
+        client.delete(keys.lead(lead_id))
+    client.hset(keys.layout, "version", "2")
+
+
 def to_layout1(store: Store, lead_ids: list[str]) -> None:
-    """Rewrite the store's layout-2 state as layout 1 had it (see the module docstring)."""
+    """Rewrite the store's layout-3 state as layout 1 had it (see the module docstring)."""
     client, keys, old = store.redis, store.keys, store.keys.prefix
+    to_layout2(store, lead_ids)
     for lead_id in lead_ids:
         for kind in migration.PER_LEAD_KINDS:
             if client.exists(keys.per_lead(kind, lead_id)):
@@ -91,7 +119,8 @@ def snapshot(store: Store, lead_ids: list[str]) -> dict[str, Any]:
     return {
         "leads": {lead: store.get_lead(lead) for lead in lead_ids},
         "enrollments": {lead: store.enrollments(lead) for lead in lead_ids},
-        "ledger": {lead: store.redis.hgetall(store.keys.ledger(lead)) for lead in lead_ids},
+        "ledger": {lead: store.ledger.entries(lead) for lead in lead_ids},
+        "received": {lead: store.ledger.received(lead) for lead in lead_ids},
         "schedule": store.schedule.entries(),
         "claimed": store.schedule.stats().claimed,
         "stats": store.stats(),
@@ -139,9 +168,10 @@ def test_migrate_state_moves_layout1_without_losing_a_touch(
     assert len(store.schedule.entries()) == len(LEADS) - 1
     with pytest.raises(SettingsError, match="has not finished"):
         h.rt.check_redis()
-    # Run again: it carries on; a third run finds nothing left.
-    migration.migrate_layout1(store.redis, store.keys)
-    assert migration.migrate_layout1(store.redis, store.keys) == {}
+    # Run again (both steps, as `nurture migrate state` does): it carries on, and folds
+    # each lead's four keys into its hash; a third run finds nothing left.
+    assert migrate_state(h.rt)["folded"] == len(LEADS)
+    assert migrate_state(h.rt) == {}
     h.rt.check_redis()
     after = snapshot(store, LEADS)
     assert after == before
@@ -153,6 +183,83 @@ def test_migrate_state_moves_layout1_without_losing_a_touch(
         steps = [s for (who, seq, s) in h.sent() if who == lead and seq == "value-first"]
         assert steps == VALUE_FIRST, lead
     assert len(h.sent()) > sent_before
+
+
+def run_layout2_migration(h: Harness, leads: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layout 2 -> 3 on the harness's Redis (single or cluster): workers fenced out, a
+    dry run that writes nothing, a crash after the first batch, a run that carries on;
+    the same state after; then every remaining touch goes out exactly once."""
+    store = h.rt.store
+    sent_before = len(h.sent())
+    before = snapshot(store, leads)
+    assert len(before["schedule"]) == len(leads)
+    to_layout2(store, leads)
+    with pytest.raises(SettingsError, match="nurture migrate state"):
+        h.rt.check_redis()
+    assert migrate_state(h.rt, dry_run=True) == {"folded": len(leads)}
+    assert not any(store.redis.exists(store.keys.lead(lead)) for lead in leads)
+
+    # A crash after the first batch: those leads are folded whole, the rest untouched.
+    monkeypatch.setattr(migration, "BATCH", 4)
+    real_fold = migration._fold_batch
+    batches: list[int] = []
+
+    def crash_after_one(*args: Any) -> int:
+        if batches:
+            raise RuntimeError("killed")
+        batches.append(real_fold(*args))
+        return batches[-1]
+
+    monkeypatch.setattr(migration, "_fold_batch", crash_after_one)
+    with pytest.raises(RuntimeError):
+        migrate_state(h.rt)
+    monkeypatch.setattr(migration, "_fold_batch", real_fold)
+    folded = [lead for lead in leads if store.redis.exists(store.keys.lead(lead))]
+    assert batches == [4] and len(folded) == 4
+    assert not any(
+        store.redis.exists(store.keys.per_lead(kind, lead))
+        for lead in folded
+        for kind in migration.FOLDED_KINDS
+    )
+    with pytest.raises(SettingsError, match="has not finished"):
+        h.rt.check_redis()
+    assert migrate_state(h.rt) == {"folded": len(leads) - 4}
+    assert migrate_state(h.rt) == {}
+    h.rt.check_redis()
+    assert store.layout() == store.wanted_layout()
+    assert snapshot(store, leads) == before
+    h.run_until(h.clock.now().timestamp() + 40 * 86400)
+    for lead in leads:
+        steps = [s for (who, seq, s) in h.sent() if who == lead and seq == "value-first"]
+        assert steps == VALUE_FIRST, lead
+    assert len(h.sent()) > sent_before
+
+
+def test_migrate_state_folds_layout2_leads_without_losing_a_touch(
+    make_harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = make_harness()
+    for i, lead in enumerate(LEADS[:12]):
+        h.emit(event(f"e{i}", lead_id=lead, email=f"{lead}@example.com", **INBOUND))
+    h.settle()
+    h.run_until(h.clock.now().timestamp() + 2 * 86400)  # sends: ledgers, received content
+    h.rt.check_redis()
+    assert any(h.rt.store.ledger.received(lead) for lead in LEADS[:12])
+    run_layout2_migration(h, LEADS[:12], monkeypatch)
+
+
+def test_migrate_state_folds_layout2_leads_on_the_cluster(
+    make_harness: Callable[..., Harness],
+    redis_cluster: ClusterProcess,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = make_harness(redis_url=redis_cluster.url, redis_cluster=True)
+    for i, lead in enumerate(LEADS[:12]):
+        h.emit(event(f"e{i}", lead_id=lead, email=f"{lead}@example.com", **INBOUND))
+    h.settle()
+    h.run_until(h.clock.now().timestamp() + 2 * 86400)
+    h.rt.check_redis()
+    run_layout2_migration(h, LEADS[:12], monkeypatch)
 
 
 def test_nurture_migrate_state_dry_run_from_the_command_line(
@@ -172,7 +279,7 @@ def test_nurture_migrate_state_dry_run_from_the_command_line(
         [*nurture_command(), "migrate", "state"],
         env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )  # fmt: skip
-    assert result.stdout.strip() == "state: moved 1 lead, 1 sched", result.stderr
+    assert result.stdout.strip() == "state: moved 1 folded, 1 lead, 1 sched", result.stderr
     assert Store(client).schedule.entries() == [("value-first\x1f1\x1fcase-study\x1flead-1", 1.0)]
     client.close()
 

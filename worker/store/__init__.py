@@ -84,8 +84,10 @@ class Store:
         self.redis = client
         self.keys = Keys(prefix, shards)
         scripts = load_scripts(client)
+        #: The Lua scripts by name (``lua/<name>.lua``), for the parts and the migration.
+        self.scripts = scripts
         self.events = ReplayGuard(client, self.keys)
-        self.leads = LeadStore(client, self.keys)
+        self.leads = LeadStore(client, self.keys, scripts)
         self.enrolled = EnrollmentStore(client, self.keys)
         self.schedule = ScheduleStore(client, self.keys, scripts["claim_due"])
         self.suppressions = SuppressionStore(client, self.keys)
@@ -109,8 +111,8 @@ class Store:
 
         Raises:
             SettingsError: When the stored layout has another number of shards (naming
-                ``NURTURE_STATE_SHARDS``), or the data is in the older untagged layout
-                (naming ``nurture migrate state``).
+                ``NURTURE_STATE_SHARDS``), or the data is in an older layout (the
+                untagged one, or four keys per lead: naming ``nurture migrate state``).
         """
         stored = self.layout()
         if stored is not None and "migrating" in stored:
@@ -133,6 +135,13 @@ class Store:
                 pipe.hsetnx(self.keys.layout, name, value)
             pipe.execute()
             stored = self.layout() or {}
+        version = int(stored.get("version", LAYOUT_VERSION))
+        if version < LAYOUT_VERSION:
+            raise SettingsError(
+                f"this Redis holds state in key layout {version} (four keys per lead; this "
+                f"version keeps one hash per lead, layout {LAYOUT_VERSION}): stop every "
+                "worker and run `nurture migrate state` (docs/deployment.md), then start again"
+            )
         shards = int(stored.get("shards", self.keys.shards))
         if shards != self.keys.shards:
             raise SettingsError(

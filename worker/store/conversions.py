@@ -16,7 +16,7 @@ import redis
 
 from worker.enrollment import ledger_field
 from worker.store.counters import counter_totals, register_fields
-from worker.store.keys import Keys, crc_bucket
+from worker.store.keys import LEDGER_FIELD, Keys, crc_bucket
 
 #: The stats "step" under which sequence-level conversions are counted (never a step
 #: id: step ids cannot start with ``_``).
@@ -47,7 +47,7 @@ class ConversionStore:
             return None
         fields = [ledger_field(sequence, generation, step) for step in steps]
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hmget(self.keys.ledger(lead_id), fields)
+        pipe.hmget(self.keys.lead(lead_id), [LEDGER_FIELD + name for name in fields])
         pipe.hmget(self.keys.variants(lead_id), fields)
         states, variants = cast(tuple[list[bytes | None], list[bytes | None]], pipe.execute())
         for step, state, variant in reversed(list(zip(steps, states, variants, strict=True))):

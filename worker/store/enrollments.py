@@ -1,4 +1,5 @@
-"""Enrollments: each lead's hash of sequence id -> packed enrollment.
+"""Enrollments: the ``e:<sequence id>`` fields of each lead's hash, a packed enrollment
+each (:meth:`~worker.store.keys.Keys.lead`).
 
 Writing an enrollment and (un)scheduling its touch happen in one transaction here;
 finishing a touch (which moves the enrollment on) is the ledger's ``advance`` script.
@@ -30,7 +31,7 @@ import redis
 
 from worker.enrollment import Enrollment, EnrollmentState
 from worker.store.events import APPLIED
-from worker.store.keys import Keys
+from worker.store.keys import ENROLLMENT_FIELD, LEDGER_FIELD, RECEIVED_FIELD, Keys
 from worker.store.leads import LeadRecord, lead_record
 
 #: Step ids that can go in the packed head (the loader allows ``[a-z0-9-]+``).
@@ -144,11 +145,10 @@ class EnrollmentStore:
 
     def all(self, lead_id: str) -> dict[str, Enrollment]:
         """Every enrollment of a lead, by sequence id."""
-        raw = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.enrollments(lead_id)))
-        return {k.decode(): unpack_enrollment(v) for k, v in raw.items()}
+        return enrollments_of(cast(dict[bytes, bytes], self.redis.hgetall(self.keys.lead(lead_id))))
 
     def get(self, lead_id: str, sequence: str) -> Enrollment | None:
-        raw = self.redis.hget(self.keys.enrollments(lead_id), sequence)
+        raw = self.redis.hget(self.keys.lead(lead_id), ENROLLMENT_FIELD + sequence)
         return unpack_enrollment(cast(bytes, raw)) if raw else None
 
     def event_and_lead(self, event_id: str, lead_id: str) -> tuple[bool, LeadRecord | None]:
@@ -167,20 +167,19 @@ class EnrollmentStore:
     def touch_states(self, pairs: Sequence[tuple[str, str]]) -> list[TouchState]:
         """:meth:`touch_state` for several (lead, sequence) pairs: one round trip in all."""
         pipe = self.redis.pipeline(transaction=False)
-        for lead_id, sequence in pairs:
+        for lead_id, _sequence in pairs:
             pipe.hgetall(self.keys.lead(lead_id))
-            pipe.hget(self.keys.enrollments(lead_id), sequence)
-            pipe.smembers(self.keys.received(lead_id))
             pipe.hgetall(self.keys.engagement(lead_id))
         raw = pipe.execute()
         states = []
-        for i, (lead_id, _sequence) in enumerate(pairs):
-            raw_lead, raw_enrollment, members, engaged = raw[4 * i : 4 * i + 4]
+        for i, (lead_id, sequence) in enumerate(pairs):
+            fields, engaged = raw[2 * i : 2 * i + 2]
+            raw_enrollment = fields.get((ENROLLMENT_FIELD + sequence).encode())
             states.append(
                 TouchState(
-                    lead_record(lead_id, raw_lead),
+                    lead_record(lead_id, fields),
                     unpack_enrollment(raw_enrollment) if raw_enrollment else None,
-                    frozenset(m.decode() for m in members),
+                    received_of(fields),
                     {k.decode(): float(v) for k, v in engaged.items()},
                 )
             )
@@ -200,12 +199,18 @@ class EnrollmentStore:
         and add 1 to the report's day fields ``count`` (:func:`~worker.store.counters.day_fields`).
 
         This and the ledger's ``advance`` are the only writers of the schedule's
-        entries for an enrollment.
+        entries for an enrollment. A new enrollment after an ended one (generation 2
+        on) drops the ledger entries of the ended generations: ``reserve_send.lua``
+        refuses their touches, so they are never read again.
         """
         # The lead's touches live in its bucket's shard: one slot, one transaction.
         bucket = self.keys.bucket(lead_id)
+        key = self.keys.lead(lead_id)
+        ended = self._ended_ledger(lead_id, sequence, enrollment)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self.keys.enrollments(lead_id), sequence, pack_enrollment(enrollment))
+        pipe.hset(key, ENROLLMENT_FIELD + sequence, pack_enrollment(enrollment))
+        if ended:
+            pipe.hdel(key, *ended)
         for name in count:
             pipe.hincrby(self.keys.stats(sequence, bucket), name, 1)
         if count:
@@ -216,3 +221,37 @@ class EnrollmentStore:
         if schedule is not None:
             pipe.zadd(self.keys.schedule(bucket), {schedule[0]: schedule[1]})
         pipe.execute()
+
+    def _ended_ledger(self, lead_id: str, sequence: str, enrollment: Enrollment) -> list[str]:
+        """The ledger fields of the ended generations of ``sequence``, when
+        ``enrollment`` is a new one after them (else none, and no round trip)."""
+        if enrollment.generation < 2 or enrollment.done:
+            return []
+        prefix = f"{LEDGER_FIELD}{sequence}:"
+        current = f"{prefix}{enrollment.generation}:"
+        names = cast(list[bytes], self.redis.hkeys(self.keys.lead(lead_id)))
+        return [
+            name
+            for raw in names
+            if (name := raw.decode()).startswith(prefix) and not name.startswith(current)
+        ]
+
+
+def enrollments_of(fields: dict[bytes, bytes]) -> dict[str, Enrollment]:
+    """The enrollments in a raw HGETALL answer of the lead hash, by sequence id."""
+    start = ENROLLMENT_FIELD.encode()
+    return {
+        k[len(start) :].decode(): unpack_enrollment(v)
+        for k, v in fields.items()
+        if k.startswith(start)
+    }
+
+
+def received_of(fields: dict[bytes, bytes]) -> frozenset[str]:
+    """The content ids received, from a raw HGETALL answer of the lead hash."""
+    return received_ids(fields.get(RECEIVED_FIELD.encode()))
+
+
+def received_ids(raw: bytes | None) -> frozenset[str]:
+    """The content ids of the lead hash's ``r`` field (``,``-joined)."""
+    return frozenset(raw.decode().split(",")) if raw else frozenset()

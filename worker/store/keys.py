@@ -17,8 +17,21 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 DEFAULT_SHARDS = 256
 #: Buckets of the email index and the suppression list (fixed: recorded in the layout).
 EMAIL_BUCKETS = 131_072
-#: The version of the key layout (``<prefix>:layout``); 1 was the untagged layout.
-LAYOUT_VERSION = 2
+#: The version of the key layout (``<prefix>:layout``): 1 was the untagged layout, 2 the
+#: bucketed one with four keys per lead (``lead``, ``enr``, ``sent``, ``recv``), 3 folds
+#: those four into one hash per lead (:meth:`Keys.lead`).
+LAYOUT_VERSION = 3
+
+# Fields of the lead hash (:meth:`Keys.lead`) besides the lead's flags. The Lua scripts
+# spell them out as these ('e:', 'l:', 'r').
+#: The lead's data (JSON).
+DATA_FIELD = "d"
+#: ``e:<sequence id>``: the lead's packed enrollment in that sequence.
+ENROLLMENT_FIELD = "e:"
+#: ``l:<sequence>:<generation>:<step>``: the touch's send-ledger entry.
+LEDGER_FIELD = "l:"
+#: The content ids the lead has been sent, ``,``-joined (ids are ``[a-z0-9_-]``).
+RECEIVED_FIELD = "r"
 
 
 def crc_bucket(text: str, buckets: int) -> int:
@@ -92,30 +105,28 @@ class Keys:
         return f"{self.prefix}:evt:{event_id}"
 
     def lead(self, lead_id: str) -> str:
-        """Hash: ``data`` (lead JSON), ``email``, ``suppressed``, ``disq``, ``declined``,
-        ``fit_sig``, ``last_touch``, ``seen:<event type>`` (latest occurred_at),
-        ``held:<ledger field>`` (first due time of a touch the frequency cap holds back),
-        ``fts`` (JSON: field -> time of its stored value), ``contactable`` (when the lead
-        first became contactable), ``merged_into`` (the lead a CRM merge folded it into)."""
-        return self.per_lead("lead", lead_id)
+        """Hash, one per lead: everything of the lead but its lock, engagement, variants
+        and timeline, one listpack while small (docs/scale-notes.md, section 4):
+
+        * ``d``: the lead's data (JSON);
+        * the flags: ``suppressed``, ``disq``, ``declined``, ``fit_sig``, ``last_touch``,
+          ``seen:<event type>`` (latest occurred_at), ``held:<ledger field>`` (first due
+          time of a touch the frequency cap holds back), ``fts`` (field times),
+          ``contactable`` (when the lead first became contactable), ``merged_into``
+          (the lead a CRM merge folded it into), ``erased``;
+        * ``e:<sequence id>``: the packed enrollment (``worker/store/enrollments.py``);
+        * ``l:<sequence>:<generation>:<step>``: the idempotency ledger entry of a touch,
+          ``sending:<ts>`` | ``sent:<ts>`` | ``retry:<ts>`` | ``dead:<ts>`` |
+          ``unknown:<ts>`` | ``skipped:<ts>`` (an ended generation's entries are dropped
+          when the lead enrolls in that sequence again);
+        * ``r``: the content ids this lead has been sent, ``,``-joined (never the same
+          piece twice).
+        """
+        return self.per_lead("L", lead_id)
 
     def lead_lock(self, lead_id: str) -> str:
         """Lock serialising the processing of one lead's events."""
         return self.per_lead("lock", lead_id)
-
-    def enrollments(self, lead_id: str) -> str:
-        """Hash: sequence id -> packed enrollment (one lead's enrollments, all states;
-        the form: ``worker/store/enrollments.py``)."""
-        return self.per_lead("enr", lead_id)
-
-    def ledger(self, lead_id: str) -> str:
-        """Hash: touch field -> ``sending:<ts>`` | ``sent:<ts>`` | ``retry:<ts>`` |
-        ``dead:<ts>`` | ``unknown:<ts>`` | ``skipped:<ts>``: the idempotency ledger."""
-        return self.per_lead("sent", lead_id)
-
-    def received(self, lead_id: str) -> str:
-        """Set: content item ids this lead has been sent (never the same piece twice)."""
-        return self.per_lead("recv", lead_id)
 
     def engagement(self, lead_id: str) -> str:
         """Hash: engagement fact -> first unix time, per enrollment (``<seq>:<gen>|<fact>``)

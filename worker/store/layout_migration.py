@@ -1,4 +1,12 @@
-"""Moving a single-Redis install from the untagged key layout (1) to the bucketed one (2).
+"""Moving an install's state to the current key layout (3), with every worker stopped.
+
+* layout 1 -> 2 (:func:`migrate_layout1`, single Redis only): the untagged layout to the
+  bucketed one;
+* layout 2 -> 3 (:func:`fold_leads`, single Redis or Redis Cluster): each lead's four
+  keys (``lead``, ``enr``, ``sent``, ``recv``) folded into its one hash
+  (:meth:`~worker.store.keys.Keys.lead`), one atomic script per lead
+  (``lua/fold_lead.lua``), pipelined in batches; fenced, resumable and countable like
+  the first.
 
 Layout 1 kept each lead's keys as ``<prefix>:<kind>:<lead id>``, the schedule, claims,
 unknown outcomes, parked touches and stats in one global key each, the email index as a
@@ -21,17 +29,23 @@ Redis layout 1 lived on, and is:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import cast
 
 import redis
+from redis.commands.core import Script
 
-from worker.store.keys import EMAIL_BUCKETS, Keys
+from worker.errors import SettingsError
+from worker.store.keys import EMAIL_BUCKETS, LAYOUT_VERSION, Keys
+from worker.store.scripts import Call, run_pipelined
 from worker.store.suppressions import SuppressionStore
 from worker.store.timeline import convert_stream
 
 #: Per-lead kinds of layout 1 (``<prefix>:<kind>:<lead id>``) moved by RENAME.
 PER_LEAD_KINDS = ("lead", "enr", "sent", "recv", "eng", "var", "tl")
+#: Layout 2's per-lead kinds that layout 3 folds into the one lead hash, in the order of
+#: ``lua/fold_lead.lua``'s KEYS after the new hash.
+FOLDED_KINDS = ("lead", "enr", "sent", "recv")
 #: Global zsets of touches split into the bucket shards, with their new builders' names.
 TOUCH_ZSETS = ("sched", "claimed", "unknown", "parked")
 #: The layout record's field that fences workers out while a migration runs.
@@ -58,16 +72,82 @@ def migrate_layout1(client: redis.Redis, keys: Keys, *, dry_run: bool = False) -
     _email_index(client, keys, moved, dry_run)
     _suppressions(client, keys, moved, dry_run)
     if not dry_run:
+        # Never lowers a later layout's version (this step finds nothing to do there).
+        version = int(cast(bytes | None, client.hget(keys.layout, "version")) or 0)
         client.hset(
             keys.layout,
             mapping={
-                "version": "2",
+                "version": str(max(version, 2)),
                 "shards": str(keys.shards),
                 "email_buckets": str(EMAIL_BUCKETS),
             },
         )
         client.hdel(keys.layout, MIGRATING)
     return moved
+
+
+def fold_leads(
+    client: redis.Redis, keys: Keys, script: Script, *, dry_run: bool = False
+) -> Counter[str]:
+    """Fold every layout-2 lead's four keys into its one hash (layout 3); returns
+    ``{"folded": leads}`` (with ``dry_run``: the leads that would be folded).
+
+    Each lead is one atomic script call (``lua/fold_lead.lua``): a crash leaves each
+    lead folded or untouched, and a run again folds what is left. The layout record
+    says ``migrating`` until the end (workers refuse to start meanwhile).
+
+    Raises:
+        SettingsError: When the install's state was laid out with another number of
+            shards than ``keys`` (naming ``NURTURE_STATE_SHARDS``): its keys would not
+            be found under the tags computed here.
+    """
+    stored = int(cast(bytes | None, client.hget(keys.layout, "shards")) or keys.shards)
+    if stored != keys.shards:
+        raise SettingsError(
+            f"NURTURE_STATE_SHARDS={keys.shards}, but this install's state was laid out "
+            f"with {stored} shards: set NURTURE_STATE_SHARDS={stored} and run "
+            "`nurture migrate state` again"
+        )
+    lead_ids = sorted(layout2_leads(client, keys))
+    moved: Counter[str] = Counter()
+    if dry_run:
+        if lead_ids:
+            moved["folded"] = len(lead_ids)
+        return moved
+    client.hset(keys.layout, MIGRATING, "1")
+    for start in range(0, len(lead_ids), BATCH):
+        moved["folded"] += _fold_batch(client, keys, script, lead_ids[start : start + BATCH])
+    client.hset(
+        keys.layout,
+        mapping={
+            "version": str(LAYOUT_VERSION),
+            "shards": str(keys.shards),
+            "email_buckets": str(EMAIL_BUCKETS),
+        },
+    )
+    client.hdel(keys.layout, MIGRATING)
+    return +moved
+
+
+def layout2_leads(client: redis.Redis, keys: Keys) -> set[str]:
+    """The ids of the leads with any of layout 2's four per-lead keys."""
+    found: set[str] = set()
+    for kind in FOLDED_KINDS:
+        for key in _scan(client, f"{keys.prefix}:{{*}}:{kind}:*"):
+            _tag, _, rest = key[len(keys.prefix) + 2 :].partition("}:")
+            lead_id = rest[len(kind) + 1 :]
+            if keys.per_lead(kind, lead_id) == key:  # not another prefix's look-alike
+                found.add(lead_id)
+    return found
+
+
+def _fold_batch(client: redis.Redis, keys: Keys, script: Script, lead_ids: Sequence[str]) -> int:
+    """Fold a batch of leads (one round trip per node); how many had old keys."""
+    calls: list[Call] = [
+        ([keys.lead(lead_id), *(keys.per_lead(kind, lead_id) for kind in FOLDED_KINDS)], [])
+        for lead_id in lead_ids
+    ]
+    return sum(1 for found in run_pipelined(client, script, calls) if int(found))
 
 
 def _per_lead_keys(client: redis.Redis, keys: Keys, moved: Counter[str], dry_run: bool) -> None:

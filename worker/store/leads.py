@@ -1,12 +1,18 @@
 """Leads: their data and flags, the per-lead lock, and the email index.
 
+The lead's data and flags share one hash per lead with its enrollments, send ledger
+and received content (:meth:`~worker.store.keys.Keys.lead`); :func:`lead_record` keeps
+the data and flags only.
+
 Storage form, converted here (the rest of the worker sees :class:`LeadRecord` as it
-always was): ``data`` is JSON without spaces; ``fts`` (field times) is grouped by time,
-``{"<time>": [field, ...]}`` with ``attributes.x`` as ``.x`` (a lead's fields mostly
-arrive together: ~110 B instead of ~330 B); ``contactable`` and ``seen:*`` times are
-whole seconds when they are whole (a listpack packs such an integer in 5 bytes). With
-``hash-max-listpack-value 1024`` (worker/redis_server.py, docs/deployment.md) the whole
-hash stays one listpack.
+always was): ``d`` (the data) is JSON without spaces and without the lead's ``id`` (the
+key names it); ``fts`` (field times) is grouped by time, ``{"<time>": [field, ...]}``
+with ``attributes.x`` as ``.x``, and, written with the data, the data's fields of the
+most common time as ``*`` (a lead's fields mostly arrive together:
+``{"1795424400":["*"]}``, ~20 B instead of ~330 B); ``contactable`` and ``seen:*`` times
+are whole seconds when they are whole (a listpack packs such an integer in 5 bytes).
+With ``hash-max-listpack-value 1024`` (worker/redis_server.py, docs/deployment.md) the
+whole hash stays one listpack.
 Values written by older versions (``fts`` as ``{field: time}``, times as ``1795424400.0``)
 read as before and are packed at the next write.
 """
@@ -15,17 +21,20 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
+from redis.commands.core import Script
 from redis.typing import EncodableT, FieldT
 
-from worker.store.keys import Keys
+from worker.store.keys import DATA_FIELD, ENROLLMENT_FIELD, LEDGER_FIELD, RECEIVED_FIELD, Keys
 
-# Fields of the lead hash besides ``data`` (the lead JSON).
+# The lead's flags: fields of the lead hash besides ``d`` (the lead JSON) and the
+# enrollment, ledger and received-content fields (:mod:`worker.store.keys`).
 #: Why the lead is suppressed (unsubscribe, bounce...).
 SUPPRESSED = "suppressed"
 #: The disqualification reason ('' counts as not disqualified).
@@ -113,21 +122,46 @@ def _pack_time(value: str) -> str:
 _ATTRIBUTE = "attributes."
 
 
-def _pack_field_times(raw: str) -> str:
-    """``{field: time}`` as ``{"<time>": [field, ...]}``, ``attributes.`` as ``.``."""
+#: In a group of the packed field times: every field of the lead's data not named in
+#: another group (a lead's fields mostly arrive together: ``{"<time>":["*"]}``).
+_REST = "*"
+
+
+def _data_fields(data: Mapping[str, Any]) -> set[str]:
+    """The field-time names of the lead's data (``attributes.<key>`` for attributes)."""
+    names = {name for name in data if name not in ("id", "attributes")}
+    attributes = data.get("attributes")
+    if isinstance(attributes, Mapping):
+        names.update(_ATTRIBUTE + key for key in attributes)
+    return names
+
+
+def _pack_field_times(raw: str, data: Mapping[str, Any] | None = None) -> str:
+    """``{field: time}`` as ``{"<time>": [field, ...]}``, ``attributes.`` as ``.``; with
+    the lead's ``data``, the fields of the data sharing the most common time as ``*``
+    (when every field of the data has a time: the others are named)."""
     try:
-        times = json.loads(raw)
+        times = {name: float(when) for name, when in json.loads(raw).items()}
+        fields = _data_fields(data or {})
+        common = None
+        if fields and fields <= set(times):
+            common = Counter(times[name] for name in fields).most_common(1)[0][0]
         grouped: dict[str, list[str]] = {}
         for name, when in sorted(times.items()):
-            short = "." + name[len(_ATTRIBUTE) :] if name.startswith(_ATTRIBUTE) else name
-            grouped.setdefault(repr(float(when)).removesuffix(".0"), []).append(short)
+            group = grouped.setdefault(repr(when).removesuffix(".0"), [])
+            if when == common and name in fields:
+                if _REST not in group:
+                    group.insert(0, _REST)
+                continue
+            group.append("." + name[len(_ATTRIBUTE) :] if name.startswith(_ATTRIBUTE) else name)
     except (ValueError, TypeError, AttributeError):
         return raw
     return json.dumps(grouped, ensure_ascii=False, separators=(",", ":"))
 
 
-def _unpack_field_times(raw: str) -> str:
-    """The ``{field: time}`` JSON the worker writes, from either stored form."""
+def _unpack_field_times(raw: str, data: Mapping[str, Any]) -> str:
+    """The ``{field: time}`` JSON the worker writes, from either stored form (``*``:
+    the fields of ``data`` not named in another group)."""
     try:
         value = json.loads(raw)
         grouped = isinstance(value, dict) and any(isinstance(v, list) for v in value.values())
@@ -139,52 +173,74 @@ def _unpack_field_times(raw: str) -> str:
         _ATTRIBUTE + name[1:] if name.startswith(".") else name: float(when)
         for when, names in value.items()
         for name in names
+        if name != _REST
     }
+    for when, names in value.items():
+        if _REST in names:
+            times.update(dict.fromkeys(_data_fields(data) - set(times), float(when)))
     return json.dumps(times, sort_keys=True)
 
 
-def pack_flag(name: str, value: str) -> str:
-    """A flag's value as stored (see the module's docstring)."""
+def pack_flag(name: str, value: str, data: Mapping[str, Any] | None = None) -> str:
+    """A flag's value as stored (see the module's docstring); ``data``: the lead's data
+    written with it (the field times then name only what differs from the rest)."""
     if name == FIELD_TIMES:
-        return _pack_field_times(value)
+        return _pack_field_times(value, data)
     if _is_time_flag(name):
         return _pack_time(value)
     return value
 
 
-def _unpack_flag(name: str, value: str) -> str:
+def _unpack_flag(name: str, value: str, data: Mapping[str, Any]) -> str:
     if name == FIELD_TIMES:
-        return _unpack_field_times(value)
+        return _unpack_field_times(value, data)
     if _is_time_flag(name) and value.isdigit():
         return str(float(value))
     return value
 
 
-def pack_data(data: Mapping[str, Any]) -> str:
-    """The lead's data as stored."""
+def pack_data(data: Mapping[str, Any], lead_id: str | None = None) -> str:
+    """The lead's data as stored: without its ``id`` when that is ``lead_id`` (the key
+    names it; :func:`lead_record` puts it back first)."""
+    if lead_id is not None and data.get("id") == lead_id:
+        data = {name: value for name, value in data.items() if name != "id"}
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
+def is_flag(name: str) -> bool:
+    """Whether a field of the lead hash is one of the lead's flags."""
+    return not (
+        name in (DATA_FIELD, RECEIVED_FIELD)
+        or name.startswith(ENROLLMENT_FIELD)
+        or name.startswith(LEDGER_FIELD)
+    )
+
+
 def lead_record(lead_id: str, raw: Any) -> LeadRecord | None:
-    """A LeadRecord from a raw HGETALL answer (None for an empty one)."""
+    """A LeadRecord from a raw HGETALL answer of the lead hash: its data and flags
+    (None when it has neither: never seen, or only enrollments and a ledger)."""
     fields = cast(dict[bytes, bytes], raw)
-    if not fields:
-        return None
+    stored = fields.get(DATA_FIELD.encode())
+    data = json.loads(stored or b"{}")
+    if stored is not None and "id" not in data:
+        data = {"id": lead_id, **data}  # left out when written (pack_data)
     flags = {
-        name: _unpack_flag(name, v.decode())
+        name: _unpack_flag(name, v.decode(), data)
         for k, v in fields.items()
-        if (name := k.decode()) != "data"
+        if is_flag(name := k.decode())
     }
-    data = json.loads(fields.get(b"data", b"{}"))
+    if stored is None and not flags:
+        return None
     return LeadRecord(id=lead_id, data=data, flags=flags)
 
 
 class LeadStore:
     """Lead hashes, their lock and the email index."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, scripts: Mapping[str, Script]) -> None:
         self.redis = client
         self.keys = keys
+        self._erase = scripts["erase_lead"]
 
     @contextmanager
     def lock(self, lead_id: str, timeout: float = 30.0) -> Iterator[None]:
@@ -220,16 +276,30 @@ class LeadStore:
         between leaves at worst an extra entry, which :meth:`by_email` leaves out.
         """
         email = str(data.get("email") or "")
+        written = dict(flags or {})
+        if FIELD_TIMES not in written:
+            # Stored field times may name the data's fields as "*": rewritten for the
+            # new data (rare: the pipeline writes them with every change of data).
+            old_data, old_times = self._data_and_times(lead_id)
+            if old_times is not None:
+                written[FIELD_TIMES] = _unpack_field_times(old_times, old_data)
         pipe = self.redis.pipeline(transaction=False)
         index = self.keys.email_index_field
         if email:
             pipe.hset(self.keys.email_index(email), index(email, lead_id), "1")
-        fields: dict[FieldT, EncodableT] = {"data": pack_data(data)}
-        fields.update({name: pack_flag(name, value) for name, value in (flags or {}).items()})
+        fields: dict[FieldT, EncodableT] = {DATA_FIELD: pack_data(data, lead_id)}
+        fields.update({name: pack_flag(name, value, data) for name, value in written.items()})
         pipe.hset(self.keys.lead(lead_id), mapping=fields)
         if old_email and old_email.lower() != email.lower():
             pipe.hdel(self.keys.email_index(old_email), index(old_email, lead_id))
         pipe.execute()
+
+    def _data_and_times(self, lead_id: str) -> tuple[dict[str, Any], str | None]:
+        """The stored data and packed field times (None when none)."""
+        raw = cast(
+            list[bytes | None], self.redis.hmget(self.keys.lead(lead_id), [DATA_FIELD, FIELD_TIMES])
+        )
+        return json.loads(raw[0] or b"{}"), raw[1].decode() if raw[1] is not None else None
 
     def set_flags(self, lead_id: str, flags: Mapping[str, str | float | None]) -> None:
         """Set (or, with None, delete) flags on the lead hash."""
@@ -258,24 +328,21 @@ class LeadStore:
         """Erase a lead's personal data: its data and flags, enrollments (their trigger
         data), received content, what it opened and clicked, its A/B variants, its
         timeline and its place in the email index; only ``tombstone`` (flags without
-        personal data) is kept on the lead hash."""
+        personal data) and the send ledger are kept on the lead hash
+        (``lua/erase_lead.lua``, one atomic step)."""
         if email:  # another slot than the lead's keys: not in their transaction
             self.redis.hdel(
                 self.keys.email_index(email), self.keys.email_index_field(email, lead_id)
             )
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(
-            self.keys.lead(lead_id),
-            self.keys.enrollments(lead_id),
-            self.keys.received(lead_id),
-            self.keys.engagement(lead_id),
-            self.keys.variants(lead_id),
-            self.keys.timeline(lead_id),
+        self._erase(
+            keys=[
+                self.keys.lead(lead_id),
+                self.keys.engagement(lead_id),
+                self.keys.variants(lead_id),
+                self.keys.timeline(lead_id),
+            ],
+            args=[part for name, value in tombstone.items() for part in (name, value)],
         )
-        if tombstone:
-            kept: dict[FieldT, EncodableT] = {k: v for k, v in tombstone.items()}
-            pipe.hset(self.keys.lead(lead_id), mapping=kept)
-        pipe.execute()
 
     def by_email(self, email: str) -> list[str]:
         """Lead ids that use this address (an index entry whose lead has moved to

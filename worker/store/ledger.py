@@ -1,5 +1,7 @@
 """The send ledger: one entry per touch (``<state>:<unix time>``) that makes each touch
-produce at most one email, however often the queue delivers it.
+produce at most one email, however often the queue delivers it. The entries are the
+``l:<sequence>:<generation>:<step>`` fields of the lead's hash, and the content it
+received its ``r`` field (:meth:`~worker.store.keys.Keys.lead`).
 
 Reserving, releasing and finishing a touch are Lua scripts (atomic with the frequency
 cap, the enrollment check and the counters).
@@ -17,8 +19,8 @@ from redis.commands.core import Script
 
 from worker.enrollment import Enrollment, TouchRef
 from worker.store.counters import day_fields, register_fields
-from worker.store.enrollments import pack_enrollment
-from worker.store.keys import Keys
+from worker.store.enrollments import pack_enrollment, received_ids
+from worker.store.keys import LEDGER_FIELD, RECEIVED_FIELD, Keys
 from worker.store.scripts import Call, run_pipelined
 from worker.store.timeline import TIMELINE_MAXLEN, TIMELINE_TTL_SECONDS
 
@@ -196,11 +198,7 @@ class Ledger:
         cap_seconds, capped, stale_after = call.cap_seconds, call.capped, call.stale_after
         touch = TouchRef.parse(member)
         return (
-            [
-                self.keys.lead(touch.lead_id),
-                self.keys.ledger(touch.lead_id),
-                self.keys.enrollments(touch.lead_id),
-            ],
+            [self.keys.lead(touch.lead_id)],
             [
                 touch.ledger_field,
                 repr(now),
@@ -222,7 +220,7 @@ class Ledger:
         touch = TouchRef.parse(member)
         return bool(
             self._release(
-                keys=[self.keys.lead(touch.lead_id), self.keys.ledger(touch.lead_id)],
+                keys=[self.keys.lead(touch.lead_id)],
                 args=[touch.ledger_field, state, repr(reserved_at), previous],
             )
         )
@@ -293,14 +291,12 @@ class Ledger:
             ]
         return (
             [
-                self.keys.enrollments(touch.lead_id),
-                self.keys.ledger(touch.lead_id),
+                self.keys.lead(touch.lead_id),
                 self.keys.schedule(bucket),
                 self.keys.claimed(bucket),
                 self.keys.stats(touch.sequence, bucket),
                 self.keys.stats_index(bucket),
                 self.keys.bucket_counters(bucket),
-                self.keys.received(touch.lead_id),
                 self.keys.timeline(touch.lead_id),
             ],
             [
@@ -329,7 +325,7 @@ class Ledger:
         """
         touch = TouchRef.parse(member)
         raw = self._reopen(
-            keys=[self.keys.ledger(touch.lead_id)],
+            keys=[self.keys.lead(touch.lead_id)],
             args=[touch.ledger_field, LedgerState.RETRY.at(when)],
         )
         blocked = raw.decode() if isinstance(raw, bytes) else str(raw)
@@ -345,29 +341,43 @@ class Ledger:
     def state(self, member: str) -> str | None:
         """The touch's ledger entry (``<state>:<time>``), None if never reserved."""
         touch = TouchRef.parse(member)
-        raw = self.redis.hget(self.keys.ledger(touch.lead_id), touch.ledger_field)
+        raw = self.redis.hget(self.keys.lead(touch.lead_id), LEDGER_FIELD + touch.ledger_field)
         return cast(bytes, raw).decode() if raw else None
+
+    def entries(self, lead_id: str) -> dict[str, str]:
+        """The lead's whole ledger: ledger field (``<seq>:<gen>:<step>``) -> entry."""
+        raw = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.lead(lead_id)))
+        start = LEDGER_FIELD.encode()
+        return {
+            name[len(start) :].decode(): value.decode()
+            for name, value in raw.items()
+            if name.startswith(start)
+        }
 
     def last_sent(self, lead_id: str, sequence: str, generation: int) -> str | None:
         """The step of this enrollment sent last (by the ledger's times), None if none."""
         prefix = f"{sequence}:{generation}:"
-        raw = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.ledger(lead_id)))
         sent = [
-            (float(state[5:]), name.decode()[len(prefix) :])
-            for name, state in raw.items()
-            if name.decode().startswith(prefix) and state.startswith(b"sent:")
+            (float(state[5:]), name[len(prefix) :])
+            for name, state in self.entries(lead_id).items()
+            if name.startswith(prefix) and state.startswith("sent:")
         ]
         return max(sent)[1] if sent else None
 
     def sequences_touched(self, lead_id: str) -> set[str]:
         """Ids of the sequences with any ledger entry for this lead."""
-        fields = cast(list[bytes], self.redis.hkeys(self.keys.ledger(lead_id)))
-        return {field.decode().split(":", 1)[0] for field in fields}
+        fields = cast(list[bytes], self.redis.hkeys(self.keys.lead(lead_id)))
+        return {
+            name[len(LEDGER_FIELD) :].split(":", 1)[0]
+            for field in fields
+            if (name := field.decode()).startswith(LEDGER_FIELD)
+        }
 
     def received(self, lead_id: str) -> frozenset[str]:
         """Content ids this lead has been sent."""
-        members = cast(set[bytes], self.redis.smembers(self.keys.received(lead_id)))
-        return frozenset(m.decode() for m in members)
+        return received_ids(
+            cast(bytes | None, self.redis.hget(self.keys.lead(lead_id), RECEIVED_FIELD))
+        )
 
     def unknown_outcomes(self, limit: int = 100) -> list[tuple[str, float]]:
         """The earliest ``limit`` sends of unknown outcome, over every bucket."""

@@ -3,18 +3,19 @@
 -- touch that went out or may have gone out.
 --
 -- Keys:
---   <prefix>:{<bucket>}:sent:<lead>  hash  ledger field -> '<state>:<unix time>'
+--   <prefix>:{<bucket>}:L:<lead>  hash  the lead: 'l:<ledger field>' -> '<state>:<unix time>'
+-- ARGV[1]: the ledger field '<seq>:<gen>:<step>' (its hash field is 'l:' .. it).
 -- Returns '' when reopened, else the entry that stopped it ('' -> 'none').
-local ledger_key = KEYS[1]
-local ledger_field = ARGV[1]
+local lead_key = KEYS[1]
+local ledger_field = 'l:' .. ARGV[1]
 local new_state = ARGV[2]      -- 'retry:<now>'
 
-local state = redis.call('HGET', ledger_key, ledger_field)
+local state = redis.call('HGET', lead_key, ledger_field)
 if not state then
   return 'none'
 end
 if string.sub(state, 1, 5) ~= 'dead:' then
   return state
 end
-redis.call('HSET', ledger_key, ledger_field, new_state)
+redis.call('HSET', lead_key, ledger_field, new_state)
 return ''

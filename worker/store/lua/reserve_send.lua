@@ -8,15 +8,14 @@
 -- after the address's entry, is what this step itself guarantees.
 --
 -- Keys:
---   <prefix>:{<bucket>}:lead:<lead>  hash  lead data and flags (suppressed, last_touch)
---   <prefix>:{<bucket>}:sent:<lead>  hash  ledger field -> '<state>:<unix time>'
---   <prefix>:{<bucket>}:enr:<lead>   hash  sequence id -> packed enrollment (or older JSON)
+--   <prefix>:{<bucket>}:L:<lead>  hash  the lead: flags (suppressed, last_touch),
+--                                      'e:<seq>' -> packed enrollment (or older JSON),
+--                                      'l:<ledger field>' -> '<state>:<unix time>'
+-- ARGV[1]: the ledger field '<seq>:<gen>:<step>' (its hash field is 'l:' .. it).
 -- Returns {'ok', previous last_touch} | {'busy'} | {'unknown'} | {'done', state}
 --       | {'suppressed', reason} | {'capped', until} | {'stale'}
 local lead_key = KEYS[1]
-local ledger_key = KEYS[2]
-local enrollments_key = KEYS[3]
-local ledger_field = ARGV[1]
+local ledger_field = 'l:' .. ARGV[1]
 local now_text = ARGV[2]
 local now = tonumber(now_text)
 local cap = tonumber(ARGV[3])            -- frequency cap in seconds (0 = off)
@@ -32,7 +31,7 @@ local address_suppressed = ARGV[10]      -- why the address is suppressed, '' = 
 -- The enrollment must still be waiting for exactly this step: checking it here,
 -- atomically with the reservation, is what makes an exit (reply, unsubscribe,
 -- disqualification) stop a touch that was already claimed or queued.
-local raw = redis.call('HGET', enrollments_key, sequence_id)
+local raw = redis.call('HGET', lead_key, 'e:' .. sequence_id)
 if not raw then
   return {'stale'}
 end
@@ -48,14 +47,14 @@ elseif enrolled_state ~= 'active' or enrolled_generation ~= generation
   return {'stale'}
 end
 
-local state = redis.call('HGET', ledger_key, ledger_field)
+local state = redis.call('HGET', lead_key, ledger_field)
 if state then
   local kind, ts = string.match(state, '^(%a+):?([%d%.]*)')
   if kind == 'sending' then
     if now - tonumber(ts) > stale_after then
       -- The worker that reserved it died mid-request: SendGrid may or may not
       -- have the message. Record it for the operator; never resend blindly.
-      redis.call('HSET', ledger_key, ledger_field, 'unknown:' .. now_text)
+      redis.call('HSET', lead_key, ledger_field, 'unknown:' .. now_text)
       return {'unknown'}
     end
     return {'busy'}
@@ -80,7 +79,7 @@ if cap_applies and cap > 0 and previous ~= '' then
   end
 end
 
-redis.call('HSET', ledger_key, ledger_field, 'sending:' .. now_text)
+redis.call('HSET', lead_key, ledger_field, 'sending:' .. now_text)
 if cap_applies then
   redis.call('HSET', lead_key, 'last_touch', now_text)
 end
