@@ -11,19 +11,25 @@ from worker.redis_server import free_port
 
 
 class TcpProxy:
-    """Forwards ``127.0.0.1:<port>`` to ``target``; :meth:`cut` closes every connection
-    and refuses new ones, :meth:`restore` accepts again on the same port."""
+    """Forwards ``<listen_host>:<port>`` (127.0.0.1 unless told) to ``target``; :meth:`cut`
+    closes every connection and refuses new ones, :meth:`restore` accepts again on the
+    same port. :attr:`open_upstream` counts the forwarded connections the target has not
+    closed yet (the proxy never closes one on its own before :meth:`cut`)."""
 
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, target_port: int, target_host: str = "127.0.0.1", listen_host: str = "127.0.0.1"
+    ) -> None:
         self.target = (target_host, target_port)
+        self.listen_host = listen_host
         self.port = free_port()
+        self.open_upstream = 0
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
 
     def restore(self) -> None:
         """Listen (again) and forward every accepted connection."""
-        listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        listener = socket.create_server((self.listen_host, self.port), reuse_port=False)
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
@@ -57,14 +63,19 @@ class TcpProxy:
             upstream.settimeout(None)
             with self._lock:
                 self._sockets += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+                self.open_upstream += 1
+            for src, dst, from_target in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(
+                    target=self._pump, args=(src, dst, from_target), daemon=True
+                ).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, from_target: bool) -> None:
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
                 dst.sendall(data)
+        if from_target:  # the target closed this connection (or cut() did)
+            with self._lock:
+                self.open_upstream -= 1
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
 
