@@ -302,6 +302,25 @@ def wait_until(
         time.sleep(interval)
 
 
+def wait_until_mid_sends(
+    client: redis.Redis, standin: SendGridStandIn, leads: list[str], procs: Procs, share: float
+) -> None:
+    """Wait until every lead's event is processed and ``share`` of the chaos touches has
+    reached the stand-in (the moment a chaos test kills a worker)."""
+    wait_until(
+        lambda: enrollment_states(client, leads).get("none", 0) == 0,
+        120,
+        what=f"every event processed\n{procs.logs()}",
+    )
+    touches = len(expected_touches(leads))
+    wait_until(
+        lambda: standin.accepted >= touches * share,
+        180,
+        interval=0.01,
+        what=f"{share:.0%} of {touches} touches sent\n{procs.logs()}",
+    )
+
+
 def wait_until_done_or_stalled(
     done: Callable[[], bool],
     progress: Callable[[], object],
