@@ -31,20 +31,21 @@ class ClusterProcess:
     ports: list[int]
     directory: Path
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
         """A URL of one node: redis-py's ``RedisCluster.from_url`` finds the others."""
-        return f"redis://127.0.0.1:{self.ports[0]}/0"
+        return f"redis://{self.host}:{self.ports[0]}/0"
 
     def client(self, **kwargs: object) -> RedisCluster:
         """A new redis-py cluster client (it discovers the slot map from the nodes)."""
-        nodes = [ClusterNode("127.0.0.1", port) for port in self.ports]
+        nodes = [ClusterNode(self.host, port) for port in self.ports]
         return RedisCluster(startup_nodes=nodes, **kwargs)  # type: ignore[arg-type]
 
     def node_client(self, port: int) -> redis.Redis:
         """A plain client of one node (for INFO, MEMORY USAGE and per-node stats)."""
-        return redis.Redis(host="127.0.0.1", port=port)
+        return redis.Redis(host=self.host, port=port)
 
     def flush(self) -> None:
         """Empty every primary (the cluster is ours: we started it)."""
@@ -72,8 +73,8 @@ def redis_cli() -> str:
     return found
 
 
-def _wait_ping(port: int, deadline: float) -> None:
-    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
+def _wait_ping(port: int, deadline: float, host: str = "127.0.0.1") -> None:
+    client = redis.Redis(host=host, port=port, socket_connect_timeout=0.5)
     try:
         while True:
             try:
@@ -87,10 +88,10 @@ def _wait_ping(port: int, deadline: float) -> None:
         client.close()
 
 
-def cluster_state_ok(ports: list[int]) -> bool:
+def cluster_state_ok(ports: list[int], host: str = "127.0.0.1") -> bool:
     """True when every node reports ``cluster_state:ok`` and knows all of the others."""
     for port in ports:
-        client = redis.Redis(host="127.0.0.1", port=port)
+        client = redis.Redis(host=host, port=port)
         try:
             info = client.cluster("INFO")
         finally:
@@ -103,9 +104,17 @@ def cluster_state_ok(ports: list[int]) -> bool:
 
 
 def start_cluster(
-    directory: Path, primaries: int = 3, *, appendonly: bool = False, timeout: float = 30.0
+    directory: Path,
+    primaries: int = 3,
+    *,
+    appendonly: bool = False,
+    timeout: float = 30.0,
+    host: str = "127.0.0.1",
 ) -> ClusterProcess:
     """Start ``primaries`` cluster-enabled redis-servers and join them into one cluster.
+
+    ``host``: the address the nodes listen on and announce to clients and to each other
+    (tests/scale/netns.py: a bridge address that network namespaces reach).
 
     Raises:
         RuntimeError: When a node does not start or the cluster does not reach ``ok``.
@@ -116,7 +125,7 @@ def start_cluster(
         # The cluster bus listens on port + 10000: it must be free too.
         if port not in ports and port + 10000 < 65536:
             ports.append(port)
-    cluster = ClusterProcess(ports=ports, directory=directory)
+    cluster = ClusterProcess(ports=ports, directory=directory, host=host)
     deadline = time.monotonic() + timeout
     try:
         for port in ports:
@@ -124,7 +133,9 @@ def start_cluster(
             node_dir.mkdir(parents=True, exist_ok=True)
             args = [
                 redis_executable(),
-                "--bind", "127.0.0.1",
+                "--bind", host,
+                "--protected-mode", "yes" if host == "127.0.0.1" else "no",
+                "--cluster-announce-ip", host,
                 "--port", str(port),
                 "--dir", str(node_dir.resolve()),
                 "--cluster-enabled", "yes",
@@ -143,12 +154,12 @@ def start_cluster(
                 )
             )
         for port in ports:
-            _wait_ping(port, deadline)
+            _wait_ping(port, deadline, host)
         if primaries < 3:
-            _join_by_hand(ports)
+            _join_by_hand(ports, host)
         else:
-            _create(ports, timeout)
-        while not cluster_state_ok(ports):
+            _create(ports, timeout, host)
+        while not cluster_state_ok(ports, host):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"cluster on ports {ports} did not reach cluster_state:ok")
             time.sleep(0.1)
@@ -158,25 +169,25 @@ def start_cluster(
     return cluster
 
 
-def _join_by_hand(ports: list[int]) -> None:
+def _join_by_hand(ports: list[int], host: str) -> None:
     """Fewer than 3 primaries (redis-cli --cluster create refuses them): each node takes
     an equal slot range (CLUSTER ADDSLOTS) and meets the first (CLUSTER MEET)."""
     for i, port in enumerate(ports):
-        node = redis.Redis(host="127.0.0.1", port=port)
+        node = redis.Redis(host=host, port=port)
         start = i * 16384 // len(ports)
         end = (i + 1) * 16384 // len(ports) - 1
         node.execute_command("CLUSTER", "ADDSLOTS", *range(start, end + 1))
         if i:
-            node.execute_command("CLUSTER", "MEET", "127.0.0.1", ports[0])
+            node.execute_command("CLUSTER", "MEET", host, ports[0])
         node.close()
 
 
-def _create(ports: list[int], timeout: float) -> None:
+def _create(ports: list[int], timeout: float, host: str) -> None:
     """Three or more primaries: ``redis-cli --cluster create``, as an operator would."""
     created = subprocess.run(
         [
             redis_cli(), "--cluster", "create",
-            *(f"127.0.0.1:{port}" for port in ports),
+            *(f"{host}:{port}" for port in ports),
             "--cluster-replicas", "0", "--cluster-yes",
         ],
         capture_output=True, text=True, timeout=timeout,

@@ -17,22 +17,30 @@ Observer = Callable[[bool], Callable[[bytes], None]]
 
 
 class TcpProxy:
-    """Forwards ``127.0.0.1:<port>`` to ``target``; :meth:`cut` closes every connection
-    and refuses new ones, :meth:`restore` accepts again on the same port."""
+    """Forwards ``<listen_host>:<port>`` (127.0.0.1 unless told) to ``target``; :meth:`cut`
+    closes every connection and refuses new ones, :meth:`restore` accepts again on the
+    same port. :attr:`open_upstream` counts the forwarded connections the target has not
+    closed yet (the proxy never closes one on its own before :meth:`cut`)."""
 
     def __init__(
-        self, target_port: int, target_host: str = "127.0.0.1", observe: Observer | None = None
+        self,
+        target_port: int,
+        target_host: str = "127.0.0.1",
+        observe: Observer | None = None,
+        listen_host: str = "127.0.0.1",
     ) -> None:
         self.target = (target_host, target_port)
         self.observe = observe
+        self.listen_host = listen_host
         self.port = free_port()
+        self.open_upstream = 0
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
 
     def restore(self) -> None:
         """Listen (again) and forward every accepted connection."""
-        listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        listener = socket.create_server((self.listen_host, self.port), reuse_port=False)
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
@@ -66,17 +74,28 @@ class TcpProxy:
             upstream.settimeout(None)
             with self._lock:
                 self._sockets += [client, upstream]
+                self.open_upstream += 1
             for src, dst, outbound in ((client, upstream, True), (upstream, client, False)):
                 sink = self.observe(outbound) if self.observe else None
-                threading.Thread(target=self._pump, args=(src, dst, sink), daemon=True).start()
+                threading.Thread(
+                    target=self._pump, args=(src, dst, sink, not outbound), daemon=True
+                ).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket, sink: Callable[[bytes], None] | None) -> None:
+    def _pump(
+        self,
+        src: socket.socket,
+        dst: socket.socket,
+        sink: Callable[[bytes], None] | None,
+        from_target: bool,
+    ) -> None:
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
                 if sink is not None:
                     sink(data)
                 dst.sendall(data)
+        if from_target:  # the target closed this connection (or cut() did)
+            with self._lock:
+                self.open_upstream -= 1
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
 

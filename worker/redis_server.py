@@ -94,6 +94,7 @@ def start_redis(
     appendonly: bool = True,
     daemonize: bool = False,
     timeout: float = 10.0,
+    host: str = "127.0.0.1",
 ) -> RedisProcess:
     """Start ``redis-server`` on 127.0.0.1 with its files in ``directory``.
 
@@ -103,6 +104,9 @@ def start_redis(
         appendonly: Persist with AOF ``everysec`` (what the worker relies on).
         daemonize: Detach, so the server outlives this process (the embedded Redis).
         timeout: Seconds to wait for the server to answer PING.
+        host: The address to listen on instead of 127.0.0.1 (tests: a bridge address
+            that network namespaces reach; protected mode is then off, as Redis
+            otherwise refuses clients from other addresses when it has no password).
 
     Raises:
         StoreUnavailableError: When it does not come up in time.
@@ -111,7 +115,8 @@ def start_redis(
     port = port or free_port()
     args = [
         redis_executable(),
-        "--bind", "127.0.0.1",
+        "--bind", host,
+        "--protected-mode", "yes" if host == "127.0.0.1" else "no",
         "--port", str(port),
         "--dir", str(directory.resolve()),
         "--save", "",
@@ -125,7 +130,7 @@ def start_redis(
     process = subprocess.Popen(
         args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
-    url = f"redis://127.0.0.1:{port}/0"
+    url = f"redis://{host}:{port}/0"
     deadline = time.monotonic() + timeout
     client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
     while True:

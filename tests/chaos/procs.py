@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -167,15 +167,23 @@ def worker_env(
 
 
 class NurtureProcess:
-    """One `nurture ...` subprocess with its output in a log file."""
+    """One `nurture ...` subprocess with its output in a log file; ``prefix`` goes
+    before the command (``ip netns exec <ns>``: run it in a network namespace)."""
 
-    def __init__(self, args: list[str], env: Mapping[str, str], cwd: Path, name: str) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        name: str,
+        prefix: Sequence[str] = (),
+    ) -> None:
         self.name = name
         self.log_path = cwd / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.started = time.monotonic()
         self.popen = subprocess.Popen(
-            [*nurture_command(), *args],
+            [*prefix, *nurture_command(), *args],
             env=dict(env),
             cwd=cwd,
             stdin=subprocess.DEVNULL,
@@ -224,19 +232,28 @@ class Procs:
         self.started: list[NurtureProcess] = []
 
     def start(
-        self, args: list[str], env: Mapping[str, str], name: str | None = None
+        self,
+        args: list[str],
+        env: Mapping[str, str],
+        name: str | None = None,
+        prefix: Sequence[str] = (),
     ) -> NurtureProcess:
         name = name or f"{args[0]}-{len(self.started)}"
-        proc = NurtureProcess(args, env, self.base, name)
+        proc = NurtureProcess(args, env, self.base, name, prefix)
         self.started.append(proc)
         return proc
 
     def worker(
-        self, env: Mapping[str, str], threads: int = 4, name: str | None = None
+        self,
+        env: Mapping[str, str],
+        threads: int = 4,
+        name: str | None = None,
+        prefix: Sequence[str] = (),
     ) -> NurtureProcess:
         # One process (``--processes 1``): a kill -9 of it must kill the worker itself,
         # not a supervisor whose children then finish on their own.
-        return self.start(["worker", "--processes", "1", "--threads", str(threads)], env, name)
+        args = ["worker", "--processes", "1", "--threads", str(threads)]
+        return self.start(args, env, name, prefix)
 
     def run(
         self, args: list[str], env: Mapping[str, str], stdin: bytes = b"", timeout: float = 60
@@ -283,6 +300,25 @@ def wait_until(
         if time.monotonic() - start > timeout:
             raise TimeoutError(f"not reached in {timeout:.0f}s: {what}")
         time.sleep(interval)
+
+
+def wait_until_mid_sends(
+    client: redis.Redis, standin: SendGridStandIn, leads: list[str], procs: Procs, share: float
+) -> None:
+    """Wait until every lead's event is processed and ``share`` of the chaos touches has
+    reached the stand-in (the moment a chaos test kills a worker)."""
+    wait_until(
+        lambda: enrollment_states(client, leads).get("none", 0) == 0,
+        120,
+        what=f"every event processed\n{procs.logs()}",
+    )
+    touches = len(expected_touches(leads))
+    wait_until(
+        lambda: standin.accepted >= touches * share,
+        180,
+        interval=0.01,
+        what=f"{share:.0%} of {touches} touches sent\n{procs.logs()}",
+    )
 
 
 def wait_until_done_or_stalled(

@@ -21,12 +21,12 @@ from tests.chaos.procs import (
     audit,
     chaos_event,
     emit,
-    enrollment_states,
     expected_touches,
     in_flight,
     lead_ids,
     report,
     wait_until,
+    wait_until_mid_sends,
     worker_env,
 )
 from tests.cluster import ClusterProcess
@@ -115,17 +115,7 @@ def kill_mid_sends(
     assert emit(redis_url, events, tmp_path, broker_url, cluster=cluster) == len(leads)
     started = time.monotonic()
     victim = procs.worker(env, THREADS, name="victim")
-    wait_until(
-        lambda: enrollment_states(client, leads).get("none", 0) == 0,
-        120,
-        what=f"every event processed\n{procs.logs()}",
-    )
-    wait_until(
-        lambda: standin.accepted >= touches * 0.4,
-        180,
-        interval=0.01,
-        what=f"40% of {touches} touches sent\n{procs.logs()}",
-    )
+    wait_until_mid_sends(client, standin, leads, procs, 0.4)
     victim.kill()
     received_at_kill = standin.accepted
     sending_at_kill = in_flight(client, leads)  # reserved by the dead worker, no outcome
