@@ -9,6 +9,7 @@ from pathlib import Path
 import redis
 
 from tests.conftest import ROOT, nurture
+from worker.enrollment import touch_id
 from worker.store import Store
 from worker.store.keys import Keys
 
@@ -100,6 +101,26 @@ def test_status_reports_queues_and_schedule(cli_env: dict[str, str], tmp_path: P
     assert "dead letters: 0" in result.stdout
     as_json = json.loads(nurture(["status", "--json"], cli_env, tmp_path).stdout)
     assert as_json["queues"]["events"]["ready"] == 0
+
+
+def test_status_counts_every_unknown_outcome_and_lists_the_earliest(
+    cli_env: dict[str, str], tmp_path: Path, redis_url: str
+) -> None:
+    """25 sends of unknown outcome spread over buckets: the count is 25, not the 20 listed."""
+    store = Store(redis.Redis.from_url(redis_url))
+    for n in range(25):
+        store.ledger.record_unknown(
+            touch_id("value-first", 1, "intro", f"lead-{n}"), 1_700_000_000 + n
+        )
+    result = nurture(["status"], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "outcome unknown (not resent): 25 (the earliest 20 below)" in result.stdout
+    listed = [
+        line for line in result.stdout.splitlines() if "value-first" in line and "lead-" in line
+    ]
+    assert len(listed) == 20 and "lead-0" in listed[0] and "lead-19" in listed[-1]
+    as_json = json.loads(nurture(["status", "--json"], cli_env, tmp_path).stdout)
+    assert as_json["unknown_count"] == 25 and len(as_json["unknown"]) == 20
 
 
 def test_a_bad_setting_stops_start_up_with_one_line(

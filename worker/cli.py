@@ -317,7 +317,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"dead letters: {status['dead_letters']['count']}")
     for letter in status["dead_letters"]["latest"]:
         print(f"  {_fmt_ts(float(letter['at']))} [{letter['kind']}] {letter['reason']}")
-    print(f"outcome unknown (not resent): {len(status['unknown'])}")
+    unknown = status["unknown_count"]
+    shown = (
+        f" (the earliest {len(status['unknown'])} below)"
+        if unknown > len(status["unknown"])
+        else ""
+    )
+    print(f"outcome unknown (not resent): {unknown}{shown}")
     for member, ts in status["unknown"]:
         print(f"  {_fmt_ts(ts)} {member}")
     print(f"suppressed addresses: {status['suppressed']}")

@@ -9,6 +9,9 @@ from worker.crm.hubspot_sync import FETCH_QUEUE
 from worker.errors import CatalogError
 from worker.runtime import Runtime
 
+#: Sends of unknown outcome that ``nurture status`` lists one by one (the count is whole).
+UNKNOWN_LISTED = 20
+
 
 def queue_depths(runtime: Runtime) -> dict[str, dict[str, int]]:
     """Ready, delayed and failed (dead-lettered) message counts per queue, read from
@@ -67,7 +70,8 @@ def collect_status(runtime: Runtime) -> dict[str, Any]:
         "queues": queue_depths(runtime),
         "schedule": store.schedule_stats(),
         "dead_letters": {"count": store.dead_letter_count(), "latest": store.dead_letters(5)},
-        "unknown": store.unknown_outcomes(20),
+        "unknown": store.unknown_outcomes(UNKNOWN_LISTED),
+        "unknown_count": store.unknown_count(),
         "suppressed": store.suppressed_count(),
         "stats": stats,
         "counters": store.global_counters(stats),

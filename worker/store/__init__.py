@@ -225,6 +225,9 @@ class Store:
     def ledger_state(self, member: str) -> str | None:
         return self.ledger.state(member)
 
+    def unknown_count(self) -> int:
+        return self.ledger.unknown_count()
+
     def unknown_outcomes(self, limit: int = 100) -> list[tuple[str, float]]:
         return self.ledger.unknown_outcomes(limit)
 

@@ -379,6 +379,13 @@ class Ledger:
             cast(bytes | None, self.redis.hget(self.keys.lead(lead_id), RECEIVED_FIELD))
         )
 
+    def unknown_count(self) -> int:
+        """How many sends of unknown outcome there are, over every bucket."""
+        pipe = self.redis.pipeline(transaction=False)
+        for bucket in range(self.keys.shards):
+            pipe.zcard(self.keys.unknown(bucket))
+        return sum(cast(list[int], pipe.execute()))
+
     def unknown_outcomes(self, limit: int = 100) -> list[tuple[str, float]]:
         """The earliest ``limit`` sends of unknown outcome, over every bucket."""
         pipe = self.redis.pipeline(transaction=False)
