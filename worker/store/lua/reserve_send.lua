@@ -27,7 +27,6 @@ local step_id = ARGV[8]
 local resend = ARGV[9] == '1'            -- an operator's retry of a failed touch (nurture retry)
 local address_suppressed = ARGV[10]      -- why the address is suppressed, '' = it is not
 
-
 -- The enrollment must still be waiting for exactly this step: checking it here,
 -- atomically with the reservation, is what makes an exit (reply, unsubscribe,
 -- disqualification) stop a touch that was already claimed or queued.
