@@ -37,9 +37,9 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -72,6 +72,10 @@ class HubSpotStandIn:
         self.requests: list[dict[str, Any]] = []
         self.contacts: dict[str, dict[str, str | None]] = {}
         self.merged: dict[str, str] = {}
+        #: The stand-in's clock (a test gives it its manual clock's ``now``): what
+        #: ``updatedAt`` and the batch times say.
+        self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self.updated: dict[str, datetime] = {}
         self._script: deque[Scripted] = deque()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -99,6 +103,13 @@ class HubSpotStandIn:
         """Create or update a contact (HubSpot's values are text)."""
         with self._lock:
             self.contacts.setdefault(object_id, {}).update(properties)
+            # HubSpot's updatedAt is when the record last changed (milliseconds), not
+            # when it is read: a change at the same moment still moves it on.
+            last = self.updated.get(object_id)
+            stamp = self.now()
+            if last is not None and stamp <= last:
+                stamp = last + timedelta(milliseconds=1)
+            self.updated[object_id] = stamp
 
     def delete_contact(self, object_id: str) -> None:
         """Archive a contact: it is no longer returned (HubSpot's delete archives)."""
@@ -141,7 +152,7 @@ class HubSpotStandIn:
                 "VALIDATION_ERROR", f"Batch input size {len(inputs)} exceeds the limit of 100"
             )
         wanted = [str(p) for p in body.get("properties") or []]
-        now = _iso(datetime.now(UTC))
+        now = _iso(self.now())
         results: list[dict[str, Any]] = []
         missing: list[str] = []
         with self._lock:
@@ -160,7 +171,7 @@ class HubSpotStandIn:
                         "id": object_id,
                         "properties": props,
                         "createdAt": "2026-11-20T09:00:00.000Z",
-                        "updatedAt": now,
+                        "updatedAt": _iso(self.updated.get(object_id) or self.now()),
                         "archived": False,
                     }
                 )

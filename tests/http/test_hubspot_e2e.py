@@ -46,12 +46,16 @@ def hubspot() -> Iterator[HubSpotStandIn]:
 def hs_harness(
     make_harness: Callable[..., Harness], crm_dir: Path, hubspot: HubSpotStandIn
 ) -> Harness:
-    return make_harness(
+    harness = make_harness(
         crm_dir=crm_dir,
         hubspot_token=hubspot.token,
         hubspot_api_url=hubspot.url,
         hubspot_client_secret=CLIENT_SECRET,
     )
+    # HubSpot's updatedAt (the fetched event's time, which the first touch's delay counts
+    # from) on the harness's clock, not the wall clock: the test means the same on any day.
+    hubspot.now = harness.clock.now
+    return harness
 
 
 def notification(event_id: int, kind: str, object_id: int, **extra: Any) -> dict[str, Any]:
