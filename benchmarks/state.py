@@ -34,7 +34,8 @@ from worker.store import EVENT_DEDUP_SECONDS, Store
 from worker.store.enrollments import pack_enrollment
 from worker.store.keys import DATA_FIELD, ENROLLMENT_FIELD, Keys
 from worker.store.leads import CONTACTABLE, FIELD_TIMES, SEEN, pack_data, pack_flag
-from worker.store.timeline import TIMELINE_MAXLEN, TIMELINE_TTL_SECONDS, Kind, entry
+from worker.store.timeline import TIMELINE_MAXLEN, TIMELINE_TTL_SECONDS, Kind
+from worker.store.timeline import batch as timeline_batch
 
 KEYS = Keys(PREFIX)
 ZONES = ("Europe/Copenhagen", "Europe/Helsinki", "America/New_York", "UTC")
@@ -185,15 +186,24 @@ def write_leads(
                 SEEN + "lead.created",
                 pack_flag(SEEN + "lead.created", repr(stamp)),
             )
-            # The lead's timeline (``nurture lead``): the event, its fields, the enrollment.
+            # The lead's timeline (``nurture lead``): the event's entries as the pipeline
+            # batches them: the event that first stored the lead (its fields left to the
+            # lead hash) and the enrollment.
             timeline = KEYS.timeline(the_lead)
-            writer.command(
-                "RPUSH",
-                timeline,
-                entry(Kind.EVENT, stamp, type="lead.created", id=trigger["id"], occurred=stamp),
-                entry(Kind.FIELDS, stamp, changed={k: [None, v] for k, v in lead.items()}),
-                entry(Kind.ENROLLED, stamp, sequence=SEQUENCE_ID, step=FIRST_STEP),
-            )
+            notes: list[tuple[Kind, dict[str, Any]]] = [
+                (Kind.EVENT, {"type": "lead.created", "id": trigger["id"], "occurred": stamp}),
+                (Kind.FIELDS, {"changed": None}),
+                (
+                    Kind.ENROLLED,
+                    {
+                        "sequence": SEQUENCE_ID,
+                        "step": FIRST_STEP,
+                        "due": float(due(index)),
+                        "trigger": "lead.created",
+                    },
+                ),
+            ]
+            writer.command("RPUSH", timeline, timeline_batch(stamp, notes))
             writer.command("LTRIM", timeline, -TIMELINE_MAXLEN, -1)
             writer.command("EXPIRE", timeline, TIMELINE_TTL_SECONDS)
             writer.command(
