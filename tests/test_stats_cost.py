@@ -17,7 +17,6 @@ from worker.store.counters import (
     DAY_MARK,
     INDEX_COMPLETE,
     day_fields,
-    fields_key,
     summed_stats,
 )
 
@@ -123,12 +122,12 @@ def test_an_index_lost_or_never_built_is_rebuilt_from_the_hashes(redis_url: str)
     store = Store(client)
     write_totals(store)
     # State written before the index existed: totals in the hashes, no index at all.
-    client.delete(*(fields_key(store.keys, seq) for seq in SEQUENCES))
+    client.delete(*(store.keys.stats_fields(seq) for seq in SEQUENCES))
     client.hincrby(store.keys.stats("seq-0", 200), "legacy-step:sent", 7)
     expected = stats_as_before(store)
     assert expected["seq-0"]["legacy-step"] == {"sent": 7}
     assert store.stats() == expected
-    assert client.sismember(fields_key(store.keys, "seq-0"), INDEX_COMPLETE)
+    assert client.sismember(store.keys.stats_fields("seq-0"), INDEX_COMPLETE)
     # A field first written after the rebuild is named by its writer: still counted.
     store.count("seq-0", "new-step", "sent")
     assert store.stats()["seq-0"]["new-step"] == {"sent": 1}

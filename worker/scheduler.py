@@ -10,12 +10,13 @@ died are covered before its heartbeat goes stale (docs/scale-notes.md, section 3
 
 After downtime, touches overdue by more than
 ``NURTURE_CATCHUP_AFTER`` are spread over ``NURTURE_CATCHUP_SPREAD`` in their
-original order instead of being fired at once. Counting them reads every shard, so a
-tick looks only when such touches can be there (:meth:`Scheduler.catch_up_due`): at
-its first tick, after a gap longer than the threshold since its last claim (downtime,
-a stall, a delivery pause), after a claim that left touches behind or came back that
-late, after parked touches went back, and every :data:`CATCHUP_CHECK_EVERY` seconds
-whatever (the shards of a scheduler that died).
+original order instead of being fired at once. The claim finds them: it takes each
+shard's due touches earliest first and leaves those overdue past the threshold on the
+schedule (``lua/claim_due.lua``), and a claim that met one runs the catch-up, which
+counts and spreads the overdue touches of every shard. So whatever made them overdue
+(downtime, events queued meanwhile or backfilled with an old ``occurred_at``, parked
+touches put back, a shard of a scheduler that died) none is queued late, and a tick
+that meets none reads no shard beyond its claims.
 
 While delivery is paused by an account fault (see ``worker/store/pauses.py``) the
 schedulers claim nothing: touches keep their place. One of them at a time probes the
@@ -56,9 +57,6 @@ PausedSequences = Callable[[], set[str]]
 PAUSE_LOG_EVERY = 60.0
 #: Every this many ticks a scheduler claims from every shard, not only its own.
 SWEEP_EVERY = 10
-#: Seconds between looks for touches overdue past the catch-up threshold when
-#: nothing else calls for one (:meth:`Scheduler.catch_up_due`).
-CATCHUP_CHECK_EVERY = 60.0
 #: A scheduler counts as live while its heartbeat is this many intervals old (plus a second).
 LIVE_TICKS = 3
 
@@ -109,11 +107,6 @@ class Scheduler:
         self._ticks = 0
         #: Whether the last tick left due touches behind (a shard gave its whole limit).
         self.backlog = False
-        #: When this scheduler last claimed (its clock) and last looked for a catch-up;
-        #: whether something since calls for a look (see :meth:`catch_up_due`).
-        self._claimed_at: float | None = None
-        self._looked_at = 0.0
-        self._look_again = True
         self.id = uuid.uuid4().hex[:8]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -125,18 +118,18 @@ class Scheduler:
         if pause is not None and not self.while_paused(pause):
             self.store.schedule.beat(self.id, now)
             return 0
-        if self.unpark():
-            self._look_again = True
-        if self.catch_up_due(now):
-            self._looked_at = now
-            self._look_again = False
-            self.catch_up(now)
+        self.unpark()
         shards = self.my_shards(now)
         # NURTURE_SCHEDULER_BATCH spread over the shards, at least one touch from each.
         limit = max(1, math.ceil(self.settings.batch / len(shards)))
-        per_shard = self.store.schedule.claim_shards(now, limit, self.settings.claim_lease, shards)
+        late_before = now - self.settings.catchup_after
+        per_shard = self.store.schedule.claim_shards(
+            now, limit, self.settings.claim_lease, shards, late_before
+        )
         self.backlog = any(len(claims) >= limit for claims in per_shard)
-        claimed = [touch for claims in per_shard for touch in claims]
+        found = [touch for claims in per_shard for touch in claims]
+        # Those overdue past the threshold were left on the schedule for the catch-up.
+        claimed = [(member, due) for member, due in found if due > late_before]
         size = self.settings.touches_per_message
         for start in range(0, len(claimed), size):
             chunk = claimed[start : start + size]
@@ -145,30 +138,11 @@ class Scheduler:
         if claimed:
             lag = now - min(due for _, due in claimed)
             self.store.counters.set_global(SCHEDULER_LAG, lag)
-            if lag > self.settings.catchup_after:
-                self._look_again = True
-        if self.backlog:
-            self._look_again = True
-        self._claimed_at = now
+        if len(claimed) < len(found):
+            # After the queueing: if this fails, the next claim meets them again.
+            self.catch_up(now)
         self.store.schedule.beat(self.id, now)
         return len(claimed)
-
-    def catch_up_due(self, now: float) -> bool:
-        """Whether this tick looks for touches overdue past the catch-up threshold.
-
-        Touches due since this scheduler's last claim are late by at most the time since;
-        older ones were claimed then, unless that claim left some behind. So a look is
-        needed only at the first tick, after a gap longer than the threshold (downtime,
-        a stall, a delivery pause: those ticks claim nothing), after a claim that left
-        touches behind or took one that late, after parked touches went back at their
-        old due times, and every :data:`CATCHUP_CHECK_EVERY` seconds for the shards
-        another scheduler had (if it died, the sweeps take them over).
-        """
-        if self._look_again or self._claimed_at is None:
-            return True
-        if now - self._claimed_at > self.settings.catchup_after:
-            return True
-        return now - self._looked_at >= CATCHUP_CHECK_EVERY
 
     def my_shards(self, now: float) -> list[int]:
         """The shards this tick claims from: this scheduler's share of them by its index
@@ -263,6 +237,11 @@ class Scheduler:
         for member in schedule.overdue(threshold, new_due):
             new_due[member] = now + spread * moved / total
             moved += 1
+            if moved == total:
+                # Those written since the count (events still being applied) would
+                # land past the spread: the next claim meets them and spreads them.
+                break
+        schedule.move_if_scheduled(new_due)  # the moves of the pages read last
         log.warning(
             "catch-up: %d touches were overdue by more than %ss; spread over the next %ss",
             moved,

@@ -17,7 +17,7 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.addresses import sendable_address
-from worker.broker import broker_kind
+from worker.broker import HEARTBEAT_TIMEOUT_MS, MAINTENANCE_CHANCE, broker_kind
 from worker.content import language_tag
 from worker.errors import SettingsError
 
@@ -89,8 +89,8 @@ class Settings(BaseSettings):
     # and its unacknowledged messages are requeued by the next maintenance run on their
     # queue, which a fetch or enqueue starts with this chance in a million
     # (worker/broker.py says why these defaults: recovery in ~15-20 s).
-    broker_heartbeat_timeout: Duration = Field(default=15.0, ge=1.0)
-    broker_maintenance_chance: int = Field(default=50_000, ge=1, le=1_000_000)
+    broker_heartbeat_timeout: Duration = Field(default=HEARTBEAT_TIMEOUT_MS / 1000, ge=1.0)
+    broker_maintenance_chance: int = Field(default=MAINTENANCE_CHANCE, ge=1, le=1_000_000)
     # NURTURE_REDIS_URL names a node of a Redis Cluster (the client finds the others);
     # the queues must then be elsewhere (NURTURE_BROKER_URL).
     redis_cluster: bool = False

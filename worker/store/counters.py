@@ -8,8 +8,8 @@ Readers sum the buckets (one pipelined command per bucket).
 Each sequence's stats hashes hold two kinds of fields:
 
 - ``<step>:<counter>``: running totals for ``nurture status`` and ``/metrics``, named in
-  the sequence's **field index** (:func:`fields_key`, a set) so that those readers fetch
-  just them (``HMGET``), whatever the number of day fields beside them. Every writer
+  the sequence's **field index** (:meth:`Keys.stats_fields`, a set) so that those
+  readers fetch just them (``HMGET``), whatever the number of day fields beside them. Every writer
   names a field there (:func:`register_fields`) before it first adds to it; an index
   without its :data:`INDEX_COMPLETE` member (state written before the index existed,
   or the set lost) is rebuilt from the hashes by the next reader;
@@ -60,12 +60,6 @@ _registered: weakref.WeakKeyDictionary[redis.Redis, dict[tuple[str, str, str], f
 )
 
 
-def fields_key(keys: Keys, sequence: str) -> str:
-    """Set: the ``<step>:<counter>`` fields a sequence's stats hashes may hold (its
-    field index), with :data:`INDEX_COMPLETE` once built."""
-    return f"{keys.prefix}:statsf:{sequence}"
-
-
 def register_fields(client: redis.Redis, keys: Keys, sequence: str, fields: Iterable[str]) -> None:
     """Name running-total fields in the sequence's field index before adding to them:
     one SADD for the fields this process has not named in :data:`REGISTER_SECONDS`."""
@@ -77,7 +71,7 @@ def register_fields(client: redis.Redis, keys: Keys, sequence: str, fields: Iter
         if now - seen.get((keys.prefix, sequence, name), -REGISTER_SECONDS) >= REGISTER_SECONDS
     ]
     if new:
-        client.sadd(fields_key(keys, sequence), *new)
+        client.sadd(keys.stats_fields(sequence), *new)
         seen.update(((keys.prefix, sequence, name), now) for name in new)
 
 
@@ -140,7 +134,7 @@ def indexed_fields(client: redis.Redis, keys: Keys, sequences: list[str]) -> dic
     indexes without :data:`INDEX_COMPLETE` rebuilt from the hashes first."""
     pipe = client.pipeline(transaction=False)
     for seq in sequences:
-        pipe.smembers(fields_key(keys, seq))
+        pipe.smembers(keys.stats_fields(seq))
     found = cast(list[set[bytes]], pipe.execute())
     out = {
         seq: {raw.decode() for raw in members}
@@ -152,7 +146,7 @@ def indexed_fields(client: redis.Redis, keys: Keys, sequences: list[str]) -> dic
         pipe = client.pipeline(transaction=False)
         for seq in missing:
             names = [name for name in rebuilt[seq] if not name.startswith(DAY_MARK)]
-            pipe.sadd(fields_key(keys, seq), INDEX_COMPLETE, *names)
+            pipe.sadd(keys.stats_fields(seq), INDEX_COMPLETE, *names)
             out[seq].update(names)
         pipe.execute()
     return {seq: sorted(n for n in got if not n.startswith(DAY_MARK)) for seq, got in out.items()}

@@ -215,6 +215,12 @@ class Keys:
         """Set per bucket: sequence ids that have stats in this bucket."""
         return self.tagged(bucket, "stats")
 
+    def stats_fields(self, sequence: str) -> str:
+        """Set: the ``<step>:<counter>`` fields a sequence's stats hashes may hold (its
+        field index, what status and ``/metrics`` fetch with HMGET), with
+        ``counters.INDEX_COMPLETE`` once built; untagged (written rarely)."""
+        return f"{self.prefix}:statsf:{sequence}"
+
     @property
     def counters(self) -> str:
         """Hash: global counters written rarely (scheduler lag, catch-ups, suppressions)."""

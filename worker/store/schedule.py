@@ -74,11 +74,24 @@ class ScheduleStore:
         ]
 
     def claim_shards(
-        self, now: float, limit: int, lease: float, shards: Iterable[int] | None = None
+        self,
+        now: float,
+        limit: int,
+        lease: float,
+        shards: Iterable[int] | None = None,
+        late_before: float | None = None,
     ) -> list[list[tuple[str, float]]]:
-        """:meth:`claim_due`, the claims of each shard apart (in the order given)."""
+        """:meth:`claim_due`, the claims of each shard apart (in the order given).
+
+        With ``late_before``, the touches due at or before it (overdue past the
+        catch-up threshold) come back too, earliest first, but stay on the schedule
+        unclaimed, for the catch-up to spread (the caller tells them by their due time).
+        """
+        args: list[float] = [now, limit, now + lease]
+        if late_before is not None:
+            args.append(late_before)
         calls = [
-            ([self.keys.schedule(n), self.keys.claimed(n)], [now, limit, now + lease])
+            ([self.keys.schedule(n), self.keys.claimed(n)], args)
             for n in (self.shards if shards is None else shards)
         ]
         return [
