@@ -196,6 +196,16 @@ def test_migrate_state_moves_layout1_without_losing_a_touch(
     assert len(h.sent()) > sent_before
 
 
+def layout2_state(h: Harness, leads: list[str]) -> Store:
+    """``leads`` through the real pipeline (one event each), then split into layout 2."""
+    for i, lead in enumerate(leads):
+        h.emit(event(f"e{i}", lead_id=lead, email=f"{lead}@example.com", **INBOUND))
+    h.settle()
+    h.rt.check_redis()
+    to_layout2(h.rt.store, leads)
+    return h.rt.store
+
+
 def other_shards(h: Harness, shards: int) -> Runtime:
     """A runtime on the harness's Redis (or cluster) set to another
     ``NURTURE_STATE_SHARDS``."""
@@ -391,12 +401,7 @@ def fold_while_layout2_keys_appear(h: Harness, monkeypatch: pytest.MonkeyPatch) 
     """A process of the version before (left running) writes a lead's layout-2 key while
     the fold runs: the last scan finds it, the record stays ``migrating`` (workers stay
     out) and the error names the key; a run again folds it and finishes."""
-    for i, lead in enumerate(LEADS[:5]):
-        h.emit(event(f"e{i}", lead_id=lead, email=f"{lead}@example.com", **INBOUND))
-    h.settle()
-    h.rt.check_redis()
-    store = h.rt.store
-    to_layout2(store, LEADS[:5])
+    store = layout2_state(h, LEADS[:5])
     late = store.keys.per_lead("lead", "late-lead")
     real_fold = migration._fold_batch
 
@@ -484,12 +489,7 @@ def test_the_version_before_layout3_refuses_a_folded_state(
     during the fold its check says the migration has not finished."""
     old = old_version(tmp_path)
     h = make_harness()
-    for i, lead in enumerate(LEADS[:4]):
-        h.emit(event(f"e{i}", lead_id=lead, email=f"{lead}@example.com", **INBOUND))
-    h.settle()
-    h.rt.check_redis()
-    store = h.rt.store
-    to_layout2(store, LEADS[:4])
+    store = layout2_state(h, LEADS[:4])
     store.redis.hset(store.keys.legacy_layout, "migrating", "1")  # as during the fold
     during = run_old(old, cli_env, "-c", OLD_CHECK.format(url=redis_url))
     assert "check_layout refused: SettingsError `nurture migrate state` has not" in during.stdout
@@ -541,3 +541,18 @@ def test_serve_refuses_a_layout_it_does_not_know_and_serves_an_older_one(
             h.rt.check_redis()
     worker = nurture(["worker", "--processes", "1"], cli_env, tmp_path)
     assert worker.returncode == 1 and "has not finished" in worker.stderr, worker.stderr
+
+
+def test_a_layout3_record_in_the_older_key_is_moved_and_fenced(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """The first builds of layout 3 kept its record in ``nurture:layout`` (a hash, as
+    layout 2's): a worker of this version moves it to ``nurture:layout:record`` and
+    turns the older key into the string the versions before refuse."""
+    h = make_harness()
+    store = h.rt.store
+    store.redis.hset(store.keys.legacy_layout, mapping=store.wanted_layout())
+    h.rt.check_redis()
+    assert store.layout() == store.wanted_layout()
+    assert store.redis.get(store.keys.legacy_layout) == LEGACY_LAYOUT_FENCE.encode()
+    h.rt.check_redis()  # and runs on it from then on
