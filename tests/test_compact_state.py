@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks.lead_memory import example_events
 from tests.harness import Harness, running
-from worker.enrollment import Enrollment, EnrollmentState
+from worker.enrollment import Enrollment, EnrollmentState, ExitReason
 from worker.events import validate_event
 from worker.leadview import lead_view, render_text
 from worker.store.enrollments import pack_enrollment, unpack_enrollment
@@ -207,3 +207,35 @@ def test_an_old_stream_timeline_is_read_and_becomes_the_list_at_the_next_write(
         *old,
         {"kind": "exited", "at": 1795430000, "sequence": "s", "reason": "goal:x"},
     ]
+
+
+def test_only_a_new_enrollment_reads_the_lead_hash_to_drop_ended_ledger_entries(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """Enrolling again (generation 2 on) drops the ended generations' ledger fields (one
+    HKEYS of the lead hash); exiting such an enrollment before its first step (no step
+    passed yet) is no new enrollment: no HKEYS, nothing dropped."""
+    store = make_harness().rt.store
+    client, key = store.redis, store.keys.lead("lead-1")
+
+    def hkeys_calls() -> int:
+        stats = client.info("commandstats").get("cmdstat_hkeys", {})
+        return int(stats.get("calls", 0))
+
+    first = Enrollment.start(None, "intro", TRIGGER, 1.0)
+    store.enrolled.write("lead-1", "value-first", first, new=True)
+    client.hset(key, "l:value-first:1:intro", "sent:1")
+    ended = first.exit(ExitReason.exit_on("lead.replied"))
+    store.enrolled.write("lead-1", "value-first", ended)
+    second = Enrollment.start(ended, "intro", {**TRIGGER, "id": "e2"}, 2.0)
+    calls = hkeys_calls()
+    store.enrolled.write("lead-1", "value-first", second, new=True)
+    assert hkeys_calls() == calls + 1
+    assert not client.hexists(key, "l:value-first:1:intro")  # the ended generation's
+    client.hset(key, "l:value-first:2:intro", "skipped:2")
+    calls = hkeys_calls()
+    assert second.done == [] and second.generation == 2
+    store.enrolled.write("lead-1", "value-first", second.exit(ExitReason.exit_on("lead.won")))
+    assert hkeys_calls() == calls
+    assert client.hget(key, "l:value-first:2:intro") == b"skipped:2"
+    assert store.enrollment("lead-1", "value-first") == second.exit(ExitReason.exit_on("lead.won"))

@@ -170,10 +170,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from worker.http.app import create_app
     from worker.runtime import Runtime
+    from worker.worker_process import wait_for_redis
 
     settings = _settings()
     runtime = Runtime(settings, load_catalog=False)
     try:
+        # Refuse a key layout this version does not know (a newer one, another number of
+        # shards); an older one is served: intake keeps going while `nurture migrate
+        # state` runs (docs/deployment.md).
+        wait_for_redis(runtime, threading.Event())
+        runtime.check_redis(older_layout=True)
         # Our own access log line (with request id, route template, never the raw path,
         # so unsubscribe tokens stay out of logs) replaces uvicorn's.
         uvicorn.run(

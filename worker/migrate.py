@@ -29,7 +29,13 @@ from worker.actors import EVENTS_QUEUE, TOUCHES_QUEUE
 from worker.broker import broker_kind
 from worker.errors import SettingsError
 from worker.runtime import Runtime
-from worker.store.layout_migration import fold_leads, migrate_layout1
+from worker.store.layout_migration import (
+    check_shards,
+    fold_leads,
+    layout1_leads,
+    layout2_leads,
+    migrate_layout1,
+)
 from worker.store.queues import drop_queued_message, queued_messages
 
 
@@ -88,13 +94,26 @@ def migrate_state(runtime: Runtime, *, dry_run: bool = False) -> Counter[str]:
     """Move an install's state to the current key layout (see
     :mod:`worker.store.layout_migration`): on a single Redis from the untagged layout to
     the bucketed one first, then (single Redis or Redis Cluster) each lead's four keys
-    into its one hash; with ``dry_run`` only count.
+    into its one hash; with ``dry_run`` only count (``folded`` counts the leads of
+    layout 1 as well: the fold takes them once the first step has run).
 
     Layout 1 never lived on a Redis Cluster: there only the second step runs.
+
+    Raises:
+        SettingsError: Before anything is written, when ``NURTURE_STATE_SHARDS`` is not
+            the number of shards the state was laid out with (naming both).
     """
     store = runtime.store
+    check_shards(store.redis, store.keys)
     counts: Counter[str] = Counter()
+    if dry_run:
+        leads = layout2_leads(store.redis, store.keys)
+        if not runtime.settings.redis_cluster:
+            counts += migrate_layout1(store.redis, store.keys, dry_run=True)
+            leads |= layout1_leads(store.redis, store.keys)
+        counts["folded"] = len(leads)
+        return +counts
     if not runtime.settings.redis_cluster:
-        counts += migrate_layout1(store.redis, store.keys, dry_run=dry_run)
-    counts += fold_leads(store.redis, store.keys, store.scripts["fold_lead"], dry_run=dry_run)
+        counts += migrate_layout1(store.redis, store.keys)
+    counts += fold_leads(store.redis, store.keys, store.scripts["fold_lead"])
     return counts

@@ -622,6 +622,7 @@ class EventProcessor:
             enrollment,
             schedule=(member, due.timestamp()),
             count=day_fields(now.timestamp(), first.id, "enrolled", report_groups(lead.data)),
+            new=True,
         )
         self.note(
             lead.id,

@@ -257,16 +257,17 @@ class Runtime:
         token = make_token(self.unsubscribe_secret, lead_id)
         return f"{self.settings.public_url}/unsubscribe/{token}"
 
-    def check_redis(self) -> None:
+    def check_redis(self, *, older_layout: bool = False) -> None:
         """Raise StoreUnavailableError naming the URL when Redis does not answer, and
         SettingsError when its key layout is not this worker's (see
-        :meth:`Store.check_layout`)."""
+        :meth:`Store.check_layout`; ``older_layout``: an older one, or one being
+        migrated, is accepted, as the HTTP services do)."""
         if not self.store.ping():
             raise StoreUnavailableError(
                 f"Redis at {redact_url(self.redis_url)} does not answer; start it, or fix "
                 "NURTURE_REDIS_URL"
             )
-        self.store.check_layout()
+        self.store.check_layout(older=older_layout)
 
     def broker_depths(self) -> dict[str, dict[str, int]]:
         """Ready, delayed and dead message counts per declared queue, from whichever

@@ -81,6 +81,7 @@ def run_worker(
     schedule when their lease runs out.
     """
     wait_for_redis(runtime, stop)
+    runtime.check_redis()  # a key layout this version does not run on: refuse
     wait_for_broker(runtime, stop)
     worker = dramatiq.Worker(
         runtime.broker,

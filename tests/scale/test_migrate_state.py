@@ -17,22 +17,26 @@ and :func:`to_layout1` writes the same data under the names and types layout 1 u
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 import redis
+from dramatiq.brokers.stub import StubBroker
 
 from tests.chaos.procs import nurture_command
 from tests.cluster import ClusterProcess, redis_cli
+from tests.conftest import nurture
 from tests.harness import Harness, event
 from tests.test_pipeline import INBOUND, VALUE_FIRST
 from worker.errors import SettingsError
 from worker.migrate import migrate_state
+from worker.runtime import Runtime
 from worker.store import Store
 from worker.store import layout_migration as migration
-from worker.store.keys import EMAIL_BUCKETS
+from worker.store.keys import EMAIL_BUCKETS, LEGACY_LAYOUT_FENCE
 from worker.suppression import suppress_address
 
 INLINE_QUEUE = True
@@ -58,7 +62,13 @@ def to_layout2(store: Store, lead_ids: list[str]) -> None:
             else:
                 client.hset(old["lead"], "data" if name == "d" else name, value)
         client.delete(keys.lead(lead_id))
-    client.hset(keys.layout, "version", "2")
+    # Layout 2's record (the hash every version reads), no layout-3 record, no fence.
+    client.delete(keys.layout)
+    client.delete(keys.legacy_layout)
+    client.hset(
+        keys.legacy_layout,
+        mapping={"version": "2", "shards": keys.shards, "email_buckets": EMAIL_BUCKETS},
+    )
 
 
 def to_layout1(store: Store, lead_ids: list[str]) -> None:
@@ -110,7 +120,7 @@ def to_layout1(store: Store, lead_ids: list[str]) -> None:
             client.delete(key)
     client.set(f"{old}:supp:plain@example.com", "bounce")  # from before hashing
     client.sadd(f"{old}:suppressed", "plain@example.com")
-    client.delete(keys.suppressed_count, keys.layout)
+    client.delete(keys.suppressed_count, keys.layout, keys.legacy_layout)
 
 
 def snapshot(store: Store, lead_ids: list[str]) -> dict[str, Any]:
@@ -152,9 +162,10 @@ def test_migrate_state_moves_layout1_without_losing_a_touch(
     with pytest.raises(SettingsError, match="nurture migrate state"):
         h.rt.check_redis()
 
-    counted = migration.migrate_layout1(store.redis, store.keys, dry_run=True)
+    counted = migrate_state(h.rt, dry_run=True)
     assert counted["sched"] == len(LEADS) - 1 and counted["lead"] == len(LEADS)
     assert counted["suppressions"] == 2 and counted["email"] == len(LEADS)
+    assert counted["folded"] == len(LEADS)  # layout 1's leads, folded after the first step
     assert store.redis.zcard("nurture:sched") == len(LEADS) - 1  # the dry run wrote nothing
 
     # A crash mid-way: the touches have moved, the stats not yet; workers stay fenced out.
@@ -185,6 +196,26 @@ def test_migrate_state_moves_layout1_without_losing_a_touch(
     assert len(h.sent()) > sent_before
 
 
+def layout2_state(h: Harness, leads: list[str]) -> Store:
+    """``leads`` through the real pipeline (one event each), then split into layout 2."""
+    for i, lead in enumerate(leads):
+        h.emit(event(f"e{i}", lead_id=lead, email=f"{lead}@example.com", **INBOUND))
+    h.settle()
+    h.rt.check_redis()
+    to_layout2(h.rt.store, leads)
+    return h.rt.store
+
+
+def other_shards(h: Harness, shards: int) -> Runtime:
+    """A runtime on the harness's Redis (or cluster) set to another
+    ``NURTURE_STATE_SHARDS``."""
+    return Runtime(
+        h.rt.settings.model_copy(update={"state_shards": shards}),
+        load_catalog=False,
+        broker=StubBroker(),  # type: ignore[no-untyped-call]
+    )
+
+
 def run_layout2_migration(h: Harness, leads: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Layout 2 -> 3 on the harness's Redis (single or cluster): workers fenced out, a
     dry run that writes nothing, a crash after the first batch, a run that carries on;
@@ -196,6 +227,14 @@ def run_layout2_migration(h: Harness, leads: list[str], monkeypatch: pytest.Monk
     to_layout2(store, leads)
     with pytest.raises(SettingsError, match="nurture migrate state"):
         h.rt.check_redis()
+    # Set to another number of shards, it refuses before writing anything.
+    wrong = other_shards(h, 64)
+    try:
+        with pytest.raises(SettingsError, match=r"NURTURE_STATE_SHARDS=64, .* 256 shards"):
+            migrate_state(wrong)
+    finally:
+        wrong.close()
+    assert b"migrating" not in store.redis.hgetall(store.keys.legacy_layout)
     assert migrate_state(h.rt, dry_run=True) == {"folded": len(leads)}
     assert not any(store.redis.exists(store.keys.lead(lead)) for lead in leads)
 
@@ -227,6 +266,8 @@ def run_layout2_migration(h: Harness, leads: list[str], monkeypatch: pytest.Monk
     assert migrate_state(h.rt) == {}
     h.rt.check_redis()
     assert store.layout() == store.wanted_layout()
+    # The record versions before layout 3 read is now one they refuse (a string).
+    assert store.redis.get(store.keys.legacy_layout) == LEGACY_LAYOUT_FENCE.encode()
     assert snapshot(store, leads) == before
     h.run_until(h.clock.now().timestamp() + 40 * 86400)
     for lead in leads:
@@ -274,7 +315,7 @@ def test_nurture_migrate_state_dry_run_from_the_command_line(
         env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "state: would move 1 lead, 1 sched"
+    assert result.stdout.strip() == "state: would move 1 folded, 1 lead, 1 sched"
     result = subprocess.run(
         [*nurture_command(), "migrate", "state"],
         env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
@@ -313,3 +354,205 @@ def test_a_migrated_single_redis_imports_into_the_cluster_with_redis_cli(
     for lead in LEADS[:10]:
         steps = [s for (who, seq, s) in h.sent() if who == lead and seq == "value-first"]
         assert steps == VALUE_FIRST, lead
+
+
+def test_migrate_state_with_another_number_of_shards_refuses_before_writing(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """Set to the wrong shards, the migration used to record them first (the layout-1
+    step), fold nothing (every lead key had a tag it did not compute), and record
+    layout 3: workers then started on what looked like empty state."""
+    h = make_harness()
+    for i, lead in enumerate(LEADS[:6]):
+        h.emit(event(f"e{i}", lead_id=lead, email=f"{lead}@example.com", **INBOUND))
+    h.settle()
+    h.rt.check_redis()
+    store, client = h.rt.store, h.rt.store.redis
+    before = snapshot(store, LEADS[:6])
+    to_layout2(store, LEADS[:6])
+    keys_before = sorted(client.keys("*"))
+    record = client.hgetall(store.keys.legacy_layout)
+    wrong = other_shards(h, 64)
+    try:
+        for dry_run in (True, False):
+            with pytest.raises(SettingsError, match=r"NURTURE_STATE_SHARDS=64, .* 256 shards"):
+                migrate_state(wrong, dry_run=dry_run)
+        assert sorted(client.keys("*")) == keys_before
+        assert client.hgetall(store.keys.legacy_layout) == record  # nothing written
+        # With no shards recorded, the lead keys' own tags give the mismatch away.
+        client.hdel(store.keys.legacy_layout, "shards")
+        for dry_run in (True, False):
+            with pytest.raises(
+                SettingsError, match=r"bucket \{b\d+\}, but NURTURE_STATE_SHARDS=64"
+            ):
+                migrate_state(wrong, dry_run=dry_run)
+        assert sorted(client.keys("*")) == keys_before
+        assert b"migrating" not in client.hgetall(store.keys.legacy_layout)
+        with pytest.raises(SettingsError, match="NURTURE_STATE_SHARDS=64"):
+            migration.layout2_leads(client, wrong.store.keys)
+    finally:
+        wrong.close()
+    assert migrate_state(h.rt)["folded"] == 6  # the right setting folds every lead
+    h.rt.check_redis()
+    assert snapshot(store, LEADS[:6]) == before
+
+
+def fold_while_layout2_keys_appear(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process of the version before (left running) writes a lead's layout-2 key while
+    the fold runs: the last scan finds it, the record stays ``migrating`` (workers stay
+    out) and the error names the key; a run again folds it and finishes."""
+    store = layout2_state(h, LEADS[:5])
+    late = store.keys.per_lead("lead", "late-lead")
+    real_fold = migration._fold_batch
+
+    def fold_while_an_old_worker_writes(*args: Any) -> int:
+        store.redis.hset(late, "data", '{"email": "late@example.com"}')
+        return real_fold(*args)
+
+    monkeypatch.setattr(migration, "_fold_batch", fold_while_an_old_worker_writes)
+    with pytest.raises(SettingsError, match=rf"1 lead\(s\) got layout-2 keys .*{late}"):
+        migrate_state(h.rt)
+    monkeypatch.setattr(migration, "_fold_batch", real_fold)
+    with pytest.raises(SettingsError, match="has not finished"):
+        h.rt.check_redis()
+    assert store.layout() is None  # layout 3 not recorded
+    assert migrate_state(h.rt) == {"folded": 1}
+    h.rt.check_redis()
+    assert store.get_lead("late-lead") is not None
+
+
+def test_a_fold_refuses_to_finish_while_layout2_keys_appear(
+    make_harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fold_while_layout2_keys_appear(make_harness(), monkeypatch)
+
+
+def test_a_fold_refuses_to_finish_while_layout2_keys_appear_on_the_cluster(
+    make_harness: Callable[..., Harness],
+    redis_cluster: ClusterProcess,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = make_harness(redis_url=redis_cluster.url, redis_cluster=True)
+    fold_while_layout2_keys_appear(h, monkeypatch)
+
+
+#: main before layout 3 (this repository's history): the version an install rolls back to.
+BEFORE_LAYOUT3 = "5dbf3aa"
+
+
+def old_version(tmp_path: Path) -> Path:
+    """The ``worker`` package of :data:`BEFORE_LAYOUT3`, from git, to run as it was."""
+    root = Path(__file__).resolve().parents[2]
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", BEFORE_LAYOUT3, "worker"],
+        capture_output=True, check=True, timeout=60,
+    )  # fmt: skip
+    target = tmp_path / "old"
+    target.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
+OLD_CHECK = """
+import redis
+from worker.store import Store
+from worker.store.keys import Keys
+from worker.store.layout_migration import migrate_layout1
+client = redis.Redis.from_url({url!r})
+for name, step in [("check_layout", lambda: Store(client).check_layout()),
+                   ("migrate_layout1", lambda: migrate_layout1(client, Keys()))]:
+    try:
+        step()
+        print(name, "ran")
+    except Exception as exc:
+        print(name, "refused:", type(exc).__name__, exc)
+"""
+
+
+def run_old(old: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        env={**env, "PYTHONPATH": str(old)}, cwd=old, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_the_version_before_layout3_refuses_a_folded_state(
+    make_harness: Callable[..., Harness],
+    redis_url: str,
+    cli_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """The real code of :data:`BEFORE_LAYOUT3` (git archive): its ``check_layout`` (the
+    start of its commands: status, lead, report, pause, migrate queues) and its
+    ``nurture migrate state`` (which would have cleared a ``migrating`` fence and let its
+    workers in) stop on the folded state's older record, and on a fresh install's;
+    during the fold its check says the migration has not finished."""
+    old = old_version(tmp_path)
+    h = make_harness()
+    store = layout2_state(h, LEADS[:4])
+    store.redis.hset(store.keys.legacy_layout, "migrating", "1")  # as during the fold
+    during = run_old(old, cli_env, "-c", OLD_CHECK.format(url=redis_url))
+    assert "check_layout refused: SettingsError `nurture migrate state` has not" in during.stdout
+    store.redis.hdel(store.keys.legacy_layout, "migrating")
+    assert migrate_state(h.rt)["folded"] == 4
+    checked = run_old(old, cli_env, "-c", OLD_CHECK.format(url=redis_url))
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.splitlines() == [
+        f"{name} refused: ResponseError WRONGTYPE Operation against a key holding the "
+        "wrong kind of value"
+        for name in ("check_layout", "migrate_layout1")
+    ]
+    for command in (["status"], ["migrate", "state"]):
+        result = run_old(old, cli_env, "-m", "worker.cli", *command)
+        assert result.returncode == 1 and "WRONGTYPE" in result.stderr, result.stderr
+    assert store.redis.get(store.keys.legacy_layout) == LEGACY_LAYOUT_FENCE.encode()
+    h.rt.check_redis()  # this version runs on
+    assert store.layout() == store.wanted_layout()
+    # A fresh install of this version is refused the same way.
+    store.redis.flushall()
+    h.rt.check_redis()
+    fresh = run_old(old, cli_env, "-c", OLD_CHECK.format(url=redis_url))
+    assert fresh.stdout.count("refused: ResponseError WRONGTYPE") == 2, fresh.stdout
+
+
+def test_serve_refuses_a_layout_it_does_not_know_and_serves_an_older_one(
+    make_harness: Callable[..., Harness], cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """``nurture serve`` checks the layout at start: a newer layout or another number of
+    shards stops it; layout 2 (being migrated or not) is served, as intake goes on while
+    ``nurture migrate state`` runs; workers refuse it."""
+    h = make_harness()
+    h.rt.check_redis()
+    store = h.rt.store
+    store.redis.hset(store.keys.layout, "version", "4")
+    result = nurture(["serve", "--port", "0"], cli_env, tmp_path)
+    assert result.returncode == 1
+    assert "key layout 4, written by a newer version" in result.stderr, result.stderr
+    store.redis.hset(store.keys.layout, "version", "3")
+    result = nurture(["serve", "--port", "0"], {**cli_env, "NURTURE_STATE_SHARDS": "64"}, tmp_path)
+    assert result.returncode == 1
+    assert "set NURTURE_STATE_SHARDS=256" in result.stderr, result.stderr
+    to_layout2(store, [])
+    for migrating in (False, True):
+        if migrating:
+            store.redis.hset(store.keys.legacy_layout, "migrating", "1")
+        h.rt.check_redis(older_layout=True)
+        with pytest.raises(SettingsError, match="nurture migrate state"):
+            h.rt.check_redis()
+    worker = nurture(["worker", "--processes", "1"], cli_env, tmp_path)
+    assert worker.returncode == 1 and "has not finished" in worker.stderr, worker.stderr
+
+
+def test_a_layout3_record_in_the_older_key_is_moved_and_fenced(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """The first builds of layout 3 kept its record in ``nurture:layout`` (a hash, as
+    layout 2's): a worker of this version moves it to ``nurture:layout:record`` and
+    turns the older key into the string the versions before refuse."""
+    h = make_harness()
+    store = h.rt.store
+    store.redis.hset(store.keys.legacy_layout, mapping=store.wanted_layout())
+    h.rt.check_redis()
+    assert store.layout() == store.wanted_layout()
+    assert store.redis.get(store.keys.legacy_layout) == LEGACY_LAYOUT_FENCE.encode()
+    h.rt.check_redis()  # and runs on it from then on

@@ -41,7 +41,14 @@ from worker.store.events import (
     WEBHOOK_DEDUP_SECONDS,
     ReplayGuard,
 )
-from worker.store.keys import DEFAULT_SHARDS, EMAIL_BUCKETS, LAYOUT_VERSION, Keys
+from worker.store.keys import (
+    DEFAULT_SHARDS,
+    EMAIL_BUCKETS,
+    LAYOUT_VERSION,
+    LEGACY_LAYOUT_FENCE,
+    Keys,
+)
+from worker.store.layout_migration import MIGRATING, StoredLayout, read_layout, write_layout
 from worker.store.leads import LeadRecord, LeadStore
 from worker.store.ledger import Advance, Ledger, LedgerState, Reservation, Reserve, Sent, Verdict
 from worker.store.pauses import DeliveryPause, PauseStore
@@ -106,51 +113,83 @@ class Store:
         except (redis.RedisError, redis.exceptions.RedisClusterException):
             return False
 
-    def check_layout(self) -> None:
+    def check_layout(self, *, older: bool = False) -> None:
         """Record the key layout on first use; refuse one laid out otherwise.
+
+        With ``older`` (the HTTP services, which keep taking events while
+        ``nurture migrate state`` runs), an older layout or a migration under way is
+        accepted; a newer layout or another number of shards never is.
 
         Raises:
             SettingsError: When the stored layout has another number of shards (naming
-                ``NURTURE_STATE_SHARDS``), or the data is in an older layout (the
-                untagged one, or four keys per lead: naming ``nurture migrate state``).
+                ``NURTURE_STATE_SHARDS``), is newer than this version's, or (unless
+                ``older``) the data is in an older layout (the untagged one, or four keys
+                per lead: naming ``nurture migrate state``) or being migrated.
         """
-        stored = self.layout()
-        if stored is not None and "migrating" in stored:
-            raise SettingsError(
-                "`nurture migrate state` has not finished on this Redis; run it again to "
-                "complete it (it carries on where it stopped), then start the workers"
-            )
-        if stored is None:
-            markers = self.redis.pipeline(transaction=False)
-            for key in layout1_markers(self.keys.prefix):
-                markers.exists(key)
-            if any(markers.execute()):
+        stored = read_layout(self.redis, self.keys)
+        if not stored.fields:
+            if self._layout1_state():
+                if older:
+                    return
                 raise SettingsError(
                     "this Redis holds state in the older key layout (before lead buckets); "
                     "stop every worker and run `nurture migrate state` "
                     "(docs/deployment.md), then start again"
                 )
-            pipe = self.redis.pipeline(transaction=False)
-            for name, value in self.wanted_layout().items():
-                pipe.hsetnx(self.keys.layout, name, value)
-            pipe.execute()
-            stored = self.layout() or {}
-        version = int(stored.get("version", LAYOUT_VERSION))
-        if version < LAYOUT_VERSION:
+            self._record_new_layout()
+            stored = read_layout(self.redis, self.keys)
+        fields = stored.fields
+        if MIGRATING in fields and not older:
             raise SettingsError(
-                f"this Redis holds state in key layout {version} (four keys per lead; this "
-                f"version keeps one hash per lead, layout {LAYOUT_VERSION}): stop every "
-                "worker and run `nurture migrate state` (docs/deployment.md), then start again"
+                "`nurture migrate state` has not finished on this Redis; run it again to "
+                "complete it (it carries on where it stopped), then start the workers"
             )
-        shards = int(stored.get("shards", self.keys.shards))
+        self._check_version(stored, older)
+        shards = int(fields.get("shards", self.keys.shards))
         if shards != self.keys.shards:
             raise SettingsError(
                 f"NURTURE_STATE_SHARDS={self.keys.shards}, but this install's state was laid "
                 f"out with {shards} shards (fixed at install): set NURTURE_STATE_SHARDS={shards}"
             )
 
+    def _layout1_state(self) -> bool:
+        markers = self.redis.pipeline(transaction=False)
+        for key in layout1_markers(self.keys.prefix):
+            markers.exists(key)
+        return any(markers.execute())
+
+    def _record_new_layout(self) -> None:
+        """A fresh install: layout 3's record, and the older record as the string that
+        versions before layout 3 refuse (``NX``: whichever came first stays)."""
+        self.redis.set(self.keys.legacy_layout, LEGACY_LAYOUT_FENCE, nx=True)
+        pipe = self.redis.pipeline(transaction=False)
+        for name, value in self.wanted_layout().items():
+            pipe.hsetnx(self.keys.layout, name, value)
+        pipe.execute()
+
+    def _check_version(self, stored: StoredLayout, older: bool) -> None:
+        version = int(stored.fields.get("version", LAYOUT_VERSION if stored.current else 2))
+        if version > LAYOUT_VERSION:
+            raise SettingsError(
+                f"this Redis holds state in key layout {version}, written by a newer version "
+                f"of nurture-worker (this one knows layouts up to {LAYOUT_VERSION}): run "
+                "the newer version"
+            )
+        if not stored.current and version == LAYOUT_VERSION and MIGRATING not in stored.fields:
+            # Layout 3 recorded in the older record (the first builds of layout 3): move
+            # the record and fence the older one off.
+            write_layout(self.redis, self.keys, stored.fields)
+        elif stored.current and not stored.fenced and MIGRATING not in stored.fields:
+            self.redis.set(self.keys.legacy_layout, LEGACY_LAYOUT_FENCE)
+        if version < LAYOUT_VERSION and not older:
+            raise SettingsError(
+                f"this Redis holds state in key layout {version} (four keys per lead; this "
+                f"version keeps one hash per lead, layout {LAYOUT_VERSION}): stop every "
+                "worker and run `nurture migrate state` (docs/deployment.md), then start again"
+            )
+
     def layout(self) -> dict[str, str] | None:
-        """The recorded key layout (``version``, ``shards``, ``email_buckets``), or None."""
+        """Layout 3's record (``version``, ``shards``, ``email_buckets``), or None."""
         raw = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.layout))
         return {k.decode(): v.decode() for k, v in raw.items()} or None
 

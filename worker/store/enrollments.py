@@ -194,19 +194,21 @@ class EnrollmentStore:
         schedule: tuple[str, float] | None = None,
         unschedule: Iterable[str] = (),
         count: Sequence[str] = (),
+        new: bool = False,
     ) -> None:
         """Store an enrollment and, in the same transaction, (un)schedule its touches
         and add 1 to the report's day fields ``count`` (:func:`~worker.store.counters.day_fields`).
 
         This and the ledger's ``advance`` are the only writers of the schedule's
-        entries for an enrollment. A new enrollment after an ended one (generation 2
+        entries for an enrollment. A ``new`` enrollment after an ended one (generation 2
         on) drops the ledger entries of the ended generations: ``reserve_send.lua``
-        refuses their touches, so they are never read again.
+        refuses their touches, so they are never read again. Any other write (an exit,
+        a move) reads no ledger field.
         """
         # The lead's touches live in its bucket's shard: one slot, one transaction.
         bucket = self.keys.bucket(lead_id)
         key = self.keys.lead(lead_id)
-        ended = self._ended_ledger(lead_id, sequence, enrollment)
+        ended = self._ended_ledger(lead_id, sequence, enrollment) if new else []
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, ENROLLMENT_FIELD + sequence, pack_enrollment(enrollment))
         if ended:
@@ -223,9 +225,9 @@ class EnrollmentStore:
         pipe.execute()
 
     def _ended_ledger(self, lead_id: str, sequence: str, enrollment: Enrollment) -> list[str]:
-        """The ledger fields of the ended generations of ``sequence``, when
-        ``enrollment`` is a new one after them (else none, and no round trip)."""
-        if enrollment.generation < 2 or enrollment.done:
+        """The ledger fields of the ended generations of ``sequence``, before the new
+        ``enrollment`` (none, and no round trip, for a first one)."""
+        if enrollment.generation < 2:
             return []
         prefix = f"{LEDGER_FIELD}{sequence}:"
         current = f"{prefix}{enrollment.generation}:"

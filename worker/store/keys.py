@@ -21,6 +21,12 @@ EMAIL_BUCKETS = 131_072
 #: bucketed one with four keys per lead (``lead``, ``enr``, ``sent``, ``recv``), 3 folds
 #: those four into one hash per lead (:meth:`Keys.lead`).
 LAYOUT_VERSION = 3
+#: The value of :attr:`Keys.legacy_layout` from layout 3 on (see there).
+LEGACY_LAYOUT_FENCE = (
+    "layout 3 (one hash per lead; its record is <prefix>:layout:record): versions before "
+    "it must not run on this state; roll back by restoring the Redis snapshot taken "
+    "before `nurture migrate state` (docs/deployment.md)"
+)
 
 # Fields of the lead hash (:meth:`Keys.lead`) besides the lead's flags. The Lua scripts
 # spell them out as these ('e:', 'l:', 'r').
@@ -96,8 +102,21 @@ class Keys:
 
     @property
     def layout(self) -> str:
-        """Hash: ``version``, ``shards``, ``email_buckets``: the key layout in use,
-        written once; a worker configured otherwise refuses to start."""
+        """Hash: ``version``, ``shards``, ``email_buckets`` (and ``migrating`` while
+        ``nurture migrate state`` runs): the key layout in use from layout 3 on, written
+        once; a worker configured otherwise refuses to start."""
+        return f"{self.prefix}:layout:record"
+
+    @property
+    def legacy_layout(self) -> str:
+        """Layouts 1 and 2's record, the one versions before layout 3 read: a hash like
+        :attr:`layout` on an install not yet folded; from layout 3 on a *string* naming
+        the layout (:data:`LEGACY_LAYOUT_FENCE`). Those versions' commands read it with
+        HGETALL (``Store.check_layout``) and ``nurture migrate state`` writes it with HSET,
+        so on a string they stop with Redis's WRONGTYPE error before touching a lead (a
+        ``migrating`` field would not do: their ``migrate state`` clears it). Their
+        workers and HTTP services never read it: after a fold the way back is the
+        snapshot from before it, not the older version (docs/deployment.md)."""
         return f"{self.prefix}:layout"
 
     def event(self, event_id: str) -> str:
@@ -159,12 +178,14 @@ class Keys:
 
     def suppressed_email(self, email: str) -> str:
         """String: why this address is suppressed. Layout 1 only, before addresses were
-        hashed: ``nurture migrate state`` moves these to :meth:`suppressions`."""
+        hashed: ``nurture migrate state`` moves these to :meth:`suppressions`
+        (``suppressed_email("")`` is the prefix it scans)."""
         return f"{self.prefix}:supp:{email.lower()}"
 
     def suppressed_hash(self, digest: str) -> str:
         """String: why the address whose keyed hash is ``digest`` is suppressed. Layout 1
-        only: ``nurture migrate state`` moves these to :meth:`suppressions`."""
+        only: ``nurture migrate state`` moves these to :meth:`suppressions`
+        (``suppressed_hash("")`` is the prefix it scans)."""
         return f"{self.prefix}:supph:{digest}"
 
     @property
