@@ -12,11 +12,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from worker.content import locale_chain
 from worker.delivery import Message
 from worker.errors import Problem, RenderError
 from worker.rendering import Renderer
-from worker.rendering.renderer import is_locale_dir
+from worker.rendering.renderer import locale_dirs, template_candidates
 from worker.senders import Address, SenderDefaults
 from worker.sequences import Catalog
 from worker.sequences.model import Sequence, Step
@@ -85,16 +84,18 @@ def check_notify_locales(
     """Notify steps whose language (the step's ``locale``, else ``NURTURE_NOTIFY_LOCALE``)
     has no template of theirs: they would go out in the default language unnoticed."""
     problems: list[Problem] = []
-    default = locale_chain(default_locale, default_locale)[-1:]
+    default = locale_dirs(default_locale, default_locale)[-1:]
     for sequence in catalog.sequences.values():
         for step in sequence.steps:
-            if step.notify is None or not (step.notify.locale or setting):
+            if step.notify is None:
                 continue
             locale = step.notify.locale or setting
-            chain = [loc for loc in locale_chain(locale, default_locale) if is_locale_dir(loc)]
-            if chain[-1:] == list(default):
+            if not locale:
+                continue
+            if locale_dirs(locale, default_locale)[-1:] == default:
                 continue  # the default language: the templates folder's own files serve
-            tried = [f"{loc}/{step.template}.j2" for loc in chain]
+            # The renderer's order, without its last try (the templates folder's own file).
+            tried = template_candidates(step.template, locale, default_locale)[:-1]
             if any((templates_dir / relative).is_file() for relative in tried):
                 continue
             why = "its `locale`" if step.notify.locale else "NURTURE_NOTIFY_LOCALE"

@@ -61,6 +61,17 @@ def is_locale_dir(name: str) -> bool:
     return bool(_LOCALE_DIR.match(name))
 
 
+def locale_dirs(locale: str | None, default_locale: str) -> list[str]:
+    """The locale folders tried for ``locale``, most specific first (``da-DK``, ``da``)."""
+    return [loc for loc in locale_chain(locale, default_locale) if is_locale_dir(loc)]
+
+
+def template_candidates(name: str, locale: str | None, default_locale: str) -> list[str]:
+    """Relative template paths tried for ``name`` in ``locale``, in order: its
+    :func:`locale_dirs`, then the templates folder's own file (contract fallback)."""
+    return [f"{loc}/{name}.j2" for loc in locale_dirs(locale, default_locale)] + [f"{name}.j2"]
+
+
 class TemplateRenderError(RenderError):
     """A :class:`RenderError` that knows the template file and line.
 
@@ -312,8 +323,7 @@ class Renderer:
 
     def candidates(self, name: str, locale: str | None) -> list[str]:
         """Relative template paths tried for ``name``, in order (contract fallback)."""
-        chain = [loc for loc in locale_chain(locale, self.default_locale) if is_locale_dir(loc)]
-        return [f"{loc}/{name}.j2" for loc in chain] + [f"{name}.j2"]
+        return template_candidates(name, locale, self.default_locale)
 
     def display(self, relative: str) -> str:
         """A relative template path as the user sees it: ``templates/da/x.j2``."""
